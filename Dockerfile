@@ -1,0 +1,31 @@
+# syntax=docker/dockerfile:1
+# Build stage: a virtualenv with CPU-only torch (PyTorch's CPU index, never a CUDA build), then Unfold.
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY app ./app
+COPY workers ./workers
+COPY migrations ./migrations
+RUN pip install .
+
+# Runtime stage: the virtualenv only, run as an unprivileged user.
+FROM python:3.11-slim
+RUN useradd --create-home --uid 10001 unfold \
+    && mkdir -p /srv/unfold/var \
+    && chown -R unfold:unfold /srv/unfold
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    UNFOLD_HOST=0.0.0.0 \
+    UNFOLD_PORT=8000 \
+    UNFOLD_VAR_DIR=/srv/unfold/var
+WORKDIR /srv/unfold
+USER unfold
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --retries=5 \
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz')"
+CMD ["unfold", "api"]

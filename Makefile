@@ -1,0 +1,41 @@
+# One target per habit. `make run` and `make test` install what they need first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# torch comes first and only as a CPU build: a local wheel if pip's find-links has one,
+# otherwise PyTorch's CPU index. Plain PyPI would hand Linux a multi-GB CUDA build.
+TORCH := torch==2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+
+.PHONY: install run test test-fast lint typecheck bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --no-index "$(TORCH)" || $(BIN)/python -m pip install "$(TORCH)" --index-url $(TORCH_CPU_INDEX)
+	$(BIN)/python -m pip install -e ".[dev]"
+	touch $(STAMP)
+
+run: install
+	$(BIN)/unfold up
+
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/pytest tests/recsys tests/ingestion
+
+lint: install
+	$(BIN)/ruff check app workers migrations tests bench
+	$(BIN)/ruff format --check app workers tests bench
+
+typecheck: install
+	$(BIN)/mypy app/recsys
+
+bench: install
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

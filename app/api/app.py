@@ -1,0 +1,60 @@
+"""create_app(): wires settings, store, model cache, queue and routers together."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from fastapi import FastAPI
+
+from app.api.errors import install_error_handlers
+from app.api.limits import BodySizeLimit
+from app.api.routes import datasets, health, jobs, models, queries
+from app.config import Settings, get_settings
+from app.services.serving import ModelCache
+from app.storage import open_store
+
+log = logging.getLogger(__name__)
+JSON_BODY_LIMIT = 64 * 1024 * 1024
+
+
+def _enqueuer(settings: Settings) -> tuple[object, Callable[[str], None]]:
+    """Send training tasks by name, so the API never imports the worker's torch code."""
+    from workers.celery_app import TRAIN_TASK, create_celery
+
+    celery = create_celery(settings)
+    if settings.task_always_eager:
+
+        def run_inline(job_id: str) -> None:
+            from workers.tasks import train_job
+
+            train_job(settings, job_id)
+
+        return celery, run_inline
+
+    def send(job_id: str) -> None:
+        try:
+            celery.send_task(TRAIN_TASK, args=[job_id], queue=settings.queue)
+        except Exception:  # the job row stays queued; it is the source of truth
+            log.exception("could not send job %s to the broker", job_id)
+
+    return celery, send
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The Unfold HTTP API."""
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="Unfold",
+        version="0.1.0",
+        description="Train recommendation embeddings (WALS) and query them. Contract: API.md.",
+    )
+    app.state.settings = settings
+    app.state.store = open_store(settings.resolved_artifact_root)
+    app.state.model_cache = ModelCache(app.state.store, int(settings.model_cache_mb * 2**20))
+    app.state.celery, app.state.enqueue = _enqueuer(settings)
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, upload_bytes=settings.max_upload_bytes, other_bytes=JSON_BODY_LIMIT)
+    for module in (health, datasets, jobs, models, queries):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,45 @@
+"""Dependencies declared once as Annotated aliases; state lives on app.state, built in create_app."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.db import get_sessionmaker
+from app.services.serving import ModelCache
+from app.storage import LocalArtifactStore
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def _session(request: Request) -> Iterator[Session]:
+    session = get_sessionmaker(request.app.state.settings.resolved_database_url)()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def _store(request: Request) -> LocalArtifactStore:
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+def _cache(request: Request) -> ModelCache:
+    return request.app.state.model_cache  # type: ignore[no-any-return]
+
+
+def _enqueue(request: Request) -> Callable[[str], None]:
+    return request.app.state.enqueue  # type: ignore[no-any-return]
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+SessionDep = Annotated[Session, Depends(_session)]
+StoreDep = Annotated[LocalArtifactStore, Depends(_store)]
+CacheDep = Annotated[ModelCache, Depends(_cache)]
+EnqueueDep = Annotated[Callable[[str], None], Depends(_enqueue)]

@@ -1,0 +1,47 @@
+"""/v1/jobs: submit a training job, poll it, list, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response, status
+
+from app.api.deps import EnqueueDep, SessionDep
+from app.api.schemas import JobOut, Page
+from app.services import jobs
+from app.spec import TrainingSpec
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut, summary="Start a training job")
+def submit_job(session: SessionDep, enqueue: EnqueueDep, spec: TrainingSpec, response: Response) -> JobOut:
+    job = jobs.submit_job(session, spec, enqueue)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    session.refresh(job)
+    return JobOut.model_validate(job)
+
+
+@router.get("", response_model=Page[JobOut], summary="List jobs, newest first")
+def list_jobs(
+    session: SessionDep,
+    status: Status | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> Page[JobOut]:
+    page = jobs.list_jobs(session, status, limit, cursor)
+    return Page[JobOut](items=[JobOut.model_validate(j) for j in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobOut, summary="A job's status, progress and history")
+def get_job(session: SessionDep, job_id: str) -> JobOut:
+    return JobOut.model_validate(jobs.get_job(session, job_id))
+
+
+@router.post(
+    "/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut, summary="Cancel a job"
+)
+def cancel_job(session: SessionDep, job_id: str) -> JobOut:
+    return JobOut.model_validate(jobs.cancel_job(session, job_id))

@@ -1,0 +1,49 @@
+"""/v1/models and /v1/aliases: trained models and the names that point at them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, status
+
+from app.api.deps import CacheDep, SessionDep, StoreDep
+from app.api.schemas import AliasIn, AliasOut, ModelOut, Page
+from app.services import models
+
+router = APIRouter(tags=["models"])
+
+AliasName = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+
+
+@router.get("/v1/models", response_model=Page[ModelOut], summary="List models, newest first")
+def list_models(
+    session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50, cursor: str | None = None
+) -> Page[ModelOut]:
+    page = models.list_models(session, limit, cursor)
+    return Page[ModelOut](items=[ModelOut.model_validate(m) for m in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/v1/models/{model_id}", response_model=ModelOut, summary="One model, by id or alias")
+def get_model(session: SessionDep, model_id: str) -> ModelOut:
+    return ModelOut.model_validate(models.resolve_model(session, model_id))
+
+
+@router.delete("/v1/models/{model_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a model")
+def delete_model(session: SessionDep, store: StoreDep, cache: CacheDep, model_id: str) -> None:
+    deleted = models.delete_model(session, store, model_id)
+    cache.evict(deleted.id)
+
+
+@router.put("/v1/aliases/{name}", response_model=AliasOut, summary="Point an alias at a model")
+def put_alias(session: SessionDep, name: AliasName, body: AliasIn) -> AliasOut:
+    return AliasOut.model_validate(models.put_alias(session, name, body.model_id))
+
+
+@router.get("/v1/aliases/{name}", response_model=AliasOut, summary="Where an alias points")
+def get_alias(session: SessionDep, name: AliasName) -> AliasOut:
+    return AliasOut.model_validate(models.get_alias(session, name))
+
+
+@router.delete("/v1/aliases/{name}", status_code=status.HTTP_204_NO_CONTENT, summary="Remove an alias")
+def delete_alias(session: SessionDep, name: AliasName) -> None:
+    models.delete_alias(session, name)

@@ -1,0 +1,72 @@
+"""Nearest-neighbour queries against a model (by id or alias): numpy only, no torch."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from app.api.deps import CacheDep, SessionDep, SettingsDep
+from app.api.schemas import (
+    BatchRecommendations,
+    BatchRequest,
+    FoldInRecommendations,
+    FoldInRequest,
+    NeighborsRequest,
+    Recommendations,
+    ScoredItem,
+)
+from app.errors import InvalidInput
+from app.services import models, serving
+
+router = APIRouter(prefix="/v1/models/{model_id}", tags=["queries"])
+
+KQuery = Annotated[int, Query(ge=1, le=1000, description="How many items to return (1..1000).")]
+
+
+def _loaded(session: SessionDep, cache: CacheDep, model_id: str) -> serving.LoadedModel:
+    row = models.resolve_model(session, model_id)
+    return cache.get(row.id, row.artifact_key)
+
+
+ModelDep = Annotated[serving.LoadedModel, Depends(_loaded)]
+
+
+def _items(scored: serving.Scored) -> list[ScoredItem]:
+    return [ScoredItem(item=i, score=s) for i, s in scored]
+
+
+@router.get("/users/{user}/recommendations", response_model=Recommendations, summary="Top-k items for a user")
+def recommend_user(
+    model: ModelDep, user: str, k: KQuery = 10, exclude_seen: bool = True
+) -> Recommendations:
+    [scored] = serving.recommend_for_users(model, [user], k, exclude_seen)
+    return Recommendations(model_id=model.id, items=_items(scored))
+
+
+@router.post("/recommendations", response_model=FoldInRecommendations, summary="Top-k for a new user (fold-in)")
+def recommend_fold_in(model: ModelDep, body: FoldInRequest) -> FoldInRecommendations:
+    scored, unknown = serving.recommend_fold_in(model, body.items, body.weights, body.k, body.exclude_seen)
+    return FoldInRecommendations(model_id=model.id, items=_items(scored), unknown_items=unknown)
+
+
+@router.post("/recommendations/batch", response_model=BatchRecommendations, summary="Top-k for many users")
+def recommend_batch(model: ModelDep, settings: SettingsDep, body: BatchRequest) -> BatchRecommendations:
+    if len(body.users) > settings.max_batch_users:
+        raise InvalidInput(
+            f"users has {len(body.users)} entries; at most {settings.max_batch_users} per call", field="users"
+        )
+    results, unknown = serving.recommend_batch(model, body.users, body.k, body.exclude_seen)
+    return BatchRecommendations(
+        model_id=model.id, results={u: _items(s) for u, s in results.items()}, unknown_users=unknown
+    )
+
+
+@router.get("/items/{item}/similar", response_model=Recommendations, summary="Items similar to an item")
+def similar_items(model: ModelDep, item: str, k: KQuery = 10) -> Recommendations:
+    return Recommendations(model_id=model.id, items=_items(serving.similar_items(model, item, k)))
+
+
+@router.post("/neighbors", response_model=Recommendations, summary="Items nearest to a raw vector")
+def neighbors(model: ModelDep, body: NeighborsRequest) -> Recommendations:
+    return Recommendations(model_id=model.id, items=_items(serving.neighbors(model, body.vector, body.k)))

@@ -1,0 +1,138 @@
+"""Response and request bodies of the HTTP API (the training spec lives in app.spec)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+from app.spec import MAX_K
+
+
+def _iso_utc(value: datetime | None) -> str | None:
+    # SQLite hands datetimes back without a zone; they are stored in UTC.
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+UtcDatetime = Annotated[datetime, PlainSerializer(_iso_utc, return_type=str)]
+T = TypeVar("T")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = Field(None, description="Pass as ?cursor= for the next page; null on the last.")
+
+
+class DatasetOut(_Out):
+    id: str
+    name: str
+    status: str
+    format: str
+    n_users: int
+    n_items: int
+    n_interactions: int
+    density: float
+    checksum: str = Field(description="sha256 of the uploaded bytes.")
+    size_bytes: int
+    created_at: UtcDatetime
+    stats: dict[str, Any]
+
+
+class JobError(BaseModel):
+    type: str
+    message: str
+
+
+class JobOut(_Out):
+    id: str
+    status: str = Field(description="queued | running | succeeded | failed | cancelled")
+    dataset_id: str
+    algorithm: str
+    spec: dict[str, Any]
+    model_id: str | None
+    progress: dict[str, Any] | None = Field(
+        description="{step, total_steps, fraction, unit, phase, eta_seconds, loss, metrics} while running."
+    )
+    history: list[dict[str, Any]] = Field(description="One entry per iteration: {step, loss, seconds, metrics}.")
+    error: JobError | None
+    cancel_requested: bool
+    attempts: int
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+
+
+class ModelOut(_Out):
+    id: str
+    job_id: str
+    dataset_id: str
+    algorithm: str
+    dim: int
+    spec: dict[str, Any] = Field(description="The spec with every value Unfold chose filled in.")
+    metrics: dict[str, Any]
+    index: dict[str, Any]
+    created_at: UtcDatetime
+
+
+class AliasIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model_id: str = Field(min_length=1, description="A model id (or another alias).")
+
+
+class AliasOut(_Out):
+    name: str
+    model_id: str
+    updated_at: UtcDatetime
+
+
+K = Annotated[int, Field(ge=1, le=MAX_K, description=f"How many items to return (1..{MAX_K}).")]
+
+
+class ScoredItem(BaseModel):
+    item: str
+    score: float
+
+
+class Recommendations(BaseModel):
+    model_id: str
+    items: list[ScoredItem]
+
+
+class FoldInRecommendations(Recommendations):
+    unknown_items: list[str] = Field(default_factory=list, description="Items ignored: not in the model.")
+
+
+class FoldInRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: list[str] = Field(min_length=1, max_length=100_000, description="Items the new user interacted with.")
+    weights: list[float] | None = Field(None, description="One weight per item (default 1).")
+    k: K = 10
+    exclude_seen: bool = True
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    users: list[str] = Field(min_length=1, description="External user ids (up to UNFOLD_MAX_BATCH_USERS).")
+    k: K = 10
+    exclude_seen: bool = True
+
+
+class BatchRecommendations(BaseModel):
+    model_id: str
+    results: dict[str, list[ScoredItem]]
+    unknown_users: list[str] = Field(default_factory=list, description="Users not in the model (no results).")
+
+
+class NeighborsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    vector: list[float] = Field(min_length=1, description="A query vector of the model's dimension.")
+    k: K = 10

@@ -1,0 +1,117 @@
+"""The `unfold` command: run the service (up, api, worker, migrate)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import typer
+from rich.console import Console
+
+from app.config import get_settings
+
+cli = typer.Typer(help="Unfold: train recommendation embeddings and serve them.", no_args_is_help=True)
+console = Console(stderr=True)
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply database migrations (Alembic) to UNFOLD_DATABASE_URL."""
+    from app.migrate import upgrade
+
+    _logging()
+    settings = get_settings()
+    upgrade(settings.resolved_database_url)
+    console.print(f"[green]database at head[/green]: {_redact(settings.resolved_database_url)}")
+
+
+@cli.command()
+def api(
+    migrate_first: bool = typer.Option(False, "--migrate", help="Apply migrations before serving."),
+) -> None:
+    """Serve the HTTP API on UNFOLD_HOST:UNFOLD_PORT."""
+    import uvicorn
+
+    settings = get_settings()
+    if migrate_first:
+        migrate()
+    uvicorn.run("app.api.app:create_app", factory=True, host=settings.host, port=settings.port, log_level="info")
+
+
+@cli.command()
+def worker(
+    concurrency: int = typer.Option(None, help="Training tasks at once (default UNFOLD_WORKER_CONCURRENCY)."),
+    name: str = typer.Option(None, help="Celery node name (default unfold-<pid>@<host>)."),
+) -> None:
+    """Run a Celery worker that trains the queued jobs."""
+    from workers.celery_app import celery_app
+
+    settings = get_settings()
+    argv = [
+        "worker",
+        f"--queues={settings.queue}",
+        f"--concurrency={concurrency or settings.worker_concurrency}",
+        f"--hostname={name or f'unfold-{os.getpid()}@%h'}",
+        "--loglevel=INFO",
+    ]
+    if settings.resolved_broker_url.startswith("filesystem://"):
+        # The folder transport has no fanout exchanges: skip the broadcast features.
+        argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    celery_app.worker_main(argv)
+
+
+@cli.command()
+def up() -> None:
+    """Run the whole service (migrations, API and one worker); Ctrl-C stops everything."""
+    settings = get_settings()
+    migrate()
+    me = [sys.executable, "-m", "app.cli"]
+    children = [subprocess.Popen([*me, "worker"]), subprocess.Popen([*me, "api"])]
+    console.print(f"[bold]Unfold[/bold] on http://{settings.host}:{settings.port}  (Ctrl-C to stop)")
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    code = 0
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        code = next(child.returncode for child in children if child.poll() is not None) or 1
+        console.print("[red]a part of the service exited; stopping the rest[/red]")
+    except KeyboardInterrupt:
+        console.print("stopping…")
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for child in children:
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+    raise typer.Exit(code)
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

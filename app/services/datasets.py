@@ -1,0 +1,152 @@
+"""Dataset use cases: ingest an upload into the artifact store, list, fetch, delete."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.errors import Conflict, InvalidInput, NotFound, TooLarge
+from app.ingestion import IngestError, ParseOptions, parse_file
+from app.models import Dataset, Job, new_id
+from app.recsys.interactions import Interactions
+from app.services.pagination import Page, paginate
+from app.storage import LocalArtifactStore
+
+CHUNK = 1 << 20
+ARRAYS_FILE = "interactions.npz"
+ACTIVE_JOB_STATUSES = ("queued", "running")
+
+
+@dataclass(frozen=True)
+class StoredDataset:
+    """A dataset loaded back from the store: the matrix and the external ids of its rows/columns."""
+
+    interactions: Interactions
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+
+
+def _stream_to_disk(src: BinaryIO, dest: Path, max_bytes: int) -> tuple[str, int]:
+    """Copy in 1 MiB chunks, hashing as we go; refuse once the limit is passed."""
+    digest = hashlib.sha256()
+    size = 0
+    with dest.open("wb") as out:
+        while chunk := src.read(CHUNK):
+            size += len(chunk)
+            if size > max_bytes:
+                raise TooLarge(
+                    f"upload exceeds the limit of {max_bytes / 2**20:g} MiB (UNFOLD_MAX_UPLOAD_MB)",
+                    limit_bytes=max_bytes,
+                )
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest(), size
+
+
+def create_dataset(
+    session: Session,
+    store: LocalArtifactStore,
+    upload: BinaryIO,
+    *,
+    filename: str | None,
+    name: str | None,
+    options: ParseOptions,
+    max_bytes: int,
+) -> Dataset:
+    """Stream an upload to disk, parse it, store its arrays and record the dataset."""
+    staged = store.staging_dir()
+    try:
+        raw = staged / "upload.raw"
+        checksum, size = _stream_to_disk(upload, raw, max_bytes)
+        try:
+            parsed = parse_file(raw, options, filename=filename)
+        except IngestError as exc:
+            raise InvalidInput(str(exc), line=exc.line, column=exc.column) from exc
+        raw.unlink()
+        arrays = {
+            "users": parsed.users,
+            "items": parsed.items,
+            "weights": parsed.weights,
+            "user_ids": parsed.user_ids,
+            "item_ids": parsed.item_ids,
+        }
+        if parsed.timestamps is not None:
+            arrays["timestamps"] = parsed.timestamps
+        np.savez(staged / ARRAYS_FILE, **arrays)
+        dataset_id = new_id("ds")
+        stats = parsed.stats
+        (staged / "dataset.json").write_text(json.dumps({"id": dataset_id, "stats": stats}, indent=1))
+        key = f"datasets/{dataset_id}"
+        store.publish_dir(key, staged)
+    except BaseException:
+        store.discard(staged)
+        raise
+    n_users, n_items, nnz = len(parsed.user_ids), len(parsed.item_ids), len(parsed.users)
+    dataset = Dataset(
+        id=dataset_id,
+        name=name or filename or dataset_id,
+        status="ready",
+        format=str(stats.get("format", options.format)),
+        n_users=n_users,
+        n_items=n_items,
+        n_interactions=nnz,
+        density=nnz / (n_users * n_items),
+        checksum=checksum,
+        size_bytes=size,
+        stats=stats,
+        artifact_key=key,
+    )
+    session.add(dataset)
+    try:
+        session.commit()
+    except BaseException:
+        store.delete(key)
+        raise
+    return dataset
+
+
+def load_dataset(store: LocalArtifactStore, dataset: Dataset) -> StoredDataset:
+    """Read a dataset's arrays back (no pickle) as an Interactions matrix plus id maps."""
+    with np.load(store.local_dir(dataset.artifact_key) / ARRAYS_FILE, allow_pickle=False) as z:
+        interactions = Interactions.from_coo(
+            z["users"],
+            z["items"],
+            z["weights"],
+            z["timestamps"] if "timestamps" in z.files else None,
+            n_users=len(z["user_ids"]),
+            n_items=len(z["item_ids"]),
+        )
+        return StoredDataset(interactions, z["user_ids"], z["item_ids"])
+
+
+def get_dataset(session: Session, dataset_id: str) -> Dataset:
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None:
+        raise NotFound(f"no dataset {dataset_id!r}")
+    return dataset
+
+
+def list_datasets(session: Session, limit: int, cursor: str | None) -> Page[Dataset]:
+    return paginate(session, select(Dataset), Dataset.id, limit, cursor)
+
+
+def delete_dataset(session: Session, store: LocalArtifactStore, dataset_id: str) -> None:
+    """Delete a dataset unless a queued or running job still needs it."""
+    dataset = get_dataset(session, dataset_id)
+    busy = session.scalar(
+        select(Job.id).where(Job.dataset_id == dataset_id, Job.status.in_(ACTIVE_JOB_STATUSES)).limit(1)
+    )
+    if busy is not None:
+        raise Conflict(f"dataset {dataset_id!r} is used by job {busy!r}, which is queued or running")
+    session.delete(dataset)
+    session.commit()
+    store.delete(dataset.artifact_key)
+
+

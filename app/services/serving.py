@@ -1,0 +1,175 @@
+"""Answer nearest-neighbour queries from trained models held in a bounded in-memory cache.
+
+Numpy only: the API process never imports torch.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from app.errors import InvalidInput, NotFound
+from app.recsys.artifact import ModelArtifact, load_model
+from app.recsys.confidence import confidence
+from app.recsys.foldin import fold_in
+from app.recsys.search import gather_exclusions, search
+from app.storage import LocalArtifactStore
+
+Scored = list[tuple[str, float]]
+
+
+@dataclass
+class LoadedModel:
+    """A model artifact plus the lookup structures queries need, built once per load."""
+
+    id: str
+    artifact: ModelArtifact
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @cached_property
+    def user_index(self) -> dict[str, int]:
+        return {u: i for i, u in enumerate(self.artifact.user_ids.tolist())}
+
+    @cached_property
+    def item_index(self) -> dict[str, int]:
+        return {v: i for i, v in enumerate(self.artifact.item_ids.tolist())}
+
+    @cached_property
+    def normalized_items(self) -> np.ndarray:
+        V = self.artifact.item_factors
+        norms = np.linalg.norm(V, axis=1, keepdims=True)
+        return V / np.maximum(norms, 1e-12)
+
+    @cached_property
+    def YtY(self) -> np.ndarray:
+        V = self.artifact.item_factors.astype(np.float64)
+        return V.T @ V
+
+    def user(self, user: str) -> int:
+        try:
+            return self.user_index[user]
+        except KeyError:
+            raise NotFound(f"user {user!r} is not in model {self.id!r}") from None
+
+    def item(self, item: str) -> int:
+        try:
+            return self.item_index[item]
+        except KeyError:
+            raise NotFound(f"item {item!r} is not in model {self.id!r}") from None
+
+    def named(self, idx: np.ndarray, scores: np.ndarray) -> Scored:
+        ids = self.artifact.item_ids
+        return [(str(ids[i]), float(s)) for i, s in zip(idx.tolist(), scores.tolist(), strict=True)]
+
+
+class ModelCache:
+    """Thread-safe LRU of loaded models, bounded by their array bytes."""
+
+    def __init__(self, store: LocalArtifactStore, max_bytes: int) -> None:
+        self.store = store
+        self.max_bytes = max_bytes
+        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, model_id: str, artifact_key: str) -> LoadedModel:
+        with self._lock:
+            model = self._models.get(model_id)
+            if model is not None:
+                self._models.move_to_end(model_id)
+                self.hits += 1
+                return model
+        # Load outside the lock so one slow load does not block queries on other models.
+        loaded = LoadedModel(model_id, load_model(self.store.local_dir(artifact_key)))
+        with self._lock:
+            self.misses += 1
+            self._models[model_id] = loaded
+            self._models.move_to_end(model_id)
+            while len(self._models) > 1 and self._size() > self.max_bytes:
+                self._models.popitem(last=False)
+        return loaded
+
+    def _size(self) -> int:
+        return sum(m.artifact.nbytes for m in self._models.values())
+
+    def evict(self, model_id: str) -> None:
+        with self._lock:
+            self._models.pop(model_id, None)
+
+
+def recommend_for_users(model: LoadedModel, users: list[str], k: int, exclude_seen: bool) -> list[Scored]:
+    """Top-k items for known users, one matrix product per chunk of users."""
+    rows = np.array([model.user(u) for u in users], dtype=np.int64)
+    art = model.artifact
+    indptr = indices = None
+    if exclude_seen:
+        indptr, indices = gather_exclusions(rows, art.seen_indptr, art.seen_indices)
+    results = search(art.user_factors[rows], art.item_factors, k, indptr, indices)
+    return [model.named(idx, scores) for idx, scores in results]
+
+
+def recommend_batch(
+    model: LoadedModel, users: list[str], k: int, exclude_seen: bool
+) -> tuple[dict[str, Scored], list[str]]:
+    """Recommendations for many users; unknown users are reported, not fatal."""
+    known = [u for u in dict.fromkeys(users) if u in model.user_index]
+    unknown = [u for u in dict.fromkeys(users) if u not in model.user_index]
+    answers = recommend_for_users(model, known, k, exclude_seen) if known else []
+    return dict(zip(known, answers, strict=True)), unknown
+
+
+def similar_items(model: LoadedModel, item: str, k: int) -> Scored:
+    """Items closest to an item by cosine similarity, the item itself excluded."""
+    i = model.item(item)
+    V = model.normalized_items
+    [(idx, scores)] = search(V[i], V, k, np.array([0, 1]), np.array([i], dtype=np.int32))
+    return model.named(idx, scores)
+
+
+def neighbors(model: LoadedModel, vector: list[float], k: int) -> Scored:
+    """Items with the highest inner product with a raw query vector."""
+    if len(vector) != model.artifact.dim:
+        raise InvalidInput(
+            f"vector has length {len(vector)}, the model's dimension is {model.artifact.dim}", field="vector"
+        )
+    q = np.asarray(vector, dtype=np.float32)
+    if not np.all(np.isfinite(q)):
+        raise InvalidInput("vector must hold finite numbers", field="vector")
+    [(idx, scores)] = search(q, model.artifact.item_factors, k)
+    return model.named(idx, scores)
+
+
+def recommend_fold_in(
+    model: LoadedModel, items: list[str], weights: list[float] | None, k: int, exclude_seen: bool
+) -> tuple[Scored, list[str]]:
+    """Recommendations for a user the model never saw, from that user's interactions."""
+    if weights is not None and len(weights) != len(items):
+        raise InvalidInput(f"weights has {len(weights)} values for {len(items)} items", field="weights")
+    w = np.ones(len(items)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if np.any(~np.isfinite(w)) or np.any(w < 0):
+        raise InvalidInput("weights must be finite and non-negative", field="weights")
+    known = [(model.item_index[it], wt) for it, wt in zip(items, w, strict=True) if it in model.item_index]
+    unknown = [it for it in items if it not in model.item_index]
+    if not known:
+        raise InvalidInput("none of the items is in the model, so there is nothing to fold in", field="items")
+    idx = np.array([i for i, _ in known], dtype=np.int64)
+    # Repeated items are merged by summing their weights, as at ingestion.
+    idx, inverse = np.unique(idx, return_inverse=True)
+    r = np.bincount(inverse, weights=np.array([wt for _, wt in known]))
+    wals = model.artifact.meta.get("spec", {}).get("wals", {})
+    conf = wals.get("confidence", {})
+    c = confidence(r, conf.get("scheme", "linear"), conf.get("alpha", 1.0), conf.get("eps", 1.0))
+    try:
+        u = fold_in(
+            model.artifact.item_factors, model.YtY, idx, c, wals.get("unobserved_weight", 0.0), wals.get("l2", 0.0)
+        )
+    except np.linalg.LinAlgError:
+        raise InvalidInput("these items do not determine a user vector (singular system)", field="items") from None
+    exclude = (np.array([0, len(idx)]), idx.astype(np.int32)) if exclude_seen else (None, None)
+    [(top, scores)] = search(u, model.artifact.item_factors, k, *exclude)
+    return model.named(top, scores), unknown

@@ -1,0 +1,78 @@
+"""The training spec: what a client POSTs to /v1/jobs, validated at the edge.
+
+Fields left out (or null) are chosen by Unfold; the trained model records the values it used.
+Unknown fields are refused so a typo (`"l2_reg"`) is a 422, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_K = 1000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConfidenceSpec(_Strict):
+    scheme: Literal["linear", "log"] = Field("linear", description="c = 1 + α·r, or c = 1 + α·log(1 + r/ε).")
+    alpha: float | None = Field(None, ge=0, le=1e6, description="α; chosen by Unfold when omitted.")
+    eps: float = Field(1.0, gt=0, le=1e9, description="ε of the log scheme.")
+
+
+class WALSSpec(_Strict):
+    iterations: int | None = Field(None, ge=1, le=1000, description="Alternating sweeps (users, then items).")
+    l2: float | None = Field(None, ge=0, le=1e6, description="λ in λ(‖U‖² + ‖V‖²).")
+    unobserved_weight: float | None = Field(
+        None, ge=0, le=1e3, description="w0: weight of every unobserved (user, item) pair."
+    )
+    confidence: ConfidenceSpec = Field(default_factory=ConfidenceSpec)
+    solver: Literal["cg", "cholesky"] = Field("cg", description="Row solver: a few CG steps or exact Cholesky.")
+    cg_steps: int = Field(3, ge=1, le=100, description="CG steps per row solve.")
+
+
+class EvaluationSpec(_Strict):
+    split: Literal["random", "leave_last_out", "temporal", "none"] = "random"
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="Share held out by `random`/`temporal`.")
+    k: list[int] = Field(default_factory=lambda: [10, 20], min_length=1, max_length=10)
+
+    @model_validator(mode="after")
+    def _check_k(self) -> EvaluationSpec:
+        for k in self.k:
+            if not 1 <= k <= MAX_K:
+                raise ValueError(f"evaluation.k values must be within 1..{MAX_K}, got {k}")
+        return self
+
+
+class EarlyStoppingSpec(_Strict):
+    metric: str = Field("ndcg@20", description="A metric the evaluation computes, e.g. recall@20.")
+    patience: int = Field(3, ge=1, le=100, description="Steps without improvement before stopping.")
+
+
+class TrainingSpec(_Strict):
+    dataset_id: str = Field(min_length=1, max_length=40)
+    algorithm: Literal["wals", "sgd"] = "wals"
+    dim: int = Field(64, ge=1, le=4096, description="Embedding dimension.")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    wals: WALSSpec = Field(default_factory=WALSSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    early_stopping: EarlyStoppingSpec | None = None
+
+    @model_validator(mode="after")
+    def _check_early_stopping(self) -> TrainingSpec:
+        es = self.early_stopping
+        if es is None:
+            return self
+        if self.evaluation.split == "none":
+            raise ValueError("early_stopping needs a held-out split: evaluation.split is 'none'")
+        m = re.fullmatch(r"(recall|ndcg)@(\d+)", es.metric)
+        if not m or int(m.group(2)) not in self.evaluation.k:
+            raise ValueError(
+                f"early_stopping.metric {es.metric!r} is not computed: use recall@k or ndcg@k "
+                f"with k in evaluation.k {self.evaluation.k}"
+            )
+        return self

@@ -1,0 +1,45 @@
+"""Alembic environment: the URL comes from app.migrate (settings), never from an ini file."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from app.db import get_engine
+from app.models import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def run_migrations_offline() -> None:
+    context.configure(
+        url=config.get_main_option("sqlalchemy.url"),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        render_as_batch=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    url = config.get_main_option("sqlalchemy.url")
+    assert url, "app.migrate sets sqlalchemy.url"
+    engine = get_engine(url)
+    with engine.connect() as connection:
+        # SQLite cannot ALTER most things; batch mode rebuilds tables instead.
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        connection.commit()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,87 @@
+"""Training jobs through the HTTP API (training runs in-process: task called directly)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.helpers import planted_csv, upload
+
+SMALL = {"dim": 8, "wals": {"iterations": 4}}
+
+
+def _dataset(client, tmp_path: Path) -> str:
+    return upload(client, planted_csv(tmp_path / "p.csv")).json()["id"]
+
+
+def test_job_runs_to_a_model_with_progress_history_and_metrics(client, tmp_path: Path):
+    ds = _dataset(client, tmp_path)
+    r = client.post("/v1/jobs", json={"dataset_id": ds, "algorithm": "wals", **SMALL})
+    assert r.status_code == 202, r.text
+    assert r.headers["location"] == f"/v1/jobs/{r.json()['id']}"
+    job = client.get(r.headers["location"]).json()
+    assert job["status"] == "succeeded", job
+    assert job["progress"]["fraction"] == 1.0 and job["progress"]["unit"] == "iteration"
+    fit = [h for h in job["history"] if h["phase"] == "fit"]
+    assert [h["step"] for h in fit] == [1, 2, 3, 4]
+    assert all("recall@20" in h["metrics"] for h in fit)
+    model = client.get(f"/v1/models/{job['model_id']}").json()
+    assert model["dim"] == 8 and model["algorithm"] == "wals"
+    assert model["spec"]["wals"]["iterations"] == 4 and model["spec"]["wals"]["l2"] is not None
+    assert 0.0 <= model["metrics"]["recall@20"] <= 1.0
+    assert "popularity" in model["metrics"]["baseline"]
+
+
+def test_default_spec_is_complete(client, tmp_path: Path):
+    ds = _dataset(client, tmp_path)
+    job = client.post("/v1/jobs", json={"dataset_id": ds, "algorithm": "wals"}).json()
+    assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "succeeded"
+
+
+def test_bad_specs_are_422_naming_the_field(client, tmp_path: Path):
+    ds = _dataset(client, tmp_path)
+    cases = [
+        ({"dataset_id": ds, "dim": -3}, "dim"),
+        ({"dataset_id": ds, "wals": {"l2": -1}}, "wals.l2"),
+        ({"dataset_id": ds, "wals": {"solver": "qr"}}, "wals.solver"),
+        ({"dataset_id": ds, "evaluation": {"k": [0]}}, "evaluation"),
+        ({"dataset_id": ds, "wals": {"l2_reg": 1}}, "wals.l2_reg"),
+        ({"dataset_id": ds, "early_stopping": {"metric": "recall@50"}}, "early_stopping"),
+        ({"dataset_id": "ds_missing"}, "dataset_id"),
+        ({}, "dataset_id"),
+    ]
+    for body, field in cases:
+        r = client.post("/v1/jobs", json=body)
+        assert r.status_code == 422, (body, r.text)
+        problem = r.json()
+        assert field in problem["detail"], (field, problem)
+
+
+def test_unknown_job_is_404_and_list_filters_by_status(client, tmp_path: Path):
+    assert client.get("/v1/jobs/job_nope").status_code == 404
+    ds = _dataset(client, tmp_path)
+    client.post("/v1/jobs", json={"dataset_id": ds, **SMALL})
+    assert len(client.get("/v1/jobs", params={"status": "succeeded"}).json()["items"]) == 1
+    assert client.get("/v1/jobs", params={"status": "queued"}).json()["items"] == []
+    assert client.get("/v1/jobs", params={"status": "bogus"}).status_code == 422
+
+
+def test_cancel_a_queued_job(client, settings, tmp_path: Path):
+    ds = _dataset(client, tmp_path)
+    client.app.state.enqueue = lambda job_id: None  # nothing picks it up: it stays queued
+    job = client.post("/v1/jobs", json={"dataset_id": ds, **SMALL}).json()
+    assert job["status"] == "queued"
+    r = client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert r.status_code == 202 and r.json()["status"] == "cancelled"
+    # A late delivery of the task must not run it.
+    from workers.tasks import train_job
+
+    assert train_job(settings, job["id"]) == "skipped"
+    assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "cancelled"
+
+
+def test_dataset_in_use_cannot_be_deleted(client, tmp_path: Path):
+    ds = _dataset(client, tmp_path)
+    client.app.state.enqueue = lambda job_id: None
+    client.post("/v1/jobs", json={"dataset_id": ds, **SMALL})
+    r = client.delete(f"/v1/datasets/{ds}")
+    assert r.status_code == 409 and "queued" in r.json()["detail"]

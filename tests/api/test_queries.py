@@ -1,0 +1,124 @@
+"""Queries against a model trained on two planted communities."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import planted_csv, upload
+
+N_USERS, N_ITEMS = 60, 40
+
+
+def _group_user(u: str) -> int:
+    return int(u[1:]) // (N_USERS // 2)
+
+
+def _group_item(i: str) -> int:
+    return int(i[1:]) // (N_ITEMS // 2)
+
+
+@pytest.fixture
+def model(client, tmp_path: Path) -> str:
+    path = planted_csv(tmp_path / "p.csv", N_USERS, N_ITEMS)
+    ds = upload(client, path).json()["id"]
+    spec = {"dataset_id": ds, "dim": 8, "wals": {"iterations": 8}, "evaluation": {"split": "none"}}
+    job = client.post("/v1/jobs", json=spec).json()
+    job = client.get(f"/v1/jobs/{job['id']}").json()
+    assert job["status"] == "succeeded", job
+    return job["model_id"]
+
+
+def _seen(tmp_path: Path) -> dict[str, set[str]]:
+    seen: dict[str, set[str]] = {}
+    for line in (tmp_path / "p.csv").read_text().splitlines()[1:]:
+        u, i, _ = line.split(",")
+        seen.setdefault(u, set()).add(i)
+    return seen
+
+
+def test_user_recommendations_exclude_seen_and_stay_in_the_community(client, model, tmp_path: Path):
+    seen = _seen(tmp_path)
+    for user in ("u0", "u45"):
+        r = client.get(f"/v1/models/{model}/users/{user}/recommendations", params={"k": 5})
+        assert r.status_code == 200, r.text
+        items = r.json()["items"]
+        assert len(items) == 5
+        assert not {x["item"] for x in items} & seen[user]
+        scores = [x["score"] for x in items]
+        assert scores == sorted(scores, reverse=True)
+        assert all(_group_item(x["item"]) == _group_user(user) for x in items)
+
+
+def test_exact_k_when_the_catalog_allows(client, model, tmp_path: Path):
+    # 40 items, 12 seen: asking for 1000 gives exactly the 28 unseen ones.
+    items = client.get(f"/v1/models/{model}/users/u3/recommendations", params={"k": 1000}).json()["items"]
+    assert len(items) == N_ITEMS - 12
+    everything = client.get(
+        f"/v1/models/{model}/users/u3/recommendations", params={"k": 1000, "exclude_seen": "false"}
+    ).json()["items"]
+    assert len(everything) == N_ITEMS
+
+
+def test_bad_queries(client, model):
+    base = f"/v1/models/{model}"
+    assert client.get(f"{base}/users/nobody/recommendations").status_code == 404
+    for k in (0, 1001, "x"):
+        r = client.get(f"{base}/users/u0/recommendations", params={"k": k})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "k"
+    assert client.get("/v1/models/mdl_missing/users/u0/recommendations").status_code == 404
+    assert client.get(f"{base}/items/nothing/similar").status_code == 404
+    r = client.post(f"{base}/neighbors", json={"vector": [0.1] * 3, "k": 5})
+    assert r.status_code == 422 and "dimension" in r.json()["detail"]
+
+
+def test_batch_matches_single_queries_and_reports_unknown_users(client, model):
+    users = ["u1", "u2", "u40", "ghost"]
+    r = client.post(f"/v1/models/{model}/recommendations/batch", json={"users": users, "k": 7})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["unknown_users"] == ["ghost"]
+    for user in users[:3]:
+        single = client.get(f"/v1/models/{model}/users/{user}/recommendations", params={"k": 7}).json()
+        assert [x["item"] for x in body["results"][user]] == [x["item"] for x in single["items"]]
+
+
+def test_similar_items_exclude_the_item_and_share_its_community(client, model):
+    items = client.get(f"/v1/models/{model}/items/i3/similar", params={"k": 5}).json()["items"]
+    assert len(items) == 5 and "i3" not in {x["item"] for x in items}
+    assert all(_group_item(x["item"]) == 0 for x in items)
+
+
+def test_fold_in_a_new_user(client, model):
+    r = client.post(
+        f"/v1/models/{model}/recommendations",
+        json={"items": ["i21", "i22", "i25", "unknown-item"], "weights": [1, 2, 1, 1], "k": 5},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["unknown_items"] == ["unknown-item"]
+    got = [x["item"] for x in body["items"]]
+    assert len(got) == 5 and not {"i21", "i22", "i25"} & set(got)
+    assert all(_group_item(i) == 1 for i in got)
+    bad = client.post(f"/v1/models/{model}/recommendations", json={"items": ["i1"], "weights": [1, 2]})
+    assert bad.status_code == 422 and "weights" in bad.json()["detail"]
+
+
+def test_neighbors_rank_by_inner_product(client, model):
+    dim = client.get(f"/v1/models/{model}").json()["dim"]
+    items = client.post(f"/v1/models/{model}/neighbors", json={"vector": [1.0] * dim, "k": 4}).json()["items"]
+    scores = [x["score"] for x in items]
+    assert len(items) == 4 and scores == sorted(scores, reverse=True)
+
+
+def test_aliases_work_wherever_a_model_id_does(client, model):
+    r = client.put("/v1/aliases/prod", json={"model_id": model})
+    assert r.status_code == 200 and r.json()["model_id"] == model
+    assert client.get("/v1/models/prod").json()["id"] == model
+    via_alias = client.get("/v1/models/prod/users/u0/recommendations").json()
+    assert via_alias["model_id"] == model and len(via_alias["items"]) == 10
+    assert client.put("/v1/aliases/x", json={"model_id": "mdl_nope"}).status_code == 404
+    assert client.delete(f"/v1/models/{model}").status_code == 204
+    assert client.get("/v1/models/prod").status_code == 404
+    assert client.get(f"/v1/models/{model}/users/u0/recommendations").status_code == 404

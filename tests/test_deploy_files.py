@@ -1,0 +1,59 @@
+"""docker compose and the Dockerfile cannot run here; check by reading that they match the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from app.cli import cli
+from app.config import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _compose() -> dict:
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+def _commands() -> set[str]:
+    return {c.name or c.callback.__name__ for c in cli.registered_commands}
+
+
+def test_compose_has_the_production_shape():
+    services = _compose()["services"]
+    assert {"postgres", "redis", "migrate", "api", "worker"} <= set(services)
+    for name in ("postgres", "redis", "api", "worker"):
+        assert "healthcheck" in services[name], name
+    # Scalable workers: no fixed container name or host port.
+    assert "container_name" not in services["worker"] and "ports" not in services["worker"]
+    for name in ("migrate", "api", "worker"):
+        svc = services[name]
+        assert svc["build"] == "." and svc["image"] == "unfold:latest"
+        assert svc["command"][0] == "unfold" and svc["command"][1] in _commands(), svc["command"]
+    assert services["api"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert services["worker"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_compose_environment_names_real_settings_and_production_backends():
+    fields = {f"UNFOLD_{name.upper()}" for name in Settings.model_fields}
+    env = _compose()["services"]["api"]["environment"]
+    assert set(env) <= fields, set(env) - fields
+    assert env["UNFOLD_DATABASE_URL"].startswith("postgresql+psycopg://")
+    assert env["UNFOLD_BROKER_URL"].startswith("redis://")
+    pg = _compose()["services"]["postgres"]["environment"]
+    assert f"{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@postgres:5432/{pg['POSTGRES_DB']}" in env[
+        "UNFOLD_DATABASE_URL"
+    ]
+
+
+def test_dockerfile_is_multi_stage_cpu_torch_and_non_root():
+    text = (REPO / "Dockerfile").read_text()
+    assert len(re.findall(r"^FROM ", text, re.M)) >= 2
+    assert "torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in text
+    assert re.search(r"^USER (?!root)\w+", text, re.M)
+    for path in ("app", "workers", "migrations", "pyproject.toml"):
+        assert path in text
+    env_names = set(re.findall(r"(UNFOLD_[A-Z_]+)=", text))
+    assert env_names <= {f"UNFOLD_{n.upper()}" for n in Settings.model_fields}
