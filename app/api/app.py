@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from app.api.errors import install_error_handlers
 from app.api.limits import BodySizeLimit
+from app.api.observability import install_metrics
 from app.api.routes import datasets, health, jobs, models, queries
 from app.config import Settings, get_settings
 from app.services.serving import ModelCache
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.model_cache = ModelCache(app.state.store, int(settings.model_cache_mb * 2**20))
     app.state.celery, app.state.enqueue = _enqueuer(settings)
     install_error_handlers(app)
+    install_metrics(app)
     app.add_middleware(BodySizeLimit, upload_bytes=settings.max_upload_bytes, other_bytes=JSON_BODY_LIMIT)
     for module in (health, datasets, jobs, models, queries):
         app.include_router(module.router)

@@ -77,3 +77,13 @@ def test_delete_dataset_and_404_after(client, tmp_path: Path):
     assert client.delete(f"/v1/datasets/{ds['id']}").status_code == 204
     r = client.get(f"/v1/datasets/{ds['id']}")
     assert r.status_code == 404 and r.json()["title"] == "Not found"
+
+
+def test_health_ready_and_metrics(client, tmp_path: Path):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "broker": "ok"}
+    upload(client, planted_csv(tmp_path / "p.csv"))
+    text = client.get("/metrics").text
+    assert 'unfold_http_request_seconds_count{method="POST",route="/v1/datasets",status="201"} 1.0' in text
+    assert 'unfold_jobs{status="queued"} 0.0' in text

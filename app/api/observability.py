@@ -1,0 +1,62 @@
+"""Prometheus metrics: request latency per route, jobs by status, model-cache hits."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+
+from app.db import get_sessionmaker
+from app.models import Job
+from app.services.jobs import JOB_STATUSES
+
+
+class _StateCollector(Collector):
+    """Reads job counts and cache counters at scrape time, so they are never stale."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        state = self.app.state
+        with get_sessionmaker(state.settings.resolved_database_url)() as session:
+            counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+        jobs = GaugeMetricFamily("unfold_jobs", "Training jobs by status", labels=["status"])
+        for status in JOB_STATUSES:
+            jobs.add_metric([status], counts.get(status, 0))
+        yield jobs
+        cache = CounterMetricFamily("unfold_model_cache", "Model cache lookups", labels=["result"])
+        cache.add_metric(["hit"], state.model_cache.hits)
+        cache.add_metric(["miss"], state.model_cache.misses)
+        yield cache
+
+
+def install_metrics(app: FastAPI) -> None:
+    """Add a timing middleware and GET /metrics, with a registry per app (tests build many apps)."""
+    registry = CollectorRegistry()
+    registry.register(_StateCollector(app))
+    latency = Histogram(
+        "unfold_http_request_seconds",
+        "HTTP request latency",
+        ["method", "route", "status"],
+        registry=registry,
+        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+    )
+
+    @app.middleware("http")
+    async def _time(request: Request, call_next):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        response = await call_next(request)
+        # The route template, not the raw path, so ids do not explode the label set.
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        latency.labels(request.method, route, str(response.status_code)).observe(time.perf_counter() - start)
+        return response
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
