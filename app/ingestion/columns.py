@@ -1,0 +1,137 @@
+"""Which field of a row is the user, the item, the weight and the timestamp."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from app.ingestion.errors import IngestError
+from app.ingestion.options import ParseOptions
+
+# Common header names per role, matched case-insensitively, in order of preference.
+KNOWN_NAMES: dict[str, tuple[str, ...]] = {
+    "user": ("userid", "user_id", "user", "uid"),
+    "item": ("itemid", "item_id", "movieid", "artistid", "artist_id", "item", "iid"),
+    "weight": ("rating", "weight", "count", "plays", "playcount", "score"),
+    "timestamp": ("timestamp", "ts", "time", "datetime"),
+}
+ALL_KNOWN_NAMES = frozenset(name for names in KNOWN_NAMES.values() for name in names)
+ROLES = ("user", "item", "weight", "timestamp")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One used field: its position and how the user knows it (header name or index)."""
+
+    index: int
+    label: str  # header name, or the 0-based index as a string without a header
+    named: bool  # True when label is a header name
+
+    def stat(self) -> str | int:
+        """How stats report the column: the name, or the index when the file has no header."""
+        return self.label if self.named else self.index
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """The columns used for each role; weight and timestamp are optional."""
+
+    user: Column
+    item: Column
+    weight: Column | None
+    timestamp: Column | None
+
+    def by_role(self) -> dict[str, Column | None]:
+        """Columns keyed by role name."""
+        return {"user": self.user, "item": self.item, "weight": self.weight, "timestamp": self.timestamp}
+
+    def stats(self) -> dict[str, str | int | None]:
+        """JSON-friendly description of the mapping."""
+        return {role: (col.stat() if col else None) for role, col in self.by_role().items()}
+
+
+def resolve_columns(names: Sequence[str] | None, n_fields: int, options: ParseOptions) -> ColumnMap:
+    """Map roles to columns: explicit options first, then header names, then positions."""
+    requested = {
+        "user": options.user_column,
+        "item": options.item_column,
+        "weight": options.weight_column,
+        "timestamp": options.timestamp_column,
+    }
+    chosen: dict[str, int] = {}
+    for role, spec in requested.items():
+        if spec is not None:
+            chosen[role] = _find_explicit(spec, role, names, n_fields)
+    if names is not None:
+        lowered = [name.strip().lower() for name in names]
+        for role in ROLES:
+            if role in chosen:
+                continue
+            for candidate in KNOWN_NAMES[role]:
+                if candidate in lowered and lowered.index(candidate) not in chosen.values():
+                    chosen[role] = lowered.index(candidate)
+                    break
+    else:
+        # No header: the conventional order user, item, weight, timestamp.
+        for position, role in enumerate(ROLES):
+            if role not in chosen and position < n_fields and position not in chosen.values():
+                chosen[role] = position
+    # User and item are required: fall back to the first unclaimed fields. Weight and timestamp
+    # are not guessed under a header, since an unnamed column (price, category) is rarely a confidence.
+    for role in ("user", "item"):
+        if role not in chosen:
+            free = [i for i in range(n_fields) if i not in chosen.values()]
+            if not free:
+                raise IngestError(f"each line needs at least two fields (user and item); found {n_fields}")
+            chosen[role] = free[0]
+    _check_distinct(chosen, names)
+    weight, timestamp = chosen.get("weight"), chosen.get("timestamp")
+    return ColumnMap(
+        user=_column(chosen["user"], names),
+        item=_column(chosen["item"], names),
+        weight=_column(weight, names) if weight is not None else None,
+        timestamp=_column(timestamp, names) if timestamp is not None else None,
+    )
+
+
+def _column(index: int, names: Sequence[str] | None) -> Column:
+    if names is None:
+        return Column(index, str(index), named=False)
+    return Column(index, names[index], named=True)
+
+
+def _find_explicit(spec: str, role: str, names: Sequence[str] | None, n_fields: int) -> int:
+    """Resolve a user-given column: exact name, then case-insensitive name, then 0-based index."""
+    spec = str(spec)
+    if names is not None:
+        if spec in names:
+            return list(names).index(spec)
+        lowered = [name.lower() for name in names]
+        if lowered.count(spec.lower()) == 1:
+            return lowered.index(spec.lower())
+    if spec.strip().isdigit():
+        index = int(spec)
+        if index < n_fields:
+            return index
+        raise IngestError(
+            f"the {role} column index {index} is out of range: the file has {n_fields} columns "
+            f"(indices 0 to {n_fields - 1})",
+            column=spec,
+        )
+    if names is None:
+        raise IngestError(
+            f"the file has no header line, so the {role} column {spec!r} cannot be found by name; "
+            f"give a 0-based index (0 to {n_fields - 1}) or set has_header",
+            column=spec,
+        )
+    available = ", ".join(repr(name) for name in names)
+    raise IngestError(f"there is no {role} column {spec!r}; the file's columns are {available}", column=spec)
+
+
+def _check_distinct(chosen: dict[str, int], names: Sequence[str] | None) -> None:
+    seen: dict[int, str] = {}
+    for role, index in chosen.items():
+        if index in seen:
+            label = repr(names[index]) if names is not None else str(index)
+            raise IngestError(f"column {label} cannot be both the {seen[index]} and the {role} column")
+        seen[index] = role
