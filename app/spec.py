@@ -19,7 +19,9 @@ class _Strict(BaseModel):
 
 
 class ConfidenceSpec(_Strict):
-    scheme: Literal["linear", "log"] = Field("linear", description="c = 1 + α·r, or c = 1 + α·log(1 + r/ε).")
+    scheme: Literal["linear", "log"] = Field(
+        "log", description="c = 1 + α·log(1 + r/ε) (robust to heavy-tailed counts), or c = 1 + α·r."
+    )
     alpha: float | None = Field(None, ge=0, le=1e6, description="α; chosen by Unfold when omitted.")
     eps: float = Field(1.0, gt=0, le=1e9, description="ε of the log scheme.")
 

@@ -1,0 +1,265 @@
+"""Weighted alternating least squares (implicit-feedback matrix factorisation) in pure torch.
+
+Objective, with confidences c_ui (see confidence.py), unobserved weight w0 and L2 weight λ:
+
+    L = Σ_observed c_ui (1 − u·v)² + w0 Σ_unobserved (u·v)² + λ(‖U‖² + ‖V‖²)
+
+Fixing V, the optimal row u of U solves (the Gramian trick: w0·VᵀV is shared by every row, and only the
+row's observed items I_u add a correction):
+
+    A_u u = b_u,   A_u = w0·VᵀV + Σ_{i∈I_u} (c_ui − w0) v_i v_iᵀ + λI,   b_u = Σ_{i∈I_u} c_ui v_i
+
+and symmetrically for items with U fixed. One iteration solves all users, then all items. The dense
+matrix is never built: Σ_all (u·v)² = trace((UᵀU)(VᵀV)), and per-nonzero products are sparse kernels.
+
+Solvers: "cg" runs `cg_steps` conjugate-gradient steps on every row at once, warm-started from the
+current factors (as the `implicit` library does), with matrix-vector products
+A_u x_u = x_u·(w0·VᵀV + λI) + Σ_{i∈I_u} (c_ui − w0)(x_u·v_i) v_i from sparse kernels (a sampled dense-dense
+product, then a CSR × dense product); "cholesky" solves every A_u exactly in padded batches (cholesky.py).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from app.recsys import cholesky
+from app.recsys.base import Callback, EmbeddingModel, Evaluator, history_entry
+from app.recsys.confidence import confidence, validate_confidence
+from app.recsys.device import pick_device
+from app.recsys.interactions import Interactions
+
+SOLVERS = ("cg", "cholesky")
+
+
+@dataclass(frozen=True)
+class WALSConfig:
+    """Hyper-parameters of fit_wals; init_scale None means a normal init with standard deviation 1/sqrt(dim).
+
+    The defaults were tuned on MovieLens: ml-1m-implicit (binary weights) recall@20 0.283 at dim 64, and
+    ML-100K (ratings as weights, random 80/20 split) about 2× the popularity baseline's recall@20.
+    """
+
+    dim: int = 64
+    iterations: int = 15
+    # λ is not scaled by row counts, so it is large next to w0: λ/w0 ≈ 100 and c/w0 ≈ 10 worked best.
+    l2: float = 100.0
+    unobserved_weight: float = 1.0
+    confidence: str = "log"  # "log" | "linear"; log is robust to heavy-tailed counts (play counts)
+    alpha: float = 10.0
+    eps: float = 1.0
+    solver: str = "cg"  # "cg" | "cholesky"
+    cg_steps: int = 3
+    seed: int = 0
+    init_scale: float | None = None
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.dim < 1:
+            raise ValueError(f"dim must be >= 1, got {self.dim}")
+        if self.iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
+        if not self.l2 >= 0.0:
+            raise ValueError(f"l2 must be >= 0, got {self.l2}")
+        if not self.unobserved_weight >= 0.0:
+            raise ValueError(f"unobserved_weight must be >= 0, got {self.unobserved_weight}")
+        validate_confidence(self.confidence, self.alpha, self.eps)
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
+        if self.cg_steps < 1:
+            raise ValueError(f"cg_steps must be >= 1, got {self.cg_steps}")
+        if self.init_scale is not None and not self.init_scale > 0.0:
+            raise ValueError(f"init_scale must be > 0 or None, got {self.init_scale}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f'device must be "auto", "cpu" or "cuda", got {self.device!r}')
+
+
+@dataclass(frozen=True, eq=False)
+class _Rows:
+    """One side of the problem on the device: the CSR pattern with c_ui and c_ui − w0 as values."""
+
+    n_rows: int
+    n_cols: int
+    crow: torch.Tensor  # int64 (n_rows + 1,)
+    col: torch.Tensor  # int64 (nnz,)
+    c: torch.Tensor  # float32 c_ui per nonzero
+    c_minus_w0: torch.Tensor  # float32 c_ui − w0 per nonzero
+    lengths: torch.Tensor  # int64 nonzeros per row
+    plan: cholesky.Plan | None  # padded chunks for the "cholesky" solver, None for "cg"
+
+    def csr(self, values: torch.Tensor) -> torch.Tensor:
+        """Return a sparse CSR tensor with this pattern and the given values."""
+        # torch warns on every CSR construction that sparse CSR is "beta"; the two kernels used here
+        # (sampled_addmm and CSR @ dense) are checked against dense solves in tests/recsys/test_wals.py.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(
+                self.crow, self.col, values, size=(self.n_rows, self.n_cols), check_invariants=False
+            )
+
+
+def _prepare(rows: Interactions, config: WALSConfig, device: torch.device, with_plan: bool = True) -> _Rows:
+    """Move one side to the device; with_plan also plans the Cholesky chunks when that solver is chosen."""
+    c = confidence(rows.weights, config.confidence, config.alpha, config.eps)
+    c_minus_w0 = c - np.float32(config.unobserved_weight)
+    plan = None
+    if with_plan and config.solver == "cholesky":
+        plan = cholesky.plan(rows, c_minus_w0, config.dim, device)
+    c_t = torch.from_numpy(c).to(device)
+    return _Rows(
+        n_rows=rows.n_users,
+        n_cols=rows.n_items,
+        crow=torch.from_numpy(rows.indptr).to(device),
+        col=torch.from_numpy(rows.indices.astype(np.int64)).to(device),
+        c=c_t,
+        c_minus_w0=torch.from_numpy(c_minus_w0).to(device),
+        lengths=torch.from_numpy(rows.user_counts()).to(device),
+        plan=plan,
+    )
+
+
+def _observed_scores(rows: _Rows, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """Return x_u·y_i for every nonzero (u, i) as a CSR tensor (sampled dense-dense product)."""
+    scores: torch.Tensor = torch.sparse.sampled_addmm(rows.csr(rows.c), X, Y.T, beta=0.0)
+    return scores
+
+
+def _correction(rows: _Rows, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """Return Σ_{i∈I_u} (c_ui − w0)(x_u·y_i) y_i for every row u, without an nnz × dim temporary."""
+    scores = _observed_scores(rows, X, Y)
+    scores.values().mul_(rows.c_minus_w0)
+    result: torch.Tensor = scores @ Y
+    return result
+
+
+def _system(rows: _Rows, Y: torch.Tensor, config: WALSConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the shared part w0·YᵀY + λI and the right-hand sides b (one per row)."""
+    shared = config.unobserved_weight * (Y.T @ Y)
+    shared.diagonal().add_(config.l2)
+    b = rows.csr(rows.c) @ Y
+    return shared, b
+
+
+def _solve_cg(rows: _Rows, Y: torch.Tensor, X0: torch.Tensor, config: WALSConfig) -> torch.Tensor:
+    """Run cg_steps conjugate-gradient steps on all rows at once, starting from X0."""
+    shared, b = _system(rows, Y, config)
+
+    def matvec(P: torch.Tensor) -> torch.Tensor:
+        return P @ shared + _correction(rows, P, Y)
+
+    X = X0.clone()
+    R = b - matvec(X)
+    P = R.clone()
+    rs = (R * R).sum(1)
+    for step in range(config.cg_steps):
+        AP = matvec(P)
+        pAp = (P * AP).sum(1)
+        # Rows that already converged have P = 0; their step length is set to 0 instead of 0/0.
+        alpha = torch.where(pAp > 0, rs / pAp.clamp_min(torch.finfo(pAp.dtype).tiny), 0.0)
+        X.addcmul_(alpha.unsqueeze(1), P)
+        if step == config.cg_steps - 1:
+            break
+        R.addcmul_(alpha.unsqueeze(1), AP, value=-1.0)
+        rs_new = (R * R).sum(1)
+        beta = torch.where(rs > 0, rs_new / rs.clamp_min(torch.finfo(rs.dtype).tiny), 0.0)
+        P = R + beta.unsqueeze(1) * P
+        rs = rs_new
+    return X
+
+
+def _solve(rows: _Rows, Y: torch.Tensor, X0: torch.Tensor, config: WALSConfig) -> torch.Tensor:
+    if rows.plan is not None:
+        shared, b = _system(rows, Y, config)
+        return cholesky.solve(rows.plan, shared, Y, b)
+    # Empty rows have b = 0, so their exact solution is 0; starting there keeps CG on it.
+    X0 = X0.masked_fill(rows.lengths.unsqueeze(1) == 0, 0.0)
+    return _solve_cg(rows, Y, X0, config)
+
+
+def solve_rows(
+    rows: Interactions, fixed: torch.Tensor, config: WALSConfig, initial: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Return the factors of `rows` (a CSR over the rows of `fixed`) minimising L with `fixed` held fixed."""
+    if fixed.ndim != 2 or fixed.shape[0] != rows.n_items:
+        raise ValueError(f"fixed factors must have shape ({rows.n_items}, dim), got {tuple(fixed.shape)}")
+    fixed = fixed.to(torch.float32)
+    if initial is None:
+        initial = torch.zeros(rows.n_users, fixed.shape[1], dtype=torch.float32, device=fixed.device)
+    elif tuple(initial.shape) != (rows.n_users, fixed.shape[1]):
+        raise ValueError(
+            f"initial must have shape ({rows.n_users}, {fixed.shape[1]}), got {tuple(initial.shape)}"
+        )
+    prepared = _prepare(rows, config, fixed.device)
+    return _solve(prepared, fixed, initial.to(device=fixed.device, dtype=torch.float32), config)
+
+
+def _objective(rows: _Rows, U: torch.Tensor, V: torch.Tensor, config: WALSConfig) -> float:
+    s = _observed_scores(rows, U, V).values().double()
+    c = rows.c.double()
+    w0 = config.unobserved_weight
+    # Σ_unobserved (u·v)² = Σ_all (u·v)² − Σ_observed (u·v)², with Σ_all (u·v)² = trace((UᵀU)(VᵀV)).
+    UtU = U.double().T @ U.double()
+    VtV = V.double().T @ V.double()
+    observed = (c * (1.0 - s) ** 2).sum() - w0 * (s * s).sum()
+    total = observed + w0 * (UtU * VtV).sum() + config.l2 * (UtU.trace() + VtV.trace())
+    return float(total)
+
+
+def wals_loss(
+    train: Interactions, U: torch.Tensor | np.ndarray, V: torch.Tensor | np.ndarray, config: WALSConfig
+) -> float:
+    """Return the WALS objective L (not normalised) of factors U, V on train, without a dense matrix."""
+    U_t, V_t = torch.as_tensor(U, dtype=torch.float32), torch.as_tensor(V, dtype=torch.float32)
+    if U_t.shape != (train.n_users, config.dim) or V_t.shape != (train.n_items, config.dim):
+        raise ValueError(
+            f"U and V must have shapes ({train.n_users}, {config.dim}) and ({train.n_items}, {config.dim}), "
+            f"got {tuple(U_t.shape)} and {tuple(V_t.shape)}"
+        )
+    return _objective(_prepare(train, config, U_t.device, with_plan=False), U_t, V_t.to(U_t.device), config)
+
+
+def init_factors(n_rows: int, config: WALSConfig, generator: torch.Generator) -> torch.Tensor:
+    """Return seeded normal factors with standard deviation init_scale (default 1/sqrt(dim))."""
+    scale = config.init_scale if config.init_scale is not None else 1.0 / math.sqrt(config.dim)
+    return torch.randn(n_rows, config.dim, generator=generator, dtype=torch.float32) * scale
+
+
+def fit_wals(
+    train: Interactions,
+    config: WALSConfig,
+    callback: Callback | None = None,
+    evaluator: Evaluator | None = None,
+) -> EmbeddingModel:
+    """Train WALS; history "loss" is the objective L divided by train.nnz after each full iteration."""
+    device = pick_device(config.device)
+    # Factors are drawn on the CPU so a seed gives the same start on every device.
+    generator = torch.Generator().manual_seed(config.seed)
+    V = init_factors(train.n_items, config, generator).to(device)
+    U = init_factors(train.n_users, config, generator).to(device)
+    users = _prepare(train, config, device)
+    items = _prepare(train.transpose(), config, device)
+    history: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    for step in range(1, config.iterations + 1):
+        U = _solve(users, V, U, config)
+        V = _solve(items, U, V, config)
+        loss = _objective(users, U, V, config) / max(train.nnz, 1)
+        # Copies, so an evaluator that keeps the arrays never sees later in-place updates.
+        metrics = evaluator(U.cpu().numpy().copy(), V.cpu().numpy().copy()) if evaluator is not None else {}
+        elapsed = time.perf_counter() - start
+        history.append(history_entry(step, loss, elapsed, metrics))
+        if callback is not None and callback(step, elapsed, loss, metrics):
+            break
+    return EmbeddingModel(
+        user_factors=np.ascontiguousarray(U.cpu().numpy(), dtype=np.float32),
+        item_factors=np.ascontiguousarray(V.cpu().numpy(), dtype=np.float32),
+        algorithm="wals",
+        config=asdict(config),
+        history=history,
+    )

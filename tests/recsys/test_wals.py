@@ -1,0 +1,179 @@
+"""WALS: half-steps match a dense brute-force solve, the objective is exact and decreases, fit() contracts."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from app.recsys.confidence import confidence
+from app.recsys.interactions import Interactions
+from app.recsys.wals import WALSConfig, fit_wals, solve_rows, wals_loss
+
+CONFIG = WALSConfig(dim=3, iterations=8, l2=0.3, unobserved_weight=0.2, alpha=2.0, device="cpu")
+
+
+def _tiny() -> Interactions:
+    """7 users × 5 items with weights; user 6 has no interactions."""
+    users = [0, 0, 1, 1, 1, 2, 3, 3, 4, 4, 4, 4, 5]
+    items = [0, 3, 1, 2, 4, 0, 0, 4, 1, 2, 3, 4, 2]
+    weights = [1.0, 3.0, 2.0, 1.0, 0.5, 4.0, 1.0, 2.0, 1.0, 1.0, 5.0, 2.0, 3.0]
+    return Interactions.from_coo(users, items, weights, n_users=7, n_items=5)
+
+
+def _dense_confidence(data: Interactions, config: WALSConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Dense C (c_ui where observed, w0 elsewhere) and P (1 where observed) in float64."""
+    P = np.asarray(data.to_scipy().todense()) > 0
+    C = np.full(P.shape, config.unobserved_weight)
+    c = confidence(data.weights, config.confidence, config.alpha, config.eps).astype(np.float64)
+    C[data.row_users(), data.indices] = c
+    return C, P.astype(np.float64)
+
+
+def _dense_solve(C: np.ndarray, P: np.ndarray, V: np.ndarray, l2: float) -> np.ndarray:
+    """Brute force: per row, (Vᵀ diag(C_u) V + λI) u = Vᵀ diag(C_u) p_u."""
+    rows = [
+        np.linalg.solve(V.T @ (C[u, :, None] * V) + l2 * np.eye(V.shape[1]), V.T @ (C[u] * P[u]))
+        for u in range(C.shape[0])
+    ]
+    return np.array(rows)
+
+
+def _dense_loss(C: np.ndarray, P: np.ndarray, U: np.ndarray, V: np.ndarray, l2: float) -> float:
+    return float((C * (P - U @ V.T) ** 2).sum() + l2 * ((U**2).sum() + (V**2).sum()))
+
+
+@pytest.mark.parametrize(("solver", "cg_steps", "tolerance"), [("cholesky", 3, 1e-5), ("cg", 30, 1e-4)])
+@pytest.mark.parametrize("kind", ["linear", "log"])
+def test_half_step_matches_dense_solve(solver: str, cg_steps: int, tolerance: float, kind: str) -> None:
+    config = dataclasses.replace(CONFIG, solver=solver, cg_steps=cg_steps, confidence=kind)
+    data = _tiny()
+    V = np.random.default_rng(0).normal(size=(5, 3))
+    C, P = _dense_confidence(data, config)
+    expected = _dense_solve(C, P, V, config.l2)
+    got = solve_rows(data, torch.from_numpy(V).float(), config).numpy()
+    np.testing.assert_allclose(got, expected, atol=tolerance, rtol=tolerance)
+    # The item half-step is the same solve on the transpose.
+    U = np.random.default_rng(1).normal(size=(7, 3))
+    expected_items = _dense_solve(C.T, P.T, U, config.l2)
+    got_items = solve_rows(data.transpose(), torch.from_numpy(U).float(), config).numpy()
+    np.testing.assert_allclose(got_items, expected_items, atol=tolerance, rtol=tolerance)
+
+
+def test_cholesky_handles_negative_corrections() -> None:
+    # w0 above every confidence makes c − w0 < 0, which needs the general (non square-root) path.
+    config = dataclasses.replace(CONFIG, solver="cholesky", unobserved_weight=20.0, alpha=1.0)
+    data = _tiny()
+    V = np.random.default_rng(2).normal(size=(5, 3))
+    C, P = _dense_confidence(data, config)
+    got = solve_rows(data, torch.from_numpy(V).float(), config).numpy()
+    np.testing.assert_allclose(got, _dense_solve(C, P, V, config.l2), atol=1e-5, rtol=1e-5)
+
+
+def test_wals_loss_equals_dense_objective() -> None:
+    data = _tiny()
+    rng = np.random.default_rng(4)
+    U, V = rng.normal(size=(7, 3)).astype(np.float32), rng.normal(size=(5, 3)).astype(np.float32)
+    C, P = _dense_confidence(data, CONFIG)
+    expected = _dense_loss(C, P, U.astype(np.float64), V.astype(np.float64), CONFIG.l2)
+    assert wals_loss(data, U, V, CONFIG) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("solver", ["cg", "cholesky"])
+def test_loss_decreases_and_matches_history(solver: str) -> None:
+    data = _tiny()
+    config = dataclasses.replace(CONFIG, solver=solver, iterations=10)
+    model = fit_wals(data, config)
+    losses = [entry["loss"] for entry in model.history]
+    assert len(losses) == 10
+    assert all(later <= earlier * (1 + 1e-6) for earlier, later in zip(losses, losses[1:], strict=False))
+    assert losses[-1] < losses[0]
+    # History holds the objective divided by nnz.
+    final = wals_loss(data, model.user_factors, model.item_factors, config) / data.nnz
+    assert losses[-1] == pytest.approx(final, rel=1e-6)
+    # A user without interactions gets the exact solution 0.
+    np.testing.assert_array_equal(model.user_factors[6], 0.0)
+
+
+def test_model_contents() -> None:
+    model = fit_wals(_tiny(), CONFIG)
+    assert model.algorithm == "wals"
+    assert model.user_factors.shape == (7, 3) and model.item_factors.shape == (5, 3)
+    assert model.user_factors.dtype == np.float32 and model.item_factors.dtype == np.float32
+    assert model.config == dataclasses.asdict(CONFIG)
+    assert [entry["step"] for entry in model.history] == list(range(1, 9))
+    assert set(model.history[0]) == {"step", "loss", "seconds", "metrics"}
+    seconds = [entry["seconds"] for entry in model.history]
+    assert seconds == sorted(seconds)
+
+
+@pytest.mark.parametrize("solver", ["cg", "cholesky"])
+def test_seeded_runs_are_identical(solver: str) -> None:
+    config = dataclasses.replace(CONFIG, solver=solver)
+    a, b = fit_wals(_tiny(), config), fit_wals(_tiny(), config)
+    np.testing.assert_array_equal(a.user_factors, b.user_factors)
+    np.testing.assert_array_equal(a.item_factors, b.item_factors)
+    c = fit_wals(_tiny(), dataclasses.replace(config, seed=1))
+    assert not np.array_equal(a.item_factors, c.item_factors)
+
+
+def test_callback_and_evaluator() -> None:
+    calls: list[tuple[int, float, float, dict[str, float]]] = []
+    seen: list[tuple[int, int]] = []
+
+    def evaluator(U: np.ndarray, V: np.ndarray) -> dict[str, float]:
+        seen.append((U.shape[0], V.shape[0]))
+        return {"norm": float(np.linalg.norm(U))}
+
+    def callback(step: int, seconds: float, loss: float, metrics: dict[str, float]) -> bool:
+        calls.append((step, seconds, loss, metrics))
+        return step == 3
+
+    model = fit_wals(_tiny(), CONFIG, callback=callback, evaluator=evaluator)
+    assert [call[0] for call in calls] == [1, 2, 3]
+    assert seen == [(7, 5)] * 3
+    assert len(model.history) == 3
+    assert model.history[-1]["metrics"] == calls[-1][3]
+    assert calls[-1][2] == model.history[-1]["loss"]
+
+
+def test_callback_exception_propagates() -> None:
+    class Cancelled(Exception):
+        pass
+
+    def callback(step: int, seconds: float, loss: float, metrics: dict[str, float]) -> None:
+        raise Cancelled
+
+    with pytest.raises(Cancelled):
+        fit_wals(_tiny(), CONFIG, callback=callback)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("dim", 0, "dim"),
+        ("iterations", 0, "iterations"),
+        ("l2", -1.0, "l2"),
+        ("unobserved_weight", -0.1, "unobserved_weight"),
+        ("alpha", -1.0, "alpha"),
+        ("confidence", "sqrt", "confidence"),
+        ("eps", 0.0, "eps"),
+        ("solver", "lu", "solver"),
+        ("cg_steps", 0, "cg_steps"),
+        ("init_scale", 0.0, "init_scale"),
+        ("device", "tpu", "device"),
+    ],
+)
+def test_config_validation(field: str, value: object, message: str) -> None:
+    kwargs: dict[str, object] = {field: value}
+    if field == "eps":
+        kwargs["confidence"] = "log"
+    with pytest.raises(ValueError, match=message):
+        WALSConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_solve_rows_checks_shapes() -> None:
+    with pytest.raises(ValueError, match="fixed factors"):
+        solve_rows(_tiny(), torch.zeros(4, 3), CONFIG)
