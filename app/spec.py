@@ -37,6 +37,30 @@ class WALSSpec(_Strict):
     cg_steps: int = Field(3, ge=1, le=100, description="CG steps per row solve.")
 
 
+class NegativesSpec(_Strict):
+    strategy: Literal["none", "uniform", "popularity", "in_batch", "hard", "mixed"] = Field(
+        "uniform", description="How negatives are drawn; `none` trains on positives only (folds)."
+    )
+    per_positive: int = Field(4, ge=1, le=1024, description="Sampled negatives per positive.")
+    popularity_power: float = Field(0.75, ge=0, le=2, description="popularity: P(j) ∝ count_j^power.")
+    logq_correction: bool = Field(True, description="Subtract log Q(j) from logits of non-uniform samplers.")
+    hard_candidates: int = Field(64, ge=1, le=100_000, description="hard: random items scored per positive.")
+
+
+class SGDSpec(_Strict):
+    variant: Literal["sgd", "minibatch", "minibatch_sgd"] = Field(
+        "minibatch_sgd",
+        description="sgd: one example per update; minibatch: fixed-order batches; minibatch_sgd: shuffled batches.",
+    )
+    batch_size: int = Field(1024, ge=1, le=1_000_000)
+    epochs: int = Field(20, ge=1, le=1000)
+    learning_rate: float = Field(0.05, gt=0, le=100)
+    optimizer: Literal["sgd", "adagrad", "adam"] = "adagrad"
+    loss: Literal["bce", "bpr", "softmax", "mse"] = "bce"
+    l2: float = Field(1e-4, ge=0, le=1e3)
+    negatives: NegativesSpec = Field(default_factory=NegativesSpec)
+
+
 class EvaluationSpec(_Strict):
     split: Literal["random", "leave_last_out", "temporal", "none"] = "random"
     test_fraction: float = Field(0.2, gt=0, lt=1, description="Share held out by `random`/`temporal`.")
@@ -61,6 +85,7 @@ class TrainingSpec(_Strict):
     dim: int = Field(64, ge=1, le=4096, description="Embedding dimension.")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     wals: WALSSpec = Field(default_factory=WALSSpec)
+    sgd: SGDSpec = Field(default_factory=SGDSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     early_stopping: EarlyStoppingSpec | None = None
 
