@@ -22,7 +22,14 @@ _LF, _CR = ord("\n"), ord("\r")
 
 def read_adjacency(path: str | os.PathLike[str], layout: Layout, options: ParseOptions) -> RawInteractions:
     """One interaction (weight 1) per item token; the first token of each line is the user."""
-    chosen = [options.user_column, options.item_column, options.weight_column, options.timestamp_column]
+    chosen = [
+        options.user_column,
+        options.item_column,
+        options.weight_column,
+        options.timestamp_column,
+        options.user_group_column,
+        options.item_group_column,
+    ]
     if any(spec is not None for spec in chosen):
         raise IngestError(
             "an adjacency list ('user item item ...' per line) has no columns to choose; "

@@ -1,4 +1,4 @@
-"""Which field of a row is the user, the item, the weight and the timestamp."""
+"""Which field of a row is the user, the item, the weight, the timestamp and the group labels."""
 
 from __future__ import annotations
 
@@ -14,9 +14,13 @@ KNOWN_NAMES: dict[str, tuple[str, ...]] = {
     "item": ("itemid", "item_id", "movieid", "artistid", "artist_id", "item", "iid"),
     "weight": ("rating", "weight", "count", "plays", "playcount", "score"),
     "timestamp": ("timestamp", "ts", "time", "datetime"),
+    "user_group": ("user_group", "usergroup", "user_community"),
+    "item_group": ("item_group", "itemgroup", "item_community", "group"),
 }
 ALL_KNOWN_NAMES = frozenset(name for names in KNOWN_NAMES.values() for name in names)
 ROLES = ("user", "item", "weight", "timestamp")
+# Optional labels of each user's / item's planted community; only ever found by name or given explicitly.
+GROUP_ROLES = ("user_group", "item_group")
 
 
 @dataclass(frozen=True)
@@ -34,20 +38,30 @@ class Column:
 
 @dataclass(frozen=True)
 class ColumnMap:
-    """The columns used for each role; weight and timestamp are optional."""
+    """The columns used for each role; all but user and item are optional."""
 
     user: Column
     item: Column
     weight: Column | None
     timestamp: Column | None
+    user_group: Column | None = None
+    item_group: Column | None = None
 
     def by_role(self) -> dict[str, Column | None]:
-        """Columns keyed by role name."""
-        return {"user": self.user, "item": self.item, "weight": self.weight, "timestamp": self.timestamp}
+        """Columns keyed by role name (the group roles only when the file has a group column)."""
+        roles = {"user": self.user, "item": self.item, "weight": self.weight, "timestamp": self.timestamp}
+        if self.user_group is not None or self.item_group is not None:
+            roles |= {"user_group": self.user_group, "item_group": self.item_group}
+        return roles
 
     def stats(self) -> dict[str, str | int | None]:
         """JSON-friendly description of the mapping."""
         return {role: (col.stat() if col else None) for role, col in self.by_role().items()}
+
+
+def describe(role: str) -> str:
+    """How messages name a role: "user group" for "user_group"."""
+    return role.replace("_", " ")
 
 
 def resolve_columns(names: Sequence[str] | None, n_fields: int, options: ParseOptions) -> ColumnMap:
@@ -57,20 +71,16 @@ def resolve_columns(names: Sequence[str] | None, n_fields: int, options: ParseOp
         "item": options.item_column,
         "weight": options.weight_column,
         "timestamp": options.timestamp_column,
+        "user_group": options.user_group_column,
+        "item_group": options.item_group_column,
     }
     chosen: dict[str, int] = {}
     for role, spec in requested.items():
         if spec is not None:
             chosen[role] = _find_explicit(spec, role, names, n_fields)
-    if names is not None:
-        lowered = [name.strip().lower() for name in names]
-        for role in ROLES:
-            if role in chosen:
-                continue
-            for candidate in KNOWN_NAMES[role]:
-                if candidate in lowered and lowered.index(candidate) not in chosen.values():
-                    chosen[role] = lowered.index(candidate)
-                    break
+    lowered = [name.strip().lower() for name in names] if names is not None else None
+    if lowered is not None:
+        _find_known(ROLES, lowered, chosen)
     else:
         # No header: the conventional order user, item, weight, timestamp.
         for position, role in enumerate(ROLES):
@@ -84,14 +94,34 @@ def resolve_columns(names: Sequence[str] | None, n_fields: int, options: ParseOp
             if not free:
                 raise IngestError(f"each line needs at least two fields (user and item); found {n_fields}")
             chosen[role] = free[0]
+    # Group labels by name last, so a lone "group" column still serves as the item when nothing else can.
+    if lowered is not None:
+        _find_known(GROUP_ROLES, lowered, chosen)
     _check_distinct(chosen, names)
-    weight, timestamp = chosen.get("weight"), chosen.get("timestamp")
+
+    def optional(role: str) -> Column | None:
+        index = chosen.get(role)
+        return _column(index, names) if index is not None else None
+
     return ColumnMap(
         user=_column(chosen["user"], names),
         item=_column(chosen["item"], names),
-        weight=_column(weight, names) if weight is not None else None,
-        timestamp=_column(timestamp, names) if timestamp is not None else None,
+        weight=optional("weight"),
+        timestamp=optional("timestamp"),
+        user_group=optional("user_group"),
+        item_group=optional("item_group"),
     )
+
+
+def _find_known(roles: Sequence[str], lowered: list[str], chosen: dict[str, int]) -> None:
+    """Claim, for each role not chosen yet, the first unclaimed column with one of its known names."""
+    for role in roles:
+        if role in chosen:
+            continue
+        for candidate in KNOWN_NAMES[role]:
+            if candidate in lowered and lowered.index(candidate) not in chosen.values():
+                chosen[role] = lowered.index(candidate)
+                break
 
 
 def _column(index: int, names: Sequence[str] | None) -> Column:
@@ -103,6 +133,7 @@ def _column(index: int, names: Sequence[str] | None) -> Column:
 def _find_explicit(spec: str, role: str, names: Sequence[str] | None, n_fields: int) -> int:
     """Resolve a user-given column: exact name, then case-insensitive name, then 0-based index."""
     spec = str(spec)
+    role = describe(role)
     if names is not None:
         if spec in names:
             return list(names).index(spec)
@@ -133,5 +164,7 @@ def _check_distinct(chosen: dict[str, int], names: Sequence[str] | None) -> None
     for role, index in chosen.items():
         if index in seen:
             label = repr(names[index]) if names is not None else str(index)
-            raise IngestError(f"column {label} cannot be both the {seen[index]} and the {role} column")
+            raise IngestError(
+                f"column {label} cannot be both the {describe(seen[index])} and the {describe(role)} column"
+            )
         seen[index] = role

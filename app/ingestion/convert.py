@@ -1,4 +1,4 @@
-"""Vectorised checks and conversions of the raw columns: ids, weights, timestamps."""
+"""Vectorised checks and conversions of the raw columns: ids, group labels, weights, timestamps."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from app.ingestion.columns import describe
 from app.ingestion.errors import ARROW_ERRORS, RowError
 from app.ingestion.formats import is_number
 
@@ -22,16 +23,20 @@ _STRING_CASTS = ((pa.int64(), 1), (pa.timestamp("ns"), 10**9), (pa.timestamp("ns
 TIMESTAMP_HINT = "expected integer seconds or an ISO 8601 date such as 2024-01-31T12:00:00Z"
 
 
-def check_ids(ids: pa.ChunkedArray, role: str) -> None:
-    """Reject missing or empty ids and ids holding NUL, naming the first offending row."""
-    _check_nulls(ids, role, f"the {role} id is missing")
+def check_ids(ids: pa.ChunkedArray, role: str, noun: str = "id") -> None:
+    """Reject missing or empty ids and ids holding NUL, naming the first offending row.
+
+    Group labels go through the same checks: check_ids(labels, "item_group", "label").
+    """
+    what = f"{describe(role)} {noun}"
+    _check_nulls(ids, role, f"the {what} is missing")
     empty = pc.equal(pc.binary_length(ids), 0)
     if pc.any(empty).as_py():
-        raise RowError(_first_true(empty), role, f"the {role} id is empty")
+        raise RowError(_first_true(empty), role, f"the {what} is empty")
     # numpy unicode arrays drop trailing NULs, which would make "a" and "a\0" the same id.
     nul = pc.match_substring(ids, "\x00")
     if pc.any(nul).as_py():
-        raise RowError(_first_true(nul), role, f"the {role} id contains a NUL character")
+        raise RowError(_first_true(nul), role, f"the {what} contains a NUL character")
 
 
 def to_weights(weights: pa.ChunkedArray | None, n_rows: int) -> np.ndarray:

@@ -19,3 +19,10 @@ class ParsedDataset:
     weights: np.ndarray  # float32; 1.0 without a weight column; duplicate (user, item) weights summed
     timestamps: np.ndarray | None  # int64 seconds, max over merged duplicates; None without a column
     stats: dict[str, Any]  # JSON-serialisable summary, see app.ingestion.stats
+    # Group (community) labels, None without a group column. user_groups[u] is the int64 code of
+    # user u's group (aligned with user_ids); codes number the labels in order of first appearance,
+    # and user_group_names[code] is the label as written in the file (numpy unicode, "007" stays "007").
+    user_groups: np.ndarray | None = None
+    item_groups: np.ndarray | None = None
+    user_group_names: np.ndarray | None = None
+    item_group_names: np.ndarray | None = None

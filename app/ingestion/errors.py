@@ -40,10 +40,15 @@ def _sentence(message: str, *, line: int | None, column: str | None, row: int | 
 
 
 class RowError(Exception):
-    """Internal: a bad value at a 0-based data row, before the reader maps the row to a line."""
+    """Internal: a bad value at a 0-based data row, before the reader maps the row to a line.
 
-    def __init__(self, row: int, role: str, message: str) -> None:
+    `earlier_row`, when given, is a row the message refers to ("...on its first row"): the reader
+    appends where that is, such as " (line 3)".
+    """
+
+    def __init__(self, row: int, role: str, message: str, *, earlier_row: int | None = None) -> None:
         super().__init__(message)
         self.row = row
         self.role = role
         self.message = message
+        self.earlier_row = earlier_row

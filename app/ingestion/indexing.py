@@ -27,25 +27,28 @@ class Indexed:
     duplicates_merged: int
 
 
-def encode(ids: pa.ChunkedArray, role: str) -> tuple[np.ndarray, np.ndarray]:
-    """(int32 code per row, numpy unicode id per code) with codes in order of first appearance."""
+def encode(ids: pa.ChunkedArray, role: str, what: str = "ids") -> tuple[np.ndarray, np.ndarray]:
+    """(int32 code per row, numpy unicode id per code) with codes in order of first appearance.
+
+    `role` and `what` name the values in errors: "user" and "ids", or "item group" and "labels".
+    """
     # Arrow's hash kernel runs over all chunks with one memo table, so every chunk shares the
     # final dictionary and codes follow first appearance.
     encoded = ids.dictionary_encode()
     dictionary = encoded.chunk(0).dictionary
     codes = np.concatenate([np.asarray(chunk.indices.to_numpy(), dtype=np.int32) for chunk in encoded.chunks])
-    return codes, _to_unicode(dictionary, role)
+    return codes, _to_unicode(dictionary, f"{role} {what}")
 
 
-def index_and_merge(
-    users: pa.ChunkedArray,
-    items: pa.ChunkedArray,
+def merge_duplicates(
+    user_codes: np.ndarray,
+    user_ids: np.ndarray,
+    item_codes: np.ndarray,
+    item_ids: np.ndarray,
     weights: np.ndarray,
     timestamps: np.ndarray | None,
 ) -> Indexed:
-    """Dense-index users and items, then merge duplicate pairs: weights summed, timestamps max."""
-    user_codes, user_ids = encode(users, "user")
-    item_codes, item_ids = encode(items, "item")
+    """Merge duplicate (user, item) pairs of encoded rows (see encode): weights summed, timestamps max."""
     keys = user_codes.astype(np.int64) * len(item_ids) + item_codes
     pair = pa.array(keys).dictionary_encode()  # hash-based: linear time, keeps first-appearance order
     unique_keys = np.asarray(pair.dictionary.to_numpy(), dtype=np.int64)
@@ -70,12 +73,13 @@ def index_and_merge(
     )
 
 
-def _to_unicode(dictionary: pa.Array, role: str) -> np.ndarray:
+def _to_unicode(dictionary: pa.Array, what: str) -> np.ndarray:
     longest = pc.max(pc.utf8_length(dictionary)).as_py() or 1
     if len(dictionary) * longest * 4 > MAX_ID_ARRAY_BYTES:
+        noun = what.rsplit(" ", 1)[-1]
         raise IngestError(
-            f"the {role} ids are too long to hold: {len(dictionary):,} distinct ids padded to the longest "
+            f"the {what} are too long to hold: {len(dictionary):,} distinct {noun} padded to the longest "
             f"({longest:,} characters) would need {len(dictionary) * longest * 4 / 2**30:.1f} GiB; "
-            f"use shorter {role} ids (at most {MAX_ID_ARRAY_BYTES // (4 * len(dictionary)):,} characters)"
+            f"use shorter {what} (at most {MAX_ID_ARRAY_BYTES // (4 * len(dictionary)):,} characters)"
         )
     return np.asarray(dictionary.to_numpy(zero_copy_only=False), dtype=f"<U{longest}")

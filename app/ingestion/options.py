@@ -16,5 +16,7 @@ class ParseOptions:
     item_column: str | None = None
     weight_column: str | None = None
     timestamp_column: str | None = None
+    user_group_column: str | None = None  # community label per user; found by header name, never by position
+    item_group_column: str | None = None  # community label per item
     has_header: bool | None = None  # None = detect
     min_weight: float | None = None  # drop rows whose weight < min_weight, before merging duplicates

@@ -23,7 +23,7 @@ FOLD_BLOCK = 4 << 20
 
 @dataclass
 class RawInteractions:
-    """One entry per row of the file: ids as strings, weight and timestamp as read (or None)."""
+    """One entry per row of the file: ids and group labels as strings, weight and timestamp as read."""
 
     users: pa.ChunkedArray
     items: pa.ChunkedArray
@@ -33,6 +33,8 @@ class RawInteractions:
     labels: dict[str, str]  # role -> column label, for error messages
     locate: Callable[[int], dict[str, int | None]]  # 0-based row -> IngestError location keywords
     extra: dict[str, Any] = field(default_factory=dict)  # format-specific stats
+    user_groups: pa.ChunkedArray | None = None  # group label of the row's user, when the file has them
+    item_groups: pa.ChunkedArray | None = None
 
 
 def read_table(path: str | os.PathLike[str], layout: Layout, options: ParseOptions) -> RawInteractions:
@@ -41,7 +43,8 @@ def read_table(path: str | os.PathLike[str], layout: Layout, options: ParseOptio
     columns = resolve_columns(layout.fields if layout.has_header else None, len(layout.fields), options)
     names = [f"f{i}" for i in range(len(layout.fields))]
     used = {role: col for role, col in columns.by_role().items() if col is not None}
-    # Ids stay strings ("007" is not 7); timestamps are strings until we know integer or ISO 8601.
+    # Ids and group labels stay strings ("007" is not 7); timestamps are strings until we know
+    # integer or ISO 8601.
     types = {
         names[col.index]: pa.float64() if role == "weight" else pa.string() for role, col in used.items()
     }
@@ -86,6 +89,8 @@ def read_table(path: str | os.PathLike[str], layout: Layout, options: ParseOptio
         columns=columns.stats(),
         labels={role: col.label for role, col in used.items()},
         locate=lambda row: {"line": line_of_row(path, layout, row)},
+        user_groups=column("user_group"),
+        item_groups=column("item_group"),
     )
 
 
@@ -105,30 +110,37 @@ def read_parquet(path: str | os.PathLike[str], options: ParseOptions) -> RawInte
         col = used.get(role)
         return table.column(col.label) if col is not None else None
 
-    users, items = column("user"), column("item")
+    def strings(role: str, what: str) -> pa.ChunkedArray | None:
+        values = column(role)
+        return _as_strings(values, used[role].label, what) if values is not None else None
+
+    users, items = strings("user", "ids"), strings("item", "ids")
     assert users is not None and items is not None
     return RawInteractions(
-        users=_ids_as_strings(users, used["user"].label),
-        items=_ids_as_strings(items, used["item"].label),
+        users=users,
+        items=items,
         weights=column("weight"),
         timestamps=column("timestamp"),
         columns=columns.stats(),
         labels={role: col.label for role, col in used.items()},
         locate=lambda row: {"row": row + 1},
+        user_groups=strings("user_group", "group labels"),
+        item_groups=strings("item_group", "group labels"),
     )
 
 
-def _ids_as_strings(ids: pa.ChunkedArray, label: str) -> pa.ChunkedArray:
+def _as_strings(ids: pa.ChunkedArray, label: str, what: str) -> pa.ChunkedArray:
+    """Ids (or group labels) of any string or integer type as strings."""
     if pa.types.is_dictionary(ids.type):
         ids = ids.cast(ids.type.value_type)
     if pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type):
         return ids
     if pa.types.is_floating(ids.type):
-        raise IngestError(f"ids must be strings or integers, not {ids.type} numbers", column=label)
+        raise IngestError(f"{what} must be strings or integers, not {ids.type} numbers", column=label)
     try:
         return ids.cast(pa.string())
     except ARROW_ERRORS as exc:
-        raise IngestError(f"cannot use {ids.type} values as ids: {exc}", column=label) from None
+        raise IngestError(f"cannot use {ids.type} values as {what}: {exc}", column=label) from None
 
 
 class _ColonFold(io.RawIOBase):

@@ -16,8 +16,13 @@ def degree_stats(indices: np.ndarray, n: int) -> dict[str, float]:
     return {"min": int(degree.min()), "median": float(np.median(degree)), "max": int(degree.max())}
 
 
-def summarise(indexed: Indexed, **read_stats: Any) -> dict[str, Any]:
-    """Stats of the final dataset, after the reader's own figures (format, columns, rows_read...)."""
+def summarise(
+    indexed: Indexed, group_counts: dict[str, int] | None = None, **read_stats: Any
+) -> dict[str, Any]:
+    """Stats of the final dataset, after the reader's own figures (format, columns, rows_read...).
+
+    group_counts: {"n_user_groups": ..., "n_item_groups": ...} for the group columns the file has.
+    """
     n_users, n_items, nnz = len(indexed.user_ids), len(indexed.item_ids), len(indexed.users)
     weights = indexed.weights
     stats: dict[str, Any] = {
@@ -25,6 +30,7 @@ def summarise(indexed: Indexed, **read_stats: Any) -> dict[str, Any]:
         "duplicates_merged": indexed.duplicates_merged,
         "n_users": n_users,
         "n_items": n_items,
+        **(group_counts or {}),
         "n_interactions": nnz,
         "density": nnz / (n_users * n_items),
         "weight": {
