@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-# torch comes first and only as a CPU build: a local wheel if pip's find-links has one,
-# otherwise PyTorch's CPU index. Plain PyPI would hand Linux a multi-GB CUDA build.
+# torch comes first and only as a CPU build: a local wheel if pip's find-links has one (its
+# dependencies then come from PyPI with the project), otherwise PyTorch's CPU index.
+# Plain PyPI would hand Linux a multi-GB CUDA build.
 TORCH := torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
@@ -14,7 +15,8 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --no-index "$(TORCH)" || $(BIN)/python -m pip install "$(TORCH)" --index-url $(TORCH_CPU_INDEX)
+	$(BIN)/python -m pip install --no-index --no-deps "$(TORCH)" \
+	  || $(BIN)/python -m pip install "$(TORCH)" --index-url $(TORCH_CPU_INDEX) --extra-index-url https://pypi.org/simple
 	$(BIN)/python -m pip install -e ".[dev]"
 	touch $(STAMP)
 

@@ -73,14 +73,18 @@ def up() -> None:
     """Run the whole service (migrations, API and one worker); Ctrl-C stops everything."""
     settings = get_settings()
     migrate()
-    me = [sys.executable, "-m", "app.cli"]
-    children = [subprocess.Popen([*me, "worker"]), subprocess.Popen([*me, "api"])]
-    console.print(f"[bold]Unfold[/bold] on http://{settings.host}:{settings.port}  (Ctrl-C to stop)")
 
     def stop(*_: object) -> None:
         raise KeyboardInterrupt
 
+    # Both signals stop everything, even where a shell started us with SIGINT ignored; set before
+    # the children start so they inherit default handling rather than an ignored SIGINT.
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    me = [sys.executable, "-m", "app.cli"]
+    children = [subprocess.Popen([*me, "worker"]), subprocess.Popen([*me, "api"])]
+    console.print(f"[bold]Unfold[/bold] on http://{settings.host}:{settings.port}  (Ctrl-C to stop)")
+
     code = 0
     try:
         while all(child.poll() is None for child in children):
