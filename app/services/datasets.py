@@ -31,6 +31,8 @@ class StoredDataset:
     interactions: Interactions
     user_ids: np.ndarray
     item_ids: np.ndarray
+    user_groups: np.ndarray | None = None  # planted/known group per user, when the upload had one
+    item_groups: np.ndarray | None = None
 
 
 def _stream_to_disk(src: BinaryIO, dest: Path, max_bytes: int) -> tuple[str, int]:
@@ -77,8 +79,12 @@ def create_dataset(
             "user_ids": parsed.user_ids,
             "item_ids": parsed.item_ids,
         }
-        if parsed.timestamps is not None:
-            arrays["timestamps"] = parsed.timestamps
+        optional = {
+            "timestamps": parsed.timestamps,
+            "user_groups": parsed.user_groups,
+            "item_groups": parsed.item_groups,
+        }
+        arrays.update({name: values for name, values in optional.items() if values is not None})
         np.savez(staged / ARRAYS_FILE, **arrays)
         dataset_id = new_id("ds")
         stats = parsed.stats
@@ -123,7 +129,13 @@ def load_dataset(store: LocalArtifactStore, dataset: Dataset) -> StoredDataset:
             n_users=len(z["user_ids"]),
             n_items=len(z["item_ids"]),
         )
-        return StoredDataset(interactions, z["user_ids"], z["item_ids"])
+        return StoredDataset(
+            interactions,
+            z["user_ids"],
+            z["item_ids"],
+            z["user_groups"] if "user_groups" in z.files else None,
+            z["item_groups"] if "item_groups" in z.files else None,
+        )
 
 
 def get_dataset(session: Session, dataset_id: str) -> Dataset:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.models import Dataset, Job, Model, new_id
 from app.recsys.artifact import ModelArtifact, save_model
 from app.recsys.base import EmbeddingModel
+from app.recsys.folding import folding_diagnostics
 from app.recsys.interactions import Interactions
 from app.recsys.metrics import popularity_metrics, ranking_metrics
 from app.recsys.split import split
@@ -126,6 +127,9 @@ def train_model(
     metrics: dict[str, Any] = {}
     if ev.split == "none":
         model, _ = _fit(full, config, reporter, "fit", spec, None)
+        metrics["folding"] = folding_diagnostics(
+            model.user_factors, model.item_factors, full, None, stored.item_groups, seed=spec.seed
+        )
     else:
         train, test = split(full, ev.split, ev.test_fraction, spec.seed)
         if test.nnz == 0:
@@ -135,6 +139,9 @@ def train_model(
         metrics.update(ranking_metrics(model.user_factors, model.item_factors, train, test, ks))
         metrics["baseline"] = {"popularity": popularity_metrics(train, test, ks)}
         metrics["evaluated_users"] = int(np.count_nonzero(np.diff(test.indptr)))
+        metrics["folding"] = folding_diagnostics(
+            model.user_factors, model.item_factors, train, test, stored.item_groups, seed=spec.seed
+        )
         # The served model learns from every interaction; held-out metrics above stay honest
         # because they come from the model that never saw the test split.
         iterations = progress.best_step if spec.early_stopping and progress.best_step else config.iterations

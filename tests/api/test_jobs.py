@@ -9,6 +9,12 @@ from tests.helpers import planted_csv, upload
 SMALL = {"dim": 8, "wals": {"iterations": 4}}
 
 
+def _model_of(client, job_id: str) -> dict:
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "succeeded", job
+    return client.get(f"/v1/models/{job['model_id']}").json()
+
+
 def _dataset(client, tmp_path: Path) -> str:
     return upload(client, planted_csv(tmp_path / "p.csv")).json()["id"]
 
@@ -85,3 +91,22 @@ def test_dataset_in_use_cannot_be_deleted(client, tmp_path: Path):
     client.post("/v1/jobs", json={"dataset_id": ds, **SMALL})
     r = client.delete(f"/v1/datasets/{ds}")
     assert r.status_code == 409 and "queued" in r.json()["detail"]
+
+
+def test_every_model_reports_folding_and_leakage_when_groups_are_known(client, tmp_path: Path):
+    from app.recsys.synth import PlantedConfig, planted_communities, write_planted_csv
+
+    path = tmp_path / "planted.csv"
+    write_planted_csv(planted_communities(PlantedConfig(users_per_group=100, items_per_group=50, noise=0.05)), path)
+    ds = upload(client, path).json()
+    assert ds["stats"]["n_item_groups"] == 2
+    job = client.post("/v1/jobs", json={"dataset_id": ds["id"], **SMALL}).json()
+    model = _model_of(client, job["id"])
+    folding = model["metrics"]["folding"]
+    assert {"leakage@10", "unreachable@10", "positive_auc", "score_gap"} <= set(folding)
+    assert 0.0 <= folding["leakage@10"] <= 1.0 and 0.5 < folding["positive_auc"] <= 1.0
+    # Without group labels the label-free proxies are still there.
+    plain = client.post("/v1/jobs", json={"dataset_id": _dataset(client, tmp_path), **SMALL}).json()
+    plain_model = _model_of(client, plain["id"])
+    assert "leakage@10" not in plain_model["metrics"]["folding"]
+    assert "unreachable@10" in plain_model["metrics"]["folding"]

@@ -29,6 +29,10 @@ async def upload_dataset(
     item_column: Annotated[str | None, Form()] = None,
     weight_column: Annotated[str | None, Form()] = None,
     timestamp_column: Annotated[str | None, Form()] = None,
+    user_group_column: Annotated[str | None, Form(description="Known group per user (e.g. user_group).")] = None,
+    item_group_column: Annotated[
+        str | None, Form(description="Known group per item (e.g. item_group); enables leakage@k.")
+    ] = None,
     has_header: Annotated[bool | None, Form(description="Detected when omitted.")] = None,
     min_weight: Annotated[float | None, Form(description="Drop rows whose weight is below this.")] = None,
 ) -> DatasetOut:
@@ -38,6 +42,8 @@ async def upload_dataset(
         item_column=item_column,
         weight_column=weight_column,
         timestamp_column=timestamp_column,
+        user_group_column=user_group_column,
+        item_group_column=item_group_column,
         has_header=has_header,
         min_weight=min_weight,
     )
