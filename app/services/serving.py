@@ -6,7 +6,9 @@ Numpy only: the API process never imports torch.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -67,15 +69,33 @@ class LoadedModel:
 
 
 class ModelCache:
-    """Thread-safe LRU of loaded models, bounded by their array bytes."""
+    """Thread-safe LRU of loaded models, bounded by their array bytes.
+
+    It also remembers for a moment which model an id or alias names, so the hot query path
+    skips the database; an alias moved or a model deleted elsewhere is seen within NAME_TTL.
+    """
+
+    NAME_TTL = 2.0
 
     def __init__(self, store: LocalArtifactStore, max_bytes: int) -> None:
         self.store = store
         self.max_bytes = max_bytes
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._names: dict[str, tuple[float, str, str]] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+
+    def resolve(self, name: str, lookup: Callable[[], tuple[str, str]]) -> LoadedModel:
+        """The model an id or alias names; `lookup` returns (model id, artifact key) from the database."""
+        now = time.monotonic()
+        cached = self._names.get(name)
+        if cached is None or cached[0] < now:
+            model_id, key = lookup()
+            self._names[name] = (now + self.NAME_TTL, model_id, key)
+        else:
+            _, model_id, key = cached
+        return self.get(model_id, key)
 
     def get(self, model_id: str, artifact_key: str) -> LoadedModel:
         with self._lock:
@@ -100,6 +120,11 @@ class ModelCache:
     def evict(self, model_id: str) -> None:
         with self._lock:
             self._models.pop(model_id, None)
+            self._names = {n: v for n, v in self._names.items() if v[1] != model_id}
+
+    def forget_name(self, name: str) -> None:
+        """Drop a remembered id/alias → model mapping (after this process moved an alias)."""
+        self._names.pop(name, None)
 
 
 def recommend_for_users(model: LoadedModel, users: list[str], k: int, exclude_seen: bool) -> list[Scored]:

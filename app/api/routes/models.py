@@ -35,8 +35,10 @@ def delete_model(session: SessionDep, store: StoreDep, cache: CacheDep, model_id
 
 
 @router.put("/v1/aliases/{name}", response_model=AliasOut, summary="Point an alias at a model")
-def put_alias(session: SessionDep, name: AliasName, body: AliasIn) -> AliasOut:
-    return AliasOut.model_validate(models.put_alias(session, name, body.model_id))
+def put_alias(session: SessionDep, cache: CacheDep, name: AliasName, body: AliasIn) -> AliasOut:
+    alias = models.put_alias(session, name, body.model_id)
+    cache.forget_name(name)
+    return AliasOut.model_validate(alias)
 
 
 @router.get("/v1/aliases/{name}", response_model=AliasOut, summary="Where an alias points")
@@ -45,5 +47,6 @@ def get_alias(session: SessionDep, name: AliasName) -> AliasOut:
 
 
 @router.delete("/v1/aliases/{name}", status_code=status.HTTP_204_NO_CONTENT, summary="Remove an alias")
-def delete_alias(session: SessionDep, name: AliasName) -> None:
+def delete_alias(session: SessionDep, cache: CacheDep, name: AliasName) -> None:
     models.delete_alias(session, name)
+    cache.forget_name(name)

@@ -25,8 +25,11 @@ KQuery = Annotated[int, Query(ge=1, le=1000, description="How many items to retu
 
 
 def _loaded(session: SessionDep, cache: CacheDep, model_id: str) -> serving.LoadedModel:
-    row = models.resolve_model(session, model_id)
-    return cache.get(row.id, row.artifact_key)
+    def lookup() -> tuple[str, str]:
+        row = models.resolve_model(session, model_id)
+        return row.id, row.artifact_key
+
+    return cache.resolve(model_id, lookup)
 
 
 ModelDep = Annotated[serving.LoadedModel, Depends(_loaded)]
