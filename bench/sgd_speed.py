@@ -1,0 +1,177 @@
+"""Benchmark app.recsys.sgd.fit_sgd: examples/s and seconds/epoch of each variant on ml-1m-implicit.
+
+    .venv/bin/python bench/sgd_speed.py --epochs 2 --variants sgd minibatch minibatch_sgd
+    .venv/bin/python bench/sgd_speed.py --variants minibatch_sgd --evaluate --config '{"loss": "softmax"}'
+
+Trains on train.txt (train.txt + valid.txt with --evaluate, which then reports recall@20/ndcg@20 on
+test.txt under the protocol of ../shared/data/README.md). The first epoch includes one-off warm-up, so
+seconds/epoch is the median over epochs and examples/s counts positive examples (interactions) per second.
+--config takes SGDConfig fields as JSON (negatives as a nested object); command-line flags fill the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from app.recsys.interactions import Interactions  # noqa: E402
+from app.recsys.metrics import ranking_metrics  # noqa: E402
+from app.recsys.sampling import NegativeConfig, Negatives, NegativeSampler  # noqa: E402
+from app.recsys.sgd import (  # noqa: E402
+    VARIANTS,
+    SGDConfig,
+    _numpy_group,
+    _NumpyOptimizer,
+    _torch_update,
+    _TorchOptimizer,
+    fit_sgd,
+)
+
+DATA = ROOT.parent / "shared" / "data" / "ml-1m-implicit"
+
+
+def read_adjacency(paths: list[Path], n_users: int | None = None, n_items: int | None = None) -> Interactions:
+    """Read `user item item …` lines (0-based ids) from one or more files into one matrix."""
+    users: list[np.ndarray] = []
+    items: list[np.ndarray] = []
+    for path in paths:
+        for line in path.read_text().splitlines():
+            ids = np.array(line.split(), dtype=np.int64)
+            if ids.size > 1:
+                users.append(np.full(ids.size - 1, ids[0]))
+                items.append(ids[1:])
+    return Interactions.from_coo(np.concatenate(users), np.concatenate(items), n_users=n_users, n_items=n_items)
+
+
+def load(data: Path, evaluate: bool) -> tuple[Interactions, Interactions | None]:
+    """Return (train, test): train.txt alone, or train+valid and test.txt when evaluating."""
+    files = [data / "train.txt", data / "valid.txt", data / "test.txt"]
+    whole = read_adjacency(files)  # only to fix a common shape
+    shape = {"n_users": whole.n_users, "n_items": whole.n_items}
+    if not evaluate:
+        return read_adjacency(files[:1], **shape), None
+    return read_adjacency(files[:2], **shape), read_adjacency(files[2:], **shape)
+
+
+def make_config(args: argparse.Namespace, variant: str) -> SGDConfig:
+    """Build the SGDConfig of one run from the flags and the --config JSON."""
+    fields: dict[str, Any] = {
+        "dim": args.dim,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "optimizer": args.optimizer,
+        "loss": args.loss,
+        "learning_rate": args.learning_rate,
+        "seed": args.seed,
+        "device": args.device,
+    }
+    negatives: dict[str, Any] = {"strategy": args.strategy, "per_positive": args.per_positive}
+    extra = json.loads(args.config)
+    negatives.update(extra.pop("negatives", {}))
+    fields.update(extra)
+    fields["variant"] = variant
+    return SGDConfig(negatives=NegativeConfig(**negatives), **fields)
+
+
+def reference_rates(train: Interactions, config: SGDConfig, n: int) -> tuple[float, float]:
+    """Examples/s of one-example-per-call updates in numpy and in torch (what variant "sgd" avoids)."""
+    generator = torch.Generator().manual_seed(config.seed)
+    order = torch.randperm(train.nnz, generator=generator)[:n]
+    users = torch.from_numpy(train.row_users())[order]
+    items = torch.from_numpy(train.indices.astype(np.int64))[order]
+    negatives = NegativeSampler(config.negatives, train).sample(users, items, generator)
+    rows = torch.cat([(users + train.n_items).unsqueeze(1), items.unsqueeze(1), negatives.items], 1)
+    rows_np = rows.numpy()
+    table = (np.random.default_rng(0).standard_normal((train.n_items + train.n_users, config.dim)) * 0.1).astype(
+        np.float32
+    )
+    optimizer = _NumpyOptimizer(config.optimizer, config.learning_rate, table)
+    start = time.perf_counter()
+    for e in range(n):
+        _numpy_group(table, optimizer, rows_np[e : e + 1], None, config, None, True)
+    numpy_rate = n / (time.perf_counter() - start)
+    table_t = torch.from_numpy(table)
+    optimizer_t = _TorchOptimizer(config.optimizer, config.learning_rate, table_t)
+    empty, no_valid = torch.zeros(0, dtype=torch.int64), torch.zeros(1, 0, dtype=torch.bool)
+    m = max(1, n // 10)  # torch is slow enough that a tenth of the examples gives a stable rate
+    start = time.perf_counter()
+    for e in range(m):
+        example = rows[e : e + 1]
+        batch = Negatives(example[:, 2:], empty, no_valid)
+        _torch_update(table_t, optimizer_t, train.n_items, users[e : e + 1], items[e : e + 1], batch, config, None)
+    torch_rate = m / (time.perf_counter() - start)
+    return numpy_rate, torch_rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--optimizer", default="adagrad")
+    parser.add_argument("--loss", default="bce")
+    parser.add_argument("--learning-rate", type=float, default=0.05)
+    parser.add_argument("--strategy", default="uniform")
+    parser.add_argument("--per-positive", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    parser.add_argument("--config", default="{}", help="SGDConfig fields as JSON; override the flags")
+    parser.add_argument("--evaluate", action="store_true", help="train on train+valid, report test metrics")
+    parser.add_argument(
+        "--reference",
+        type=int,
+        default=20000,
+        help="time this many one-by-one updates as a reference (0: skip)",
+    )
+    args = parser.parse_args()
+    if not args.data.is_dir():
+        sys.exit(f"dataset not found at {args.data}; pass --data (it lives in ../shared/data, not the repo)")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    train, test = load(args.data, args.evaluate)
+    print(
+        f"{train.n_users} users, {train.n_items} items, {train.nnz} training examples, "
+        f"torch threads {torch.get_num_threads()}"
+    )
+    header = f"{'variant':<14}{'batch':>7}{'s/epoch':>9}{'examples/s':>12}{'loss':>9}"
+    print(header + ("" if test is None else f"{'recall@20':>11}{'ndcg@20':>9}"))
+    for variant in args.variants:
+        config = make_config(args, variant)
+        model = fit_sgd(train, config)
+        ends = [h["seconds"] for h in model.history]
+        per_epoch = statistics.median(np.diff([0.0, *ends]).tolist())
+        batch = 1 if variant == "sgd" else config.batch_size
+        line = (
+            f"{variant:<14}{batch:>7}{per_epoch:>9.2f}{train.nnz / per_epoch:>12,.0f}{model.history[-1]['loss']:>9.4f}"
+        )
+        if test is not None:
+            m = ranking_metrics(model.user_factors, model.item_factors, train, test, ks=(20,))
+            line += f"{m['recall@20']:>11.4f}{m['ndcg@20']:>9.4f}"
+        print(line, flush=True)
+    strategy = json.loads(args.config).get("negatives", {}).get("strategy", args.strategy)
+    if args.reference > 0 and strategy in ("none", "uniform", "popularity"):
+        config = make_config(args, "sgd")
+        numpy_rate, torch_rate = reference_rates(train, config, args.reference)
+        print(f"{'reference: one example per call, numpy':<44}{numpy_rate:>12,.0f} examples/s")
+        print(f"{'reference: one example per call, torch':<44}{torch_rate:>12,.0f} examples/s")
+    print("config:", json.dumps(asdict(make_config(args, args.variants[-1]))))
+
+
+if __name__ == "__main__":
+    main()
