@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 TORCH := torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install run test test-fast lint typecheck bench clean
+.PHONY: install run test test-fast lint typecheck bench bench-extras clean
 
 install: $(STAMP)
 
@@ -38,6 +38,12 @@ typecheck: install
 
 bench: install
 	$(BIN)/python bench/ingest.py
+
+# Peers for side-by-side benchmarks; never runtime dependencies. LightFM's setup.py needs
+# --no-build-isolation (it imports itself while building).
+bench-extras: install
+	$(BIN)/python -m pip install "implicit==0.7.3" "threadpoolctl==3.8.0" setuptools wheel
+	$(BIN)/python -m pip install --no-build-isolation "lightfm==1.17"
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

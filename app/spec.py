@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from app.recsys.sgd_config import sgd_config_from_spec
+
 MAX_K = 1000
 
 
@@ -88,6 +90,17 @@ class TrainingSpec(_Strict):
     sgd: SGDSpec = Field(default_factory=SGDSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     early_stopping: EarlyStoppingSpec | None = None
+
+    @model_validator(mode="after")
+    def _check_sgd_combination(self) -> TrainingSpec:
+        # The same torch-free rules the worker applies, so an impossible combination is a 422 now,
+        # not a failed job later.
+        if self.algorithm == "sgd":
+            try:
+                sgd_config_from_spec(self.sgd.model_dump(), dim=self.dim, seed=self.seed)
+            except ValueError as exc:
+                raise ValueError(f"sgd: {exc}") from None
+        return self
 
     @model_validator(mode="after")
     def _check_early_stopping(self) -> TrainingSpec:

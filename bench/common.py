@@ -81,6 +81,7 @@ def machine() -> str:
 
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     """A GitHub-markdown table, so the README can quote it verbatim."""
+
     def fmt(value: Any) -> str:
         if isinstance(value, float):
             return f"{value:.4f}" if abs(value) < 10 else f"{value:,.1f}"

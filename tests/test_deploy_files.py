@@ -43,9 +43,10 @@ def test_compose_environment_names_real_settings_and_production_backends():
     assert env["UNFOLD_DATABASE_URL"].startswith("postgresql+psycopg://")
     assert env["UNFOLD_BROKER_URL"].startswith("redis://")
     pg = _compose()["services"]["postgres"]["environment"]
-    assert f"{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@postgres:5432/{pg['POSTGRES_DB']}" in env[
-        "UNFOLD_DATABASE_URL"
-    ]
+    assert (
+        f"{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@postgres:5432/{pg['POSTGRES_DB']}"
+        in env["UNFOLD_DATABASE_URL"]
+    )
 
 
 def test_dockerfile_is_multi_stage_cpu_torch_and_non_root():

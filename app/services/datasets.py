@@ -160,5 +160,3 @@ def delete_dataset(session: Session, store: LocalArtifactStore, dataset_id: str)
     session.delete(dataset)
     session.commit()
     store.delete(dataset.artifact_key)
-
-

@@ -14,18 +14,12 @@ from app.spec import TrainingSpec
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED = ("succeeded", "failed", "cancelled")
-SUPPORTED_ALGORITHMS = ("wals",)
 
 Enqueue = Callable[[str], None]
 
 
 def submit_job(session: Session, spec: TrainingSpec, enqueue: Enqueue) -> Job:
     """Record a queued job, commit, and only then hand its id to the queue."""
-    if spec.algorithm not in SUPPORTED_ALGORITHMS:
-        raise InvalidInput(
-            f"algorithm {spec.algorithm!r} is not available in this version; use one of {SUPPORTED_ALGORITHMS}",
-            field="algorithm",
-        )
     if session.get(Dataset, spec.dataset_id) is None:
         raise InvalidInput(f"dataset_id: no dataset {spec.dataset_id!r}", field="dataset_id")
     job = Job(
@@ -69,9 +63,7 @@ def cancel_job(session: Session, job_id: str) -> Job:
         .where(Job.id == job_id, Job.status == "queued")
         .values(status="cancelled", cancel_requested=True, finished_at=utcnow())
     )
-    session.execute(
-        update(Job).where(Job.id == job_id, Job.status == "running").values(cancel_requested=True)
-    )
+    session.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(cancel_requested=True))
     session.commit()
     session.refresh(job)
     return job

@@ -186,13 +186,11 @@ def recommend_fold_in(
     # Repeated items are merged by summing their weights, as at ingestion.
     idx, inverse = np.unique(idx, return_inverse=True)
     r = np.bincount(inverse, weights=np.array([wt for _, wt in known]))
-    wals = model.artifact.meta.get("spec", {}).get("wals", {})
-    conf = wals.get("confidence", {})
-    c = confidence(r, conf.get("scheme", "linear"), conf.get("alpha", 1.0), conf.get("eps", 1.0))
+    params = model.artifact.meta["fold_in"]
+    conf = params["confidence"]
+    c = confidence(r, conf["scheme"], conf["alpha"], conf["eps"])
     try:
-        u = fold_in(
-            model.artifact.item_factors, model.YtY, idx, c, wals.get("unobserved_weight", 0.0), wals.get("l2", 0.0)
-        )
+        u = fold_in(model.artifact.item_factors, model.YtY, idx, c, params["unobserved_weight"], params["l2"])
     except np.linalg.LinAlgError:
         raise InvalidInput("these items do not determine a user vector (singular system)", field="items") from None
     exclude = (np.array([0, len(idx)]), idx.astype(np.int32)) if exclude_seen else (None, None)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -21,8 +20,8 @@ from app.recsys.folding import folding_diagnostics
 from app.recsys.interactions import Interactions
 from app.recsys.metrics import popularity_metrics, ranking_metrics
 from app.recsys.split import split
-from app.recsys.wals import WALSConfig, fit_wals
 from app.services import job_state
+from app.services.algorithms import Plan, plan_for
 from app.services.datasets import load_dataset
 from app.spec import TrainingSpec
 from app.storage import LocalArtifactStore
@@ -34,33 +33,11 @@ log = logging.getLogger(__name__)
 TRACKING_USERS = 1000
 
 
-def wals_config(spec: TrainingSpec) -> WALSConfig:
-    """The core's config for a spec: given fields win, omitted ones take Unfold's defaults."""
-    base = WALSConfig()
-    w = spec.wals
-
-    def pick(value: Any, default: Any) -> Any:
-        return default if value is None else value
-
-    return WALSConfig(
-        dim=spec.dim,
-        iterations=pick(w.iterations, base.iterations),
-        l2=pick(w.l2, base.l2),
-        unobserved_weight=pick(w.unobserved_weight, base.unobserved_weight),
-        confidence=w.confidence.scheme,
-        alpha=pick(w.confidence.alpha, base.alpha),
-        eps=w.confidence.eps,
-        solver=w.solver,
-        cg_steps=w.cg_steps,
-        seed=spec.seed,
-    )
-
-
 class _Progress:
     """Turns the core's per-step callback into job progress, history and early stopping."""
 
-    def __init__(self, reporter: job_state.JobReporter, phase: str, total: int, spec: TrainingSpec) -> None:
-        self.reporter, self.phase, self.total = reporter, phase, total
+    def __init__(self, reporter: job_state.JobReporter, phase: str, total: int, unit: str, spec: TrainingSpec) -> None:
+        self.reporter, self.phase, self.total, self.unit = reporter, phase, total, unit
         self.early = spec.early_stopping if phase == "fit" else None
         self.best_value = -np.inf
         self.best_step = 0
@@ -75,7 +52,7 @@ class _Progress:
             "step": step,
             "total_steps": self.total,
             "fraction": step / self.total,
-            "unit": "iteration",
+            "unit": self.unit,
             "phase": self.phase,
             "eta_seconds": round(eta, 3),
             "loss": loss,
@@ -94,7 +71,7 @@ class _Progress:
 
 def _fit(
     data: Interactions,
-    config: WALSConfig,
+    plan: Plan,
     reporter: job_state.JobReporter,
     phase: str,
     spec: TrainingSpec,
@@ -107,8 +84,8 @@ def _fit(
         def evaluator(U: np.ndarray, V: np.ndarray) -> dict[str, float]:
             return ranking_metrics(U, V, data, test, ks, max_users=TRACKING_USERS, seed=spec.seed)
 
-    progress = _Progress(reporter, phase, config.iterations, spec)
-    return fit_wals(data, config, callback=progress, evaluator=evaluator), progress
+    progress = _Progress(reporter, phase, plan.steps, plan.unit, spec)
+    return plan.fit(data, plan.config, progress, evaluator), progress
 
 
 def train_model(
@@ -122,11 +99,11 @@ def train_model(
         raise LookupError(f"dataset {job.dataset_id!r} no longer exists")
     stored = load_dataset(store, dataset)
     full = stored.interactions
-    config = wals_config(spec)
+    plan = plan_for(spec)
     ev = spec.evaluation
     metrics: dict[str, Any] = {}
     if ev.split == "none":
-        model, _ = _fit(full, config, reporter, "fit", spec, None)
+        model, _ = _fit(full, plan, reporter, "fit", spec, None)
         metrics["folding"] = folding_diagnostics(
             model.user_factors, model.item_factors, full, None, stored.item_groups, seed=spec.seed
         )
@@ -134,7 +111,7 @@ def train_model(
         train, test = split(full, ev.split, ev.test_fraction, spec.seed)
         if test.nnz == 0:
             raise ValueError(f"evaluation.split {ev.split!r} left no test interactions")
-        model, progress = _fit(train, config, reporter, "fit", spec, test)
+        model, progress = _fit(train, plan, reporter, "fit", spec, test)
         ks = tuple(ev.k)
         metrics.update(ranking_metrics(model.user_factors, model.item_factors, train, test, ks))
         metrics["baseline"] = {"popularity": popularity_metrics(train, test, ks)}
@@ -144,14 +121,15 @@ def train_model(
         )
         # The served model learns from every interaction; held-out metrics above stay honest
         # because they come from the model that never saw the test split.
-        iterations = progress.best_step if spec.early_stopping and progress.best_step else config.iterations
-        config = replace(config, iterations=iterations)
-        model, _ = _fit(full, config, reporter, "refit", spec, None)
+        if spec.early_stopping and progress.best_step:
+            plan = plan.with_steps(progress.best_step)
+        model, _ = _fit(full, plan, reporter, "refit", spec, None)
     if reporter.cancel_requested():
         raise job_state.JobCancelled("cancelled by request")
 
     model_id = new_id("mdl")
-    resolved = {**spec.model_dump(mode="json"), "wals": _resolved_wals(config)}
+    resolved = {**spec.model_dump(mode="json"), spec.algorithm: plan.resolved()}
+    resolved.pop("sgd" if spec.algorithm == "wals" else "wals", None)
     staged = store.staging_dir()
     try:
         save_model(
@@ -167,6 +145,7 @@ def train_model(
                     "id": model_id,
                     "algorithm": spec.algorithm,
                     "spec": resolved,
+                    "fold_in": _fold_in_parameters(resolved),
                     "metrics": metrics,
                     "history": reporter.history,
                     "dataset_id": dataset.id,
@@ -191,15 +170,13 @@ def train_model(
     )
 
 
-def _resolved_wals(config: WALSConfig) -> dict[str, Any]:
-    return {
-        "iterations": config.iterations,
-        "l2": config.l2,
-        "unobserved_weight": config.unobserved_weight,
-        "confidence": {"scheme": config.confidence, "alpha": config.alpha, "eps": config.eps},
-        "solver": config.solver,
-        "cg_steps": config.cg_steps,
-    }
+def _fold_in_parameters(resolved: dict[str, Any]) -> dict[str, Any]:
+    """How serving folds a new user in: WALS's own objective, or for SGD a ridge fit to 1 on the
+    user's items with a small pull of every other item towards 0 (the same least-squares solve)."""
+    if "wals" in resolved:
+        w = resolved["wals"]
+        return {"unobserved_weight": w["unobserved_weight"], "l2": w["l2"], "confidence": w["confidence"]}
+    return {"unobserved_weight": 0.1, "l2": 1.0, "confidence": {"scheme": "linear", "alpha": 0.0, "eps": 1.0}}
 
 
 def run_job(

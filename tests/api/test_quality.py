@@ -45,5 +45,7 @@ def test_default_wals_beats_popularity_by_half_through_the_batch_endpoint(client
         top_pop = [i for i in popular if i not in seen[user]][:K]
         pop_recall.append(len(set(top_pop) & held_out[user]) / len(held_out[user]))
     model_recall, baseline = float(np.mean(recall)), float(np.mean(pop_recall))
-    print(f"recall@{K}: default WALS {model_recall:.4f}, popularity {baseline:.4f}, ratio {model_recall / baseline:.2f}")
+    print(
+        f"recall@{K}: default WALS {model_recall:.4f}, popularity {baseline:.4f}, ratio {model_recall / baseline:.2f}"
+    )
     assert model_recall >= 1.5 * baseline, (model_recall, baseline)

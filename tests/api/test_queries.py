@@ -125,10 +125,15 @@ def test_aliases_work_wherever_a_model_id_does(client, model):
 
 
 def test_moving_an_alias_takes_effect_at_once(client, model, tmp_path: Path):
-    other = client.post("/v1/jobs", json={
-        "dataset_id": client.get("/v1/datasets").json()["items"][0]["id"], "dim": 4,
-        "wals": {"iterations": 2}, "evaluation": {"split": "none"},
-    }).json()
+    other = client.post(
+        "/v1/jobs",
+        json={
+            "dataset_id": client.get("/v1/datasets").json()["items"][0]["id"],
+            "dim": 4,
+            "wals": {"iterations": 2},
+            "evaluation": {"split": "none"},
+        },
+    ).json()
     other_model = client.get(f"/v1/jobs/{other['id']}").json()["model_id"]
     client.put("/v1/aliases/live", json={"model_id": model})
     assert client.get("/v1/models/live/users/u0/recommendations").json()["model_id"] == model

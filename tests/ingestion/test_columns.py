@@ -23,9 +23,7 @@ def test_known_names_in_any_order_and_case(write: WriteFile) -> None:
 
 
 def test_explicit_names(write: WriteFile) -> None:
-    options = ParseOptions(
-        user_column="who", item_column="movie", weight_column="rating", timestamp_column="when"
-    )
+    options = ParseOptions(user_column="who", item_column="movie", weight_column="rating", timestamp_column="when")
     parsed = parse_file(write(HEADED), options)
     assert triples(parsed) == {("alice", "m1"): 5.0, ("bob", "m2"): 3.0, ("carol", "m1"): 4.0}
     assert parsed.stats["columns"] == {
@@ -65,9 +63,7 @@ def test_unknown_header_names_use_first_columns_and_no_weight(write: WriteFile) 
         "timestamp": None,
     }
     assert set(triples(parsed).values()) == {1.0}
-    parsed = parse_file(
-        write("customer,product,amount\nc1,p1,9.5\nc2,p2,3\n"), ParseOptions(weight_column="amount")
-    )
+    parsed = parse_file(write("customer,product,amount\nc1,p1,9.5\nc2,p2,3\n"), ParseOptions(weight_column="amount"))
     assert triples(parsed)[("c1", "p1")] == 9.5
 
 

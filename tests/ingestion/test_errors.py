@@ -148,9 +148,7 @@ def test_corrupt_parquet(write: WriteFile) -> None:
 
 def test_parquet_missing_weight_names_the_row(tmp_path: Path) -> None:
     path = tmp_path / "u.parquet"
-    pq.write_table(
-        pa.table({"user": ["a", "b", "c"], "item": ["x", "y", "z"], "weight": [1.0, None, 2.0]}), path
-    )
+    pq.write_table(pa.table({"user": ["a", "b", "c"], "item": ["x", "y", "z"], "weight": [1.0, None, 2.0]}), path)
     error = raises(path)
     assert str(error) == "row 2, column 'weight': the weight is missing"
     assert error.row == 2

@@ -76,9 +76,7 @@ def test_movielens(write: WriteFile) -> None:
 
 
 @pytest.mark.parametrize("block", [1, 2, 3, 5, 7, 11, 64])
-def test_movielens_separator_split_across_blocks(
-    write: WriteFile, monkeypatch: pytest.MonkeyPatch, block: int
-) -> None:
+def test_movielens_separator_split_across_blocks(write: WriteFile, monkeypatch: pytest.MonkeyPatch, block: int) -> None:
     # Tiny blocks put '::' (and the ':' runs around ids like 'a:b') across every boundary.
     monkeypatch.setattr(readers_module, "FOLD_BLOCK", block)
     text = "u1::a:b::5::100\nu2::i2::4::200\nu1::i2::3::300\n"
@@ -106,9 +104,7 @@ def test_adjacency(write: WriteFile) -> None:
 
 
 @pytest.mark.parametrize("block", [1, 2, 3, 4, 5, 8, 13])
-def test_adjacency_blocks_split_anywhere(
-    write: WriteFile, monkeypatch: pytest.MonkeyPatch, block: int
-) -> None:
+def test_adjacency_blocks_split_anywhere(write: WriteFile, monkeypatch: pytest.MonkeyPatch, block: int) -> None:
     # Tiny blocks cut inside ids, CRLFs and blank lines; results and line numbers must not change.
     text = b"\xef\xbb\xbfusers items\r\nu1 i1 i2\r\n\r\nu2\ru3  i3 i1\n\nu1 i2 i4\n"
     path = write(text)

@@ -15,26 +15,18 @@ from app.recsys.synth import PlantedConfig, planted_communities, write_planted_c
 
 from .conftest import WriteFile, triples
 
-PLANTED = (
-    "user,item,weight,user_group,item_group\nu1,i1,1,red,0\nu2,i2,1,blue,1\nu1,i3,1,red,0\nu3,i2,2,blue,1\n"
-)
+PLANTED = "user,item,weight,user_group,item_group\nu1,i1,1,red,0\nu2,i2,1,blue,1\nu1,i3,1,red,0\nu3,i2,2,blue,1\n"
 
 
 def user_group_of(parsed: ParsedDataset) -> dict[str, str]:
     """{user id: group label} through the dense codes and the names."""
     assert parsed.user_groups is not None and parsed.user_group_names is not None
-    return {
-        str(u): str(parsed.user_group_names[g])
-        for u, g in zip(parsed.user_ids, parsed.user_groups, strict=True)
-    }
+    return {str(u): str(parsed.user_group_names[g]) for u, g in zip(parsed.user_ids, parsed.user_groups, strict=True)}
 
 
 def item_group_of(parsed: ParsedDataset) -> dict[str, str]:
     assert parsed.item_groups is not None and parsed.item_group_names is not None
-    return {
-        str(i): str(parsed.item_group_names[g])
-        for i, g in zip(parsed.item_ids, parsed.item_groups, strict=True)
-    }
+    return {str(i): str(parsed.item_group_names[g]) for i, g in zip(parsed.item_ids, parsed.item_groups, strict=True)}
 
 
 def raises(path: Path, options: ParseOptions | None = None) -> IngestError:
@@ -187,9 +179,7 @@ def test_user_conflict_without_header(write: WriteFile) -> None:
 
 def test_conflict_in_parquet_names_rows(tmp_path: Path) -> None:
     path = tmp_path / "upload.parquet"
-    pq.write_table(
-        pa.table({"user": ["a", "b", "a"], "item": ["x", "y", "z"], "user_group": [1, 2, 3]}), path
-    )
+    pq.write_table(pa.table({"user": ["a", "b", "a"], "item": ["x", "y", "z"], "user_group": [1, 2, 3]}), path)
     error = raises(path)
     assert (error.row, error.column) == (3, "user_group")
     assert str(error).endswith("on its first row (row 1)")
@@ -257,9 +247,7 @@ def test_group_column_cannot_be_the_item_too(write: WriteFile) -> None:
 
 
 def test_planted_csv_round_trip(tmp_path: Path) -> None:
-    config = PlantedConfig(
-        n_groups=3, users_per_group=40, items_per_group=25, interactions_per_user=6, noise=0.1
-    )
+    config = PlantedConfig(n_groups=3, users_per_group=40, items_per_group=25, interactions_per_user=6, noise=0.1)
     data = planted_communities(config)
     path = tmp_path / "planted.csv"
     write_planted_csv(data, path)

@@ -40,9 +40,7 @@ def test_duplicates_are_summed_with_latest_timestamp(write: WriteFile) -> None:
     assert parsed.stats["duplicates_merged"] == 2
     assert parsed.stats["rows_read"] == 5
     # Merged pairs keep the order in which each pair first appeared.
-    assert [
-        (parsed.user_ids[u], parsed.item_ids[i]) for u, i in zip(parsed.users, parsed.items, strict=True)
-    ] == [
+    assert [(parsed.user_ids[u], parsed.item_ids[i]) for u, i in zip(parsed.users, parsed.items, strict=True)] == [
         ("u1", "i1"),
         ("u2", "i1"),
         ("u1", "i2"),

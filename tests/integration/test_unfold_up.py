@@ -25,9 +25,10 @@ def test_unfold_up_serves_upload_train_and_query(tmp_path: Path, shared_data: Pa
     port = free_port()
     log = tmp_path / "up.log"
     env = {"UNFOLD_PORT": str(port)}
-    with unfold_process(["up"], env, tmp_path, log) as proc, httpx.Client(
-        base_url=f"http://127.0.0.1:{port}", timeout=60
-    ) as client:
+    with (
+        unfold_process(["up"], env, tmp_path, log) as proc,
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client,
+    ):
         wait_until(lambda: _ready(client), 90, "unfold up to be ready", log)
         ds = upload(client, shared_data / "ml-100k" / "u.data").json()
         r = client.post("/v1/jobs", json={"dataset_id": ds["id"], "wals": {"iterations": 5}})

@@ -60,8 +60,11 @@ def test_upload_train_poll_query_on_postgres_and_redis(production, shared_data: 
 
     recs = client.get(f"/v1/models/{model['id']}/users/1/recommendations", params={"k": 10}).json()["items"]
     assert len(recs) == 10
-    seen_by_1 = {line.split("\t")[1] for line in (shared_data / "ml-100k" / "u.data").read_text().splitlines()
-                 if line.split("\t")[0] == "1"}
+    seen_by_1 = {
+        line.split("\t")[1]
+        for line in (shared_data / "ml-100k" / "u.data").read_text().splitlines()
+        if line.split("\t")[0] == "1"
+    }
     assert not {x["item"] for x in recs} & seen_by_1
 
 
@@ -71,8 +74,12 @@ def test_cancel_a_running_job_on_the_worker(production, shared_data: Path):
     spec = {"dataset_id": ds["id"], "dim": 128, "wals": {"iterations": 1000, "solver": "cholesky"}}
     job = client.post("/v1/jobs", json=spec).json()
     wait_until(lambda: client.get(f"/v1/jobs/{job['id']}").json()["status"] == "running", 60, "running", log)
-    wait_until(lambda: (client.get(f"/v1/jobs/{job['id']}").json()["progress"] or {}).get("step", 0) >= 1,
-               120, "a first iteration", log)
+    wait_until(
+        lambda: (client.get(f"/v1/jobs/{job['id']}").json()["progress"] or {}).get("step", 0) >= 1,
+        120,
+        "a first iteration",
+        log,
+    )
     assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 202
     final = wait_for_job(client, job["id"], timeout=120)
     assert final["status"] == "cancelled" and final["model_id"] is None

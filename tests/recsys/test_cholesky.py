@@ -15,14 +15,10 @@ def _random_rows(seed: int, n_rows: int = 40, n_cols: int = 12) -> Interactions:
     lengths = rng.integers(0, n_cols, n_rows)
     users = np.repeat(np.arange(n_rows), lengths)
     items = np.concatenate([rng.choice(n_cols, size=k, replace=False) for k in lengths])
-    return Interactions.from_coo(
-        users, items, rng.random(users.shape[0]) + 0.1, n_users=n_rows, n_items=n_cols
-    )
+    return Interactions.from_coo(users, items, rng.random(users.shape[0]) + 0.1, n_users=n_rows, n_items=n_cols)
 
 
-def _dense(
-    rows: Interactions, weights: np.ndarray, shared: np.ndarray, Y: np.ndarray, b: np.ndarray
-) -> np.ndarray:
+def _dense(rows: Interactions, weights: np.ndarray, shared: np.ndarray, Y: np.ndarray, b: np.ndarray) -> np.ndarray:
     W = np.zeros((rows.n_users, rows.n_items))
     W[rows.row_users(), rows.indices] = weights
     out = np.zeros((rows.n_users, Y.shape[1]))

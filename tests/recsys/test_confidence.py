@@ -11,9 +11,7 @@ from app.recsys.confidence import confidence
 def test_linear_and_log() -> None:
     r = np.array([0.0, 1.0, 4.0])
     np.testing.assert_allclose(confidence(r, "linear", alpha=2.0), [1.0, 3.0, 9.0])
-    np.testing.assert_allclose(
-        confidence(r, "log", alpha=2.0, eps=2.0), 1.0 + 2.0 * np.log1p(r / 2.0), rtol=1e-6
-    )
+    np.testing.assert_allclose(confidence(r, "log", alpha=2.0, eps=2.0), 1.0 + 2.0 * np.log1p(r / 2.0), rtol=1e-6)
     assert confidence(r).dtype == np.float32
 
 

@@ -21,9 +21,7 @@ TOP = {0: [5, 2], 1: [1, 3], 2: [0, 1], 3: [7, 5], 4: [1, 6], 5: [6, 5]}
 LEAKAGE_AT_2 = (0.5 + 0 + 1 + 0 + 0.5 + 0) / 6
 
 
-def _hand_built(
-    train: dict[int, list[int]], top: dict[int, list[int]]
-) -> tuple[np.ndarray, np.ndarray, Interactions]:
+def _hand_built(train: dict[int, list[int]], top: dict[int, list[int]]) -> tuple[np.ndarray, np.ndarray, Interactions]:
     """Return factors whose scores are: train items 20, top[u] 10 then 9, every other item 0."""
     n_users = len(train)
     scores = np.zeros((n_users, ITEM_GROUPS.shape[0]), dtype=np.float32)
@@ -167,9 +165,7 @@ def test_negatives_prevent_folding() -> None:
         ),
     ],
 )
-def test_unreachable_matches_leakage_without_noise(
-    config: PlantedConfig, dim: int, min_leakage: float
-) -> None:
+def test_unreachable_matches_leakage_without_noise(config: PlantedConfig, dim: int, min_leakage: float) -> None:
     data = planted_communities(config)
     train, test = split(data.interactions, "random", 0.2, seed=0)
     diagnostics = folding_diagnostics(*_fit(train, 0.0, dim), train, test, data.item_groups)

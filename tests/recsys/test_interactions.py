@@ -44,9 +44,7 @@ def test_from_coo_sorts_rows_and_defaults_weights() -> None:
 def test_transpose_round_trip_and_counts() -> None:
     rng = np.random.default_rng(1)
     n = 200
-    data = Interactions.from_coo(
-        rng.integers(0, 15, n), rng.integers(0, 9, n), rng.random(n), rng.integers(0, 1000, n)
-    )
+    data = Interactions.from_coo(rng.integers(0, 15, n), rng.integers(0, 9, n), rng.random(n), rng.integers(0, 1000, n))
     transposed = data.transpose()
     np.testing.assert_array_equal(_dense(transposed), _dense(data).T)
     back = transposed.transpose()

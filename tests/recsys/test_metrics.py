@@ -15,9 +15,7 @@ N_ITEMS = 5
 
 def _matrix(pairs: list[tuple[int, int]], n_users: int = 3) -> Interactions:
     users, items = zip(*pairs, strict=True) if pairs else ((), ())
-    return Interactions.from_coo(
-        np.array(users, np.int64), np.array(items, np.int64), n_users=n_users, n_items=N_ITEMS
-    )
+    return Interactions.from_coo(np.array(users, np.int64), np.array(items, np.int64), n_users=n_users, n_items=N_ITEMS)
 
 
 # Item scores fall with the index for user 0 and rise with it for user 1 (1-d factors).

@@ -40,8 +40,6 @@ def get_job(session: SessionDep, job_id: str) -> JobOut:
     return JobOut.model_validate(jobs.get_job(session, job_id))
 
 
-@router.post(
-    "/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut, summary="Cancel a job"
-)
+@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut, summary="Cancel a job")
 def cancel_job(session: SessionDep, job_id: str) -> JobOut:
     return JobOut.model_validate(jobs.cancel_job(session, job_id))

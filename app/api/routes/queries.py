@@ -40,9 +40,7 @@ def _items(scored: serving.Scored) -> list[ScoredItem]:
 
 
 @router.get("/users/{user}/recommendations", response_model=Recommendations, summary="Top-k items for a user")
-def recommend_user(
-    model: ModelDep, user: str, k: KQuery = 10, exclude_seen: bool = True
-) -> Recommendations:
+def recommend_user(model: ModelDep, user: str, k: KQuery = 10, exclude_seen: bool = True) -> Recommendations:
     [scored] = serving.recommend_for_users(model, [user], k, exclude_seen)
     return Recommendations(model_id=model.id, items=_items(scored))
 

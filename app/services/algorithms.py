@@ -1,0 +1,79 @@
+"""From a training spec to the core: each algorithm's config builder, fit function and resolved spec.
+
+Imported by the worker only (it pulls in torch through the fit functions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from app.recsys.base import Callback, EmbeddingModel, Evaluator
+from app.recsys.interactions import Interactions
+from app.recsys.sgd import fit_sgd
+from app.recsys.sgd_config import SGDConfig, sgd_config_from_spec
+from app.recsys.wals import WALSConfig, fit_wals
+from app.spec import TrainingSpec
+
+Fit = Callable[[Interactions, Any, Callback | None, Evaluator | None], EmbeddingModel]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one job trains: the core config, its fit function and the unit of a step."""
+
+    config: Any
+    fit: Fit
+    unit: str  # "iteration" | "epoch"
+
+    @property
+    def steps(self) -> int:
+        return int(self.config.iterations if self.unit == "iteration" else self.config.epochs)
+
+    def with_steps(self, steps: int) -> Plan:
+        field = "iterations" if self.unit == "iteration" else "epochs"
+        return replace(self, config=replace(self.config, **{field: steps}))
+
+    def resolved(self) -> dict[str, Any]:
+        """The algorithm block of the spec with every value Unfold chose filled in."""
+        config = asdict(self.config)
+        for key in ("dim", "seed", "device", "init_scale"):
+            config.pop(key, None)
+        if isinstance(self.config, WALSConfig):
+            config["confidence"] = {
+                "scheme": config.pop("confidence"),
+                "alpha": config.pop("alpha"),
+                "eps": config.pop("eps"),
+            }
+        return config
+
+
+def wals_config(spec: TrainingSpec) -> WALSConfig:
+    """The core's WALS config: given fields win, omitted ones take Unfold's defaults."""
+    base = WALSConfig()
+    w = spec.wals
+
+    def pick(value: Any, default: Any) -> Any:
+        return default if value is None else value
+
+    return WALSConfig(
+        dim=spec.dim,
+        iterations=pick(w.iterations, base.iterations),
+        l2=pick(w.l2, base.l2),
+        unobserved_weight=pick(w.unobserved_weight, base.unobserved_weight),
+        confidence=w.confidence.scheme,
+        alpha=pick(w.confidence.alpha, base.alpha),
+        eps=w.confidence.eps,
+        solver=w.solver,
+        cg_steps=w.cg_steps,
+        seed=spec.seed,
+    )
+
+
+def plan_for(spec: TrainingSpec) -> Plan:
+    """The training plan of a spec."""
+    if spec.algorithm == "wals":
+        return Plan(wals_config(spec), fit_wals, "iteration")
+    config: SGDConfig = sgd_config_from_spec(spec.sgd.model_dump(), dim=spec.dim, seed=spec.seed)
+    return Plan(config, fit_sgd, "epoch")
