@@ -15,9 +15,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="UNFOLD_", extra="ignore")
 
     var_dir: Path = Field(Path("var"), description="Where embedded defaults keep their files.")
-    database_url: str | None = Field(
-        None, description="SQLAlchemy URL; default sqlite:///<var_dir>/unfold.db."
-    )
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<var_dir>/unfold.db.")
     broker_url: str | None = Field(
         None, description="Celery broker; default a filesystem broker under <var_dir>/broker."
     )

@@ -84,4 +84,3 @@ class Alias(Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     model_id: Mapped[str] = mapped_column(String(40), ForeignKey("models.id", ondelete="CASCADE"))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-

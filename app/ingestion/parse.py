@@ -61,9 +61,7 @@ def _read(path: str | os.PathLike[str], layout: Layout, options: ParseOptions) -
 def _build(raw: RawInteractions, options: ParseOptions, **read_stats: object) -> ParsedDataset:
     n_rows = len(raw.users)
     if n_rows == 0:
-        raise IngestError(
-            "the file has a header but no data rows" if read_stats["has_header"] else "the file is empty"
-        )
+        raise IngestError("the file has a header but no data rows" if read_stats["has_header"] else "the file is empty")
     check_ids(raw.users, "user")
     check_ids(raw.items, "item")
     labels = {"user": raw.user_groups, "item": raw.item_groups}

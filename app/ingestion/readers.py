@@ -45,9 +45,7 @@ def read_table(path: str | os.PathLike[str], layout: Layout, options: ParseOptio
     used = {role: col for role, col in columns.by_role().items() if col is not None}
     # Ids and group labels stay strings ("007" is not 7); timestamps are strings until we know
     # integer or ISO 8601.
-    types = {
-        names[col.index]: pa.float64() if role == "weight" else pa.string() for role, col in used.items()
-    }
+    types = {names[col.index]: pa.float64() if role == "weight" else pa.string() for role, col in used.items()}
     folded = layout.delimiter == "::"
     read_options = pv.ReadOptions(column_names=names, skip_rows=layout.header_line)
     parse_options = pv.ParseOptions(

@@ -16,9 +16,7 @@ def degree_stats(indices: np.ndarray, n: int) -> dict[str, float]:
     return {"min": int(degree.min()), "median": float(np.median(degree)), "max": int(degree.max())}
 
 
-def summarise(
-    indexed: Indexed, group_counts: dict[str, int] | None = None, **read_stats: Any
-) -> dict[str, Any]:
+def summarise(indexed: Indexed, group_counts: dict[str, int] | None = None, **read_stats: Any) -> dict[str, Any]:
     """Stats of the final dataset, after the reader's own figures (format, columns, rows_read...).
 
     group_counts: {"n_user_groups": ..., "n_item_groups": ...} for the group columns the file has.

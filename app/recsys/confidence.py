@@ -21,9 +21,7 @@ def validate_confidence(kind: str, alpha: float, eps: float) -> None:
         raise ValueError(f"eps must be > 0 for log confidence, got {eps}")
 
 
-def confidence(
-    weights: np.ndarray, kind: str = "linear", alpha: float = 10.0, eps: float = 1.0
-) -> np.ndarray:
+def confidence(weights: np.ndarray, kind: str = "linear", alpha: float = 10.0, eps: float = 1.0) -> np.ndarray:
     """Return float32 confidences c_ui for raw weights r_ui (which must be >= 0)."""
     validate_confidence(kind, alpha, eps)
     r = np.asarray(weights, dtype=np.float64)

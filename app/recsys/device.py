@@ -17,9 +17,7 @@ def pick_device(preference: str = "auto") -> torch.device:
         return torch.device("cpu")
     if preference == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(
-                'device "cuda" was requested but no CUDA device is available; use "auto" or "cpu"'
-            )
+            raise ValueError('device "cuda" was requested but no CUDA device is available; use "auto" or "cpu"')
         return torch.device("cuda")
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

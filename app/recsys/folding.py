@@ -86,9 +86,7 @@ def _check(user_factors: np.ndarray, item_factors: np.ndarray, train: Interactio
 def _groups(name: str, groups: np.ndarray, size: int) -> np.ndarray:
     array = np.asarray(groups)
     if array.shape != (size,) or (array.size and not np.issubdtype(array.dtype, np.integer)):
-        raise ValueError(
-            f"{name} must be an integer array of shape ({size},), got {array.dtype} {array.shape}"
-        )
+        raise ValueError(f"{name} must be an integer array of shape ({size},), got {array.dtype} {array.shape}")
     if array.size and array.min() < -1:
         raise ValueError(f"{name} must be >= -1 (-1 = unknown group), got {array.min()}")
     return array.astype(np.int64)

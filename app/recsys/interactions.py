@@ -43,8 +43,7 @@ class Interactions:
         raw_indices = np.asarray(self.indices)
         if raw_indices.size and (raw_indices.min() < 0 or raw_indices.max() >= self.n_items):
             raise ValueError(
-                f"item indices must lie in [0, {self.n_items}), got [{raw_indices.min()}, "
-                f"{raw_indices.max()}]"
+                f"item indices must lie in [0, {self.n_items}), got [{raw_indices.min()}, {raw_indices.max()}]"
             )
         indices = _as_1d("indices", raw_indices, np.int32)
         nnz = indices.shape[0]
@@ -67,9 +66,7 @@ class Interactions:
             starts = indptr[1:-1]
             row_start[starts[(starts > 0) & (starts < nnz)] - 1] = True
             if np.any((step <= 0) & ~row_start):
-                raise ValueError(
-                    "item indices must be sorted and unique within each row; build with from_coo"
-                )
+                raise ValueError("item indices must be sorted and unique within each row; build with from_coo")
         object.__setattr__(self, "indptr", indptr)
         object.__setattr__(self, "indices", indices)
         object.__setattr__(self, "weights", weights)
@@ -95,9 +92,7 @@ class Interactions:
             raise ValueError(f"weights must have the same length as users, got {w.shape[0]} and {u.shape[0]}")
         t = None if timestamps is None else _as_1d("timestamps", timestamps, np.int64)
         if t is not None and t.shape != u.shape:
-            raise ValueError(
-                f"timestamps must have the same length as users, got {t.shape[0]} and {u.shape[0]}"
-            )
+            raise ValueError(f"timestamps must have the same length as users, got {t.shape[0]} and {u.shape[0]}")
         if u.size and (u.min() < 0 or i.min() < 0):
             raise ValueError("user and item indices must be >= 0")
         n_u = (int(u.max()) + 1 if u.size else 0) if n_users is None else int(n_users)
@@ -139,19 +134,13 @@ class Interactions:
             i = key - u * n_i
         indptr = np.zeros(n_u + 1, dtype=np.int64)
         np.cumsum(np.bincount(u, minlength=n_u), out=indptr[1:])
-        return cls(
-            n_users=n_u, n_items=n_i, indptr=indptr, indices=i.astype(np.int32), weights=w, timestamps=t
-        )
+        return cls(n_users=n_u, n_items=n_i, indptr=indptr, indices=i.astype(np.int32), weights=w, timestamps=t)
 
     @classmethod
-    def from_scipy(
-        cls, matrix: sp.spmatrix | sp.sparray, timestamps: np.ndarray | None = None
-    ) -> Interactions:
+    def from_scipy(cls, matrix: sp.spmatrix | sp.sparray, timestamps: np.ndarray | None = None) -> Interactions:
         """Build from a scipy sparse matrix whose stored values are the weights (duplicates summed)."""
         coo = sp.coo_matrix(matrix)
-        return cls.from_coo(
-            coo.row, coo.col, coo.data, timestamps, n_users=coo.shape[0], n_items=coo.shape[1]
-        )
+        return cls.from_coo(coo.row, coo.col, coo.data, timestamps, n_users=coo.shape[0], n_items=coo.shape[1])
 
     @property
     def nnz(self) -> int:
@@ -199,9 +188,7 @@ class Interactions:
         """Keep only the nonzeros where the boolean mask `keep` (length nnz) is True; the shape stays."""
         keep = np.asarray(keep)
         if keep.dtype != np.bool_ or keep.shape != (self.nnz,):
-            raise ValueError(
-                f"keep must be a boolean array of shape ({self.nnz},), got {keep.dtype} {keep.shape}"
-            )
+            raise ValueError(f"keep must be a boolean array of shape ({self.nnz},), got {keep.dtype} {keep.shape}")
         kept_before = np.zeros(self.nnz + 1, dtype=np.int64)
         np.cumsum(keep, out=kept_before[1:])
         return Interactions(

@@ -94,9 +94,7 @@ def _evaluate(
         test_rows, test_items = _coordinates(test, batch)
         relevant[test_rows, test_items] = True
         # A dropped training item is never a hit, even where it fills a slot of a short ranking.
-        hits = np.take_along_axis(relevant, top, axis=1) & np.isfinite(
-            np.take_along_axis(scores, top, axis=1)
-        )
+        hits = np.take_along_axis(relevant, top, axis=1) & np.isfinite(np.take_along_axis(scores, top, axis=1))
         n_relevant = test.user_counts()[batch].astype(np.float64)
         for k in ks:
             k_eff = min(k, k_max)
@@ -133,9 +131,7 @@ def ranking_metrics(
     return _evaluate(score, train, test, ks, max_users, seed)
 
 
-def popularity_metrics(
-    train: Interactions, test: Interactions, ks: Sequence[int] = (10, 20)
-) -> dict[str, float]:
+def popularity_metrics(train: Interactions, test: Interactions, ks: Sequence[int] = (10, 20)) -> dict[str, float]:
     """Return the same metrics for the baseline that ranks items by their training count."""
     # Counts are integers, so subtracting index / n_items (< 1) breaks ties by lower item index exactly.
     popularity = train.item_counts() - np.arange(train.n_items) / max(train.n_items, 1)

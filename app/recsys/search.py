@@ -47,9 +47,7 @@ def search(
     return results
 
 
-def gather_exclusions(
-    rows: np.ndarray, indptr: np.ndarray, indices: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def gather_exclusions(rows: np.ndarray, indptr: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The sub-CSR of the given rows (e.g. the seen items of a batch of users)."""
     starts, stops = indptr[rows], indptr[rows + 1]
     lengths = stops - starts

@@ -192,9 +192,7 @@ def solve_rows(
     if initial is None:
         initial = torch.zeros(rows.n_users, fixed.shape[1], dtype=torch.float32, device=fixed.device)
     elif tuple(initial.shape) != (rows.n_users, fixed.shape[1]):
-        raise ValueError(
-            f"initial must have shape ({rows.n_users}, {fixed.shape[1]}), got {tuple(initial.shape)}"
-        )
+        raise ValueError(f"initial must have shape ({rows.n_users}, {fixed.shape[1]}), got {tuple(initial.shape)}")
     prepared = _prepare(rows, config, fixed.device)
     return _solve(prepared, fixed, initial.to(device=fixed.device, dtype=torch.float32), config)
 
