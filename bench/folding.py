@@ -23,6 +23,10 @@ from app.recsys.synth import PlantedConfig, planted_communities
 from app.recsys.wals import WALSConfig, fit_wals
 
 SGD_STRATEGIES = ["none", "uniform", "popularity", "in_batch", "hard", "mixed"]
+# In-batch negatives are made for a softmax over the batch (with logQ correction); as independent
+# BCE negatives they over-penalise popular items. Every other strategy uses BCE, and so does
+# `none`, since pairwise and softmax losses need negatives.
+LOSS = {"in_batch": "softmax", "mixed": "softmax"}
 
 
 def main() -> None:
@@ -30,6 +34,7 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dim", type=int, default=16)
+    parser.add_argument("--strategies", nargs="*", default=SGD_STRATEGIES, choices=SGD_STRATEGIES)
     args = parser.parse_args()
 
     data = planted_communities(PlantedConfig(noise=args.noise, seed=args.seed))
@@ -41,20 +46,21 @@ def main() -> None:
         quality = ranking_metrics(model.user_factors, model.item_factors, train, test, (10,))
         rows.append({"model": name, "setting": setting, **diag, **quality, "seconds": seconds})
 
-    for strategy in SGD_STRATEGIES:
+    for strategy in args.strategies:
         config = SGDConfig(
             dim=args.dim,
             epochs=20,
             batch_size=256,
             learning_rate=0.05,
             optimizer="adagrad",
-            loss="bce",
+            loss=LOSS.get(strategy, "bce"),
             negatives=NegativeConfig(strategy=strategy, per_positive=4),
             seed=args.seed,
         )
         start = time.perf_counter()
         model = fit_sgd(train, config)
-        record("SGD (minibatch_sgd, bce, adagrad)", f"negatives={strategy}", model, time.perf_counter() - start)
+        name = f"SGD (minibatch_sgd, {config.loss}, adagrad)"
+        record(name, f"negatives={strategy}", model, time.perf_counter() - start)
     for w0 in (0.0, 0.1):
         config = WALSConfig(
             dim=args.dim,
