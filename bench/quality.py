@@ -52,9 +52,12 @@ def _wals(**kw: Any) -> Callable[[Interactions], tuple[Factors, int]]:
 def _implicit_als(**kw: Any) -> Callable[[Interactions], tuple[Factors, int]]:
     def run(train: Interactions) -> tuple[Factors, int]:
         from implicit.als import AlternatingLeastSquares
+        from threadpoolctl import threadpool_limits
 
         model = AlternatingLeastSquares(factors=DIM, random_state=0, calculate_training_loss=False, **kw)
-        model.fit(train.to_scipy().astype(np.float32), show_progress=False)
+        # implicit's own advice: one BLAS thread, its parallelism is across rows.
+        with threadpool_limits(1, "blas"):
+            model.fit(train.to_scipy().astype(np.float32), show_progress=False)
         return (np.asarray(model.user_factors), np.asarray(model.item_factors)), model.iterations
 
     return run

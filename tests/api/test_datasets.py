@@ -87,3 +87,13 @@ def test_health_ready_and_metrics(client, tmp_path: Path):
     text = client.get("/metrics").text
     assert 'unfold_http_request_seconds_count{method="POST",route="/v1/datasets",status="201"} 1.0' in text
     assert 'unfold_jobs{status="queued"} 0.0' in text
+
+
+def test_the_api_process_never_imports_torch():
+    # Serving is numpy only; torch (hundreds of MB, seconds to import) belongs to the worker.
+    import subprocess
+    import sys
+
+    code = "import sys, app.api.app, app.spec; app.api.app.create_app; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
