@@ -41,7 +41,7 @@ class WALSSpec(_Strict):
 
 class NegativesSpec(_Strict):
     strategy: Literal["none", "uniform", "popularity", "in_batch", "hard", "mixed"] = Field(
-        "uniform", description="How negatives are drawn; `none` trains on positives only (folds)."
+        "in_batch", description="How negatives are drawn; `none` trains on positives only (folds)."
     )
     per_positive: int = Field(4, ge=1, le=1024, description="Sampled negatives per positive.")
     popularity_power: float = Field(0.75, ge=0, le=2, description="popularity: P(j) ∝ count_j^power.")
@@ -50,16 +50,19 @@ class NegativesSpec(_Strict):
 
 
 class SGDSpec(_Strict):
+    """Defaults are the best recipe measured on ml-1m-implicit (README): in-batch sampled softmax
+    with logQ correction, adam 0.005, l2 0.05, batches of 1024 — recall@20 0.279 at dim 64."""
+
     variant: Literal["sgd", "minibatch", "minibatch_sgd"] = Field(
         "minibatch_sgd",
         description="sgd: one example per update; minibatch: fixed-order batches; minibatch_sgd: shuffled batches.",
     )
     batch_size: int = Field(1024, ge=1, le=1_000_000)
     epochs: int = Field(20, ge=1, le=1000)
-    learning_rate: float = Field(0.05, gt=0, le=100)
-    optimizer: Literal["sgd", "adagrad", "adam"] = "adagrad"
-    loss: Literal["bce", "bpr", "softmax", "mse"] = "bce"
-    l2: float = Field(1e-4, ge=0, le=1e3)
+    learning_rate: float = Field(0.005, gt=0, le=100)
+    optimizer: Literal["sgd", "adagrad", "adam"] = "adam"
+    loss: Literal["bce", "bpr", "softmax", "mse"] = "softmax"
+    l2: float = Field(0.05, ge=0, le=1e3, description="λ on the positive pair's user and item rows.")
     negatives: NegativesSpec = Field(default_factory=NegativesSpec)
 
 

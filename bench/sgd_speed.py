@@ -29,16 +29,15 @@ import torch  # noqa: E402
 
 from app.recsys.interactions import Interactions  # noqa: E402
 from app.recsys.metrics import ranking_metrics  # noqa: E402
-from app.recsys.sampling import NegativeConfig, Negatives, NegativeSampler  # noqa: E402
+from app.recsys.sampling import Negatives, NegativeSampler  # noqa: E402
 from app.recsys.sgd import (  # noqa: E402
-    VARIANTS,
-    SGDConfig,
     _numpy_group,
     _NumpyOptimizer,
     _torch_update,
     _TorchOptimizer,
     fit_sgd,
 )
+from app.recsys.sgd_config import VARIANTS, NegativeConfig, SGDConfig  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "ml-1m-implicit"
 

@@ -139,7 +139,7 @@ def _loss_and_grads(
     z_pos = s_pos if lq_pos is None else s_pos - lq_pos
     z_neg = s_neg if lq_neg is None else s_neg - lq_neg
     if valid is not None:
-        z_neg = z_neg.masked_fill(~valid, -math.inf)
+        z_neg = torch.where(valid, z_neg, -math.inf)
     peak = z_pos if z_neg.shape[1] == 0 else torch.maximum(z_pos, z_neg.max(1).values)
     e_pos, e_neg = torch.exp(z_pos - peak), torch.exp(z_neg - peak.unsqueeze(1))
     total = e_pos + e_neg.sum(1)

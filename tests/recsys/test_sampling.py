@@ -107,11 +107,18 @@ def test_positive_set_dense_and_sorted_paths_agree(monkeypatch: pytest.MonkeyPat
     data = _skewed()
     users = torch.arange(data.n_users).repeat_interleave(data.n_items)
     items = torch.arange(data.n_items).repeat(data.n_users)
-    dense = PositiveSet(data, torch.device("cpu")).contains(users, items)
+    dense_set = PositiveSet(data, torch.device("cpu"))
+    dense = dense_set.contains(users, items)
     monkeypatch.setattr(sampling, "_DENSE_CELLS", 0)
-    keyed = PositiveSet(data, torch.device("cpu")).contains(users, items)
+    keyed_set = PositiveSet(data, torch.device("cpu"))
+    keyed = keyed_set.contains(users, items)
     assert torch.equal(dense, keyed)
-    assert torch.equal(dense, torch.from_numpy(data.to_scipy().toarray().reshape(-1) > 0))
+    truth = data.to_scipy().toarray() > 0
+    assert torch.equal(dense, torch.from_numpy(truth.reshape(-1)))
+    rows, cols = torch.tensor([3, 0, 3, 7]), torch.tensor([1, 1, 0, 29, 5])
+    expected = torch.from_numpy(truth[rows.numpy()][:, cols.numpy()])
+    assert torch.equal(dense_set.contains_matrix(rows, cols), expected)
+    assert torch.equal(keyed_set.contains_matrix(rows, cols), expected)
 
 
 def test_hard_negatives_score_higher_than_uniform_ones() -> None:
