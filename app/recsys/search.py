@@ -11,7 +11,7 @@ import numpy as np
 CHUNK_ROWS = 1024
 
 
-def _topk_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def topk_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Best-first top-k of each row of a 2-D score matrix, dropping masked (-inf) entries later."""
     k = min(k, scores.shape[1])
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
@@ -40,7 +40,7 @@ def search(
             lo, hi = exclude_indptr[start], exclude_indptr[stop]
             rows = np.repeat(np.arange(stop - start), np.diff(exclude_indptr[start : stop + 1]))
             scores[rows, exclude_indices[lo:hi]] = -np.inf
-        idx, top = _topk_rows(scores, k)
+        idx, top = topk_rows(scores, k)
         for r in range(stop - start):
             keep = np.isfinite(top[r])
             results.append((idx[r][keep], top[r][keep]))

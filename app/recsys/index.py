@@ -1,0 +1,424 @@
+"""Nearest-neighbour index over item factors: exact (numpy) for small catalogs, faiss HNSW above a size.
+
+Both kinds share the contract of app.recsys.search.search: per query, best-first item indices and their
+true scores, excluded items never returned, and exactly k items whenever the catalog minus the exclusions
+holds k. HNSW answers come from one over-fetching faiss call per bucket of similar exclusion counts,
+filtered in numpy; rows that still come up short (or whose exclusions make over-fetching too costly) are
+answered by exact search, and every returned score is recomputed in numpy so it is the true q·v.
+
+faiss is the one dependency outside numpy/scipy/torch allowed in app.recsys, and it is imported lazily
+inside the functions that need it, so importing this module (and serving an exact index) never loads it.
+
+On disk (next to model.npz/model.json, never pickle):
+  index.json   {"format_version", "kind", "metric", "n_items", "dim", "config", measured stats, checksum}
+  index.faiss  faiss.write_index of the HNSW graph and vectors (HNSW only; the exact index saves no arrays,
+               since its factors live in the model)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.recsys.search import topk_rows, gather_exclusions
+from app.recsys.search import search as exact_search
+
+FORMAT_VERSION = 1
+INDEX_META = "index.json"
+INDEX_FILE = "index.faiss"
+METRICS = ("dot", "cosine")
+# Score matrix budget (floats) of one exact-search chunk: 32 Mi floats = 128 MiB whatever the catalog size.
+_EXACT_CHUNK_FLOATS = 1 << 25
+# Standard deviation of the default recall-check queries (perturbed items), relative to the items' own.
+_PERTURB_SCALE = 0.5
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How to index a catalog; defaults reach recall@10 >= 0.95 on 1M x 64 embeddings (bench/index.py)."""
+
+    metric: str = "dot"  # "dot" | "cosine" (cosine: normalise item vectors and queries)
+    exact_max_items: int = 50_000  # catalogs up to this size use exact search; above it faiss HNSW
+    hnsw_m: int = 32
+    # Graph quality, not the search beam, limits inner-product recall at 1M items: efConstruction 200 stalls
+    # near 0.97 however wide the search, 400 reaches 0.98 (bench/index.py); it doubles build time.
+    ef_construction: int = 400
+    ef_search: int = 256
+    recall_k: int = 10
+    recall_queries: int = 500  # sampled queries for the build-time recall check
+    seed: int = 0
+    # Queries needing more HNSW candidates than this (k + exclusions + margin) go to exact search instead:
+    # beyond it a wide HNSW beam costs about as much as a full scan of a 1M catalog.
+    max_fetch: int = 1024
+    # OpenMP threads for building and for batch searches (0: OpenMP's default); single queries use 1.
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
+        for name in ("hnsw_m", "ef_construction", "ef_search", "recall_k", "max_fetch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.exact_max_items < 0 or self.recall_queries < 0 or self.threads < 0:
+            raise ValueError("exact_max_items, recall_queries and threads must be >= 0")
+
+
+def _faiss() -> Any:
+    """Import faiss on first use (keeps it out of processes that only serve exact indexes)."""
+    import faiss
+
+    return faiss
+
+
+@contextmanager
+def _faiss_threads(n: int) -> Iterator[None]:
+    """Run faiss with n OpenMP threads (0: leave as is); the setting is per calling thread in OpenMP."""
+    if n <= 0:
+        yield
+        return
+    faiss = _faiss()
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
+
+
+def _as_matrix(x: np.ndarray, dim: int | None, what: str) -> np.ndarray:
+    """A C-contiguous float32 2-D copy-if-needed of x, checked against the expected dimension."""
+    m = np.ascontiguousarray(np.atleast_2d(np.asarray(x, dtype=np.float32)))
+    if m.ndim != 2 or (dim is not None and m.shape[1] != dim):
+        raise ValueError(f"{what} must have shape (n, {dim if dim is not None else 'dim'}), got {m.shape}")
+    return m
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero, so their cosine with anything is 0)."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    out: np.ndarray = (x / np.where(norms > 0, norms, 1)).astype(np.float32)
+    return out
+
+
+def _checksum(x: np.ndarray) -> int:
+    """CRC32 of the factors, so load_index can refuse an index saved for other factors."""
+    return zlib.crc32(np.ascontiguousarray(x).reshape(-1).view(np.uint8).data)
+
+
+def _exclusion_arrays(
+    n_queries: int, n_items: int, indptr: np.ndarray | None, indices: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validated exclusion CSR (empty when none); as in search.search, indptr holds offsets into indices.
+
+    indices is returned as given (not copied): it may be a model's whole seen-items array, with indptr a
+    slice of that model's indptr, so only the referenced range is checked.
+    """
+    if indptr is None or indices is None:
+        if indptr is not None or indices is not None:
+            raise ValueError("pass both exclude_indptr and exclude_indices, or neither")
+        return np.zeros(n_queries + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    ptr = np.asarray(indptr, dtype=np.int64)
+    idx = np.asarray(indices)
+    if ptr.shape != (n_queries + 1,) or ptr[0] < 0 or ptr[-1] > idx.shape[0] or np.any(np.diff(ptr) < 0):
+        raise ValueError(f"exclude_indptr must be {n_queries + 1} non-decreasing offsets into exclude_indices")
+    used = idx[ptr[0] : ptr[-1]]
+    # A negative index would silently exclude an item counted from the end, so range-check here.
+    if used.shape[0] and (used.min() < 0 or used.max() >= n_items):
+        raise ValueError(f"exclude_indices must lie in [0, {n_items})")
+    return ptr, idx
+
+
+def _exact_chunked(
+    queries: np.ndarray, items: np.ndarray, k: int, indptr: np.ndarray, indices: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """search.search in query chunks sized so one score matrix stays within _EXACT_CHUNK_FLOATS."""
+    if queries.shape[0] == 1:
+        # A single query through BLAS hands the product to OpenBLAS worker threads; on a busy host that
+        # waits for a scheduler slice (12 ms median at 40k items vs 0.4 ms for numpy's own einsum loop).
+        scores = np.einsum("md,nd->mn", queries, items)
+        scores[0, indices[indptr[0] : indptr[1]]] = -np.inf
+        ids, top = topk_rows(scores, k)
+        keep = np.isfinite(top[0])
+        return [(ids[0][keep], top[0][keep])]
+    rows = max(1, min(1024, _EXACT_CHUNK_FLOATS // max(1, items.shape[0])))
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+    for start in range(0, queries.shape[0], rows):
+        stop = min(start + rows, queries.shape[0])
+        # search.search reads indices[indptr[start]:indptr[stop]], so the slice keeps absolute offsets.
+        out.extend(exact_search(queries[start:stop], items, k, indptr[start : stop + 1], indices))
+    return out
+
+
+class ItemIndex:
+    """Common part of both index kinds: metric handling, stats, describe() and the json side of save()."""
+
+    kind: str = ""
+
+    def __init__(self, item_factors: np.ndarray, config: IndexConfig, stats: dict[str, Any]) -> None:
+        raw = _as_matrix(item_factors, None, "item_factors")
+        self.config = config
+        self.n_items, self.dim = int(raw.shape[0]), int(raw.shape[1])
+        self.checksum = _checksum(raw)
+        # Cosine is inner product of unit vectors: normalise once here and every query in _prepare.
+        self.vectors = _normalise(raw) if config.metric == "cosine" else raw
+        self.stats = stats
+
+    def _prepare(self, queries: np.ndarray) -> np.ndarray:
+        """Queries as float32 rows in the index's space (unit length for cosine)."""
+        q = _as_matrix(queries, self.dim, "queries")
+        return _normalise(q) if self.config.metric == "cosine" else q
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        exclude_indptr: np.ndarray | None = None,
+        exclude_indices: np.ndarray | None = None,
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Best-first (item indices, scores) per query; row r excludes indices[indptr[r]:indptr[r+1]]."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        q = self._prepare(queries)
+        ptr, idx = _exclusion_arrays(q.shape[0], self.n_items, exclude_indptr, exclude_indices)
+        return self._search(q, k, ptr, idx)
+
+    def _search(self, q: np.ndarray, k: int, ptr: np.ndarray, idx: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Kind-specific search over prepared queries and validated exclusions."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-safe summary: kind, metric, size, parameters and the build-time measurements."""
+        out: dict[str, Any] = {
+            "kind": self.kind,
+            "metric": self.config.metric,
+            "n_items": self.n_items,
+            "dim": self.dim,
+            "exact_max_items": self.config.exact_max_items,
+        }
+        if self.kind == "hnsw":
+            out.update(
+                hnsw_m=self.config.hnsw_m,
+                ef_construction=self.config.ef_construction,
+                ef_search=self.config.ef_search,
+                max_fetch=self.config.max_fetch,
+            )
+        out.update(self.stats)
+        out["index_bytes"] = self.nbytes()
+        return out
+
+    def nbytes(self) -> int:
+        """Memory held by the index itself (not counting the model's own copy of the factors)."""
+        return int(self.vectors.nbytes) if self.config.metric == "cosine" else 0
+
+    def save(self, directory: Path) -> None:
+        """Write index.json (and the kind's binary files); no pickle anywhere."""
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "metric": self.config.metric,
+            "n_items": self.n_items,
+            "dim": self.dim,
+            "items_crc32": self.checksum,
+            "config": asdict(self.config),
+            "stats": self.stats,
+        }
+        self._save_files(directory)
+        # json last: a reader that finds it can rely on the binary files being complete.
+        (directory / INDEX_META).write_text(json.dumps(meta, indent=1))
+
+    def _save_files(self, directory: Path) -> None:
+        """Kind-specific binary files (none for exact)."""
+
+
+class ExactIndex(ItemIndex):
+    """Brute-force search with numpy/BLAS: recall 1 by construction."""
+
+    kind = "exact"
+
+    def _search(self, q: np.ndarray, k: int, ptr: np.ndarray, idx: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        return _exact_chunked(q, self.vectors, k, ptr, idx)
+
+
+class HNSWIndex(ItemIndex):
+    """faiss IndexHNSWFlat on inner product, with over-fetch + filter for exclusions and exact fallback."""
+
+    kind = "hnsw"
+
+    def __init__(self, item_factors: np.ndarray, config: IndexConfig, stats: dict[str, Any], faiss_index: Any) -> None:
+        super().__init__(item_factors, config, stats)
+        self.index = faiss_index
+        # Queries answered by exact search instead of the graph since construction (for monitoring).
+        self.fallback_count = 0
+
+    def nbytes(self) -> int:
+        # Flat storage (a second copy of the vectors) plus the neighbour lists, levels and offsets.
+        hnsw = self.index.hnsw
+        graph = 4 * (hnsw.neighbors.size() + hnsw.levels.size()) + 8 * hnsw.offsets.size()
+        return int(self.n_items * self.dim * 4 + graph) + super().nbytes()
+
+    def candidates(self, q: np.ndarray, fetch: int) -> np.ndarray:
+        """Top-`fetch` item ids per query from the graph (-1 where faiss found fewer), best first."""
+        faiss = _faiss()
+        params = faiss.SearchParametersHNSW()
+        # faiss widens the beam to at least `fetch` itself; efSearch sets the floor for small fetches.
+        params.efSearch = max(self.config.ef_search, fetch)
+        threads = 1 if q.shape[0] == 1 else self.config.threads
+        with _faiss_threads(threads):
+            _, ids = self.index.search(q, fetch, params=params)
+        out: np.ndarray = ids
+        return out
+
+    def _search(self, q: np.ndarray, k: int, ptr: np.ndarray, idx: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        n_q = q.shape[0]
+        n_excluded = np.diff(ptr)
+        # Each excluded item can take one slot of the answer, so fetch that many more, plus a margin so a
+        # few -1 paddings don't send a row to the exact fallback (free while fetch <= efSearch); widths are
+        # rounded up to powers of two so a batch with varied exclusion counts needs only a few faiss calls.
+        margin = max(4, k // 4)
+        need = k + n_excluded + margin
+        fetch = 2 ** np.ceil(np.log2(need)).astype(np.int64)
+        too_wide = need > min(self.config.max_fetch, self.n_items)
+        fetch = np.minimum(fetch, max(1, min(self.config.max_fetch, self.n_items)))
+        ids_out = np.full((n_q, k), -1, dtype=np.int64)
+        short = too_wide.copy()
+        for width in np.unique(fetch[~too_wide]):
+            rows = np.flatnonzero((fetch == width) & ~too_wide)
+            cand = self.candidates(q[rows], int(width)).astype(np.int64)
+            valid = cand >= 0
+            sub_ptr, sub_idx = gather_exclusions(rows, ptr, idx)
+            if sub_idx.shape[0]:
+                # Keys row·n_items + item match each candidate against its own row's exclusions at once.
+                row_of = np.repeat(np.arange(rows.shape[0], dtype=np.int64), np.diff(sub_ptr))
+                excluded_keys = row_of * self.n_items + sub_idx.astype(np.int64)
+                cand_keys = np.arange(rows.shape[0], dtype=np.int64)[:, None] * self.n_items + cand
+                valid &= ~np.isin(cand_keys, excluded_keys)
+            # A stable sort on "invalid" moves the valid candidates to the front in faiss's best-first order.
+            first = np.argsort(~valid, axis=1, kind="stable")[:, :k]
+            picked = np.take_along_axis(cand, first, axis=1)
+            ok = np.take_along_axis(valid, first, axis=1)
+            ids_out[rows] = np.where(ok, picked, -1)
+            short[rows] = ~ok.all(axis=1)
+        results: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros(0, np.int64), np.zeros(0, np.float32))] * n_q
+        full = np.flatnonzero(~short)
+        if full.shape[0]:
+            picked = ids_out[full]
+            # True scores in numpy (faiss's SIMD sums round differently), re-sorted so order matches them.
+            scores = np.einsum("qd,qkd->qk", q[full], self.vectors[picked]).astype(np.float32)
+            order = np.argsort(-scores, axis=1, kind="stable")
+            picked = np.take_along_axis(picked, order, axis=1)
+            scores = np.take_along_axis(scores, order, axis=1)
+            for j, row in enumerate(full):
+                results[row] = (picked[j], scores[j])
+        fallback = np.flatnonzero(short)
+        if fallback.shape[0]:
+            sub_ptr, sub_idx = gather_exclusions(fallback, ptr, idx)
+            exact = _exact_chunked(q[fallback], self.vectors, k, sub_ptr, sub_idx)
+            for row, res in zip(fallback, exact, strict=True):
+                results[row] = res
+        self.fallback_count += int(fallback.shape[0])
+        return results
+
+    def _save_files(self, directory: Path) -> None:
+        _faiss().write_index(self.index, str(directory / INDEX_FILE))
+
+
+def _recall_queries(vectors: np.ndarray, config: IndexConfig, sample_queries: np.ndarray | None) -> np.ndarray:
+    """Up to recall_queries queries for the recall check: a sample of the given ones, else perturbed items."""
+    rng = np.random.default_rng(config.seed)
+    if sample_queries is not None:
+        pool = _as_matrix(sample_queries, vectors.shape[1], "sample_queries")
+        if pool.shape[0] > config.recall_queries:
+            pool = pool[np.sort(rng.choice(pool.shape[0], config.recall_queries, replace=False))]
+        return pool
+    n = min(config.recall_queries, vectors.shape[0])
+    base = vectors[np.sort(rng.choice(vectors.shape[0], n, replace=False))]
+    # Noise on the items' own per-dimension scale, so queries land near (not on) catalog items.
+    noise = rng.standard_normal(base.shape) * (_PERTURB_SCALE * vectors.std(axis=0))
+    out: np.ndarray = (base + noise).astype(np.float32)
+    return out
+
+
+def _measure_recall(index: HNSWIndex, queries: np.ndarray) -> float:
+    """Mean |HNSW top-k ∩ exact top-k| / k of the raw graph search (no exclusions, no fallback)."""
+    k = min(index.config.recall_k, index.n_items)
+    if queries.shape[0] == 0:
+        return float("nan")
+    q = index._prepare(queries)
+    empty = np.zeros(q.shape[0] + 1, dtype=np.int64)
+    truth = _exact_chunked(q, index.vectors, k, empty, np.zeros(0, dtype=np.int64))
+    found = index.candidates(q, k)
+    hits = sum(np.intersect1d(t[0], f).shape[0] for t, f in zip(truth, found, strict=True))
+    return float(hits / (k * q.shape[0]))
+
+
+def build_index(item_factors: np.ndarray, config: IndexConfig, sample_queries: np.ndarray | None = None) -> ItemIndex:
+    """Exact index for catalogs up to exact_max_items, else HNSW with its recall@recall_k measured."""
+    factors = _as_matrix(item_factors, None, "item_factors")
+    n_items = factors.shape[0]
+    if n_items <= config.exact_max_items:
+        stats = {
+            f"recall@{config.recall_k}": 1.0,
+            "recall_k": config.recall_k,
+            "build_seconds": 0.0,
+            "recall_queries": 0,
+        }
+        return ExactIndex(factors, config, stats)
+    faiss = _faiss()
+    started = time.perf_counter()
+    vectors = _normalise(factors) if config.metric == "cosine" else factors
+    graph = faiss.IndexHNSWFlat(factors.shape[1], config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    # efConstruction is read during add, so it must be set before the vectors go in.
+    graph.hnsw.efConstruction = config.ef_construction
+    graph.hnsw.efSearch = config.ef_search
+    with _faiss_threads(config.threads):
+        graph.add(vectors)
+    build_seconds = time.perf_counter() - started
+    index = HNSWIndex(factors, config, {}, graph)
+    started = time.perf_counter()
+    queries = _recall_queries(index.vectors, config, sample_queries)
+    recall = _measure_recall(index, queries)
+    index.stats = {
+        f"recall@{config.recall_k}": None if math.isnan(recall) else round(recall, 4),
+        "recall_k": config.recall_k,
+        "build_seconds": round(build_seconds, 3),
+        "recall_seconds": round(time.perf_counter() - started, 3),
+        "recall_queries": int(queries.shape[0]),
+        "recall_query_source": "sample" if sample_queries is not None else "perturbed_items",
+    }
+    return index
+
+
+def load_index(directory: Path, item_factors: np.ndarray) -> ItemIndex:
+    """Read an index saved by ItemIndex.save for exactly these item factors."""
+    meta = json.loads((directory / INDEX_META).read_text())
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(f"index format version {version} is not supported (expected {FORMAT_VERSION})")
+    factors = _as_matrix(item_factors, None, "item_factors")
+    if factors.shape != (meta["n_items"], meta["dim"]) or _checksum(factors) != meta["items_crc32"]:
+        raise ValueError(
+            f"item factors {factors.shape} do not match the ones the index was built for "
+            f"({meta['n_items']}, {meta['dim']}) (shape or checksum differs)"
+        )
+    # Unknown keys (written by a newer version) are ignored rather than failing the load.
+    known = {f.name for f in fields(IndexConfig)}
+    config = IndexConfig(**{key: value for key, value in meta["config"].items() if key in known})
+    stats: dict[str, Any] = meta.get("stats", {})
+    if meta["kind"] == "exact":
+        return ExactIndex(factors, config, stats)
+    if meta["kind"] != "hnsw":
+        raise ValueError(f"unknown index kind {meta['kind']!r}")
+    graph = _faiss().read_index(str(directory / INDEX_FILE))
+    if graph.ntotal != factors.shape[0] or graph.d != factors.shape[1]:
+        raise ValueError(f"{INDEX_FILE} holds {graph.ntotal} x {graph.d}, expected {factors.shape}")
+    return HNSWIndex(factors, config, stats, graph)
