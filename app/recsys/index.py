@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from app.recsys.search import topk_rows, gather_exclusions
+from app.recsys.search import gather_exclusions, topk_rows
 from app.recsys.search import search as exact_search
 
 FORMAT_VERSION = 1
