@@ -11,7 +11,7 @@ share one process, one split and dim 64. Peers are skipped, with a note, when no
 from __future__ import annotations
 
 import argparse
-import json
+import copy
 import time
 from collections.abc import Callable
 from typing import Any
@@ -102,13 +102,16 @@ BEST_SGD = {
 RUNS: dict[str, tuple[str, Callable[[Interactions], tuple[Factors, int]]]] = {
     "wals-default": ("Unfold WALS, default spec (cg)", _wals()),
     "wals-cholesky": ("Unfold WALS, default spec, cholesky", _wals(solver="cholesky")),
-    "sgd-best": ("Unfold SGD " + json.dumps(BEST_SGD), _sgd(24, **json.loads(json.dumps(BEST_SGD)))),
+    "sgd-best": ("Unfold SGD recipe: in-batch softmax + logQ, adam", _sgd(20, **copy.deepcopy(BEST_SGD))),
     "sgd-bpr-uniform": (
         "Unfold SGD bpr, uniform×4, adam",
         _sgd(20, loss="bpr", optimizer="adam", learning_rate=0.005, l2=0.01, negatives={"strategy": "uniform"}),
     ),
-    "sgd-bce-uniform": ("Unfold SGD bce, uniform×4, adagrad (default sgd block)", _sgd(20)),
-    "sgd-bce-none": ("Unfold SGD bce, negatives none (positives only)", _sgd(20, negatives={"strategy": "none"})),
+    "sgd-bce-uniform": ("Unfold SGD bce, uniform×4, adagrad 0.05, l2 1e-4", _sgd(20)),
+    "sgd-bce-none": (
+        "Unfold SGD bce, negatives none (positives only), adagrad",
+        _sgd(20, negatives={"strategy": "none"}),
+    ),
     "implicit-als-default": ("implicit ALS, defaults (cg)", _implicit_als()),
     "implicit-als-tuned": (
         "implicit ALS, alpha 10, regularization 100",
