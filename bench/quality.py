@@ -104,7 +104,7 @@ RUNS: dict[str, tuple[str, Callable[[Interactions], tuple[Factors, int]]]] = {
     "wals-cholesky": ("Unfold WALS, default spec, cholesky", _wals(solver="cholesky")),
     "sgd-best": ("Unfold SGD recipe: in-batch softmax + logQ, adam", _sgd(20, **copy.deepcopy(BEST_SGD))),
     "sgd-bpr-uniform": (
-        "Unfold SGD bpr, uniform×4, adam",
+        "Unfold SGD bpr, uniform×4, adam 0.005, l2 0.01",
         _sgd(20, loss="bpr", optimizer="adam", learning_rate=0.005, l2=0.01, negatives={"strategy": "uniform"}),
     ),
     "sgd-bce-uniform": ("Unfold SGD bce, uniform×4, adagrad 0.05, l2 1e-4", _sgd(20)),
