@@ -97,6 +97,18 @@ class ModelCache:
             _, model_id, key = cached
         return self.get(model_id, key)
 
+    def peek(self, name: str) -> LoadedModel | None:
+        """The loaded model a fresh remembered name points at, without any I/O; None otherwise."""
+        cached = self._names.get(name)
+        if cached is None or cached[0] < time.monotonic():
+            return None
+        with self._lock:
+            model = self._models.get(cached[1])
+            if model is not None:
+                self._models.move_to_end(cached[1])
+                self.hits += 1
+            return model
+
     def get(self, model_id: str, artifact_key: str) -> LoadedModel:
         with self._lock:
             model = self._models.get(model_id)

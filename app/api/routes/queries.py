@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 
-from app.api.deps import CacheDep, SessionDep, SettingsDep
+from app.api.deps import CacheDep, SettingsDep
 from app.api.schemas import (
     BatchRecommendations,
     BatchRequest,
@@ -16,6 +17,7 @@ from app.api.schemas import (
     Recommendations,
     ScoredItem,
 )
+from app.db import get_sessionmaker
 from app.errors import InvalidInput
 from app.services import models, serving
 
@@ -24,12 +26,23 @@ router = APIRouter(prefix="/v1/models/{model_id}", tags=["queries"])
 KQuery = Annotated[int, Query(ge=1, le=1000, description="How many items to return (1..1000).")]
 
 
-def _loaded(session: SessionDep, cache: CacheDep, model_id: str) -> serving.LoadedModel:
-    def lookup() -> tuple[str, str]:
-        row = models.resolve_model(session, model_id)
-        return row.id, row.artifact_key
+async def _loaded(request: Request, cache: CacheDep, model_id: str) -> serving.LoadedModel:
+    # The hot path stays on the event loop: a remembered name and a loaded model need no I/O.
+    # Only a miss (database lookup, loading an artifact) goes to the threadpool.
+    loaded = cache.peek(model_id)
+    if loaded is not None:
+        return loaded
 
-    return cache.resolve(model_id, lookup)
+    def resolve() -> serving.LoadedModel:
+        with get_sessionmaker(request.app.state.settings.resolved_database_url)() as session:
+
+            def lookup() -> tuple[str, str]:
+                row = models.resolve_model(session, model_id)
+                return row.id, row.artifact_key
+
+            return cache.resolve(model_id, lookup)
+
+    return await run_in_threadpool(resolve)
 
 
 ModelDep = Annotated[serving.LoadedModel, Depends(_loaded)]
@@ -40,7 +53,8 @@ def _items(scored: serving.Scored) -> list[ScoredItem]:
 
 
 @router.get("/users/{user}/recommendations", response_model=Recommendations, summary="Top-k items for a user")
-def recommend_user(model: ModelDep, user: str, k: KQuery = 10, exclude_seen: bool = True) -> Recommendations:
+async def recommend_user(model: ModelDep, user: str, k: KQuery = 10, exclude_seen: bool = True) -> Recommendations:
+    # Sub-millisecond numpy work: cheaper on the event loop than a threadpool round trip.
     [scored] = serving.recommend_for_users(model, [user], k, exclude_seen)
     return Recommendations(model_id=model.id, items=_items(scored))
 
