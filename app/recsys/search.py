@@ -9,6 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 CHUNK_ROWS = 1024
+# Score matrices stay within this many floats (128 MiB), so a million-item catalog is scored in
+# chunks of 32 queries rather than 1024 (4 GiB).
+CHUNK_FLOATS = 1 << 25
 
 
 def topk_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -33,8 +36,9 @@ def search(
     """
     queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
     results: list[tuple[np.ndarray, np.ndarray]] = []
-    for start in range(0, len(queries), CHUNK_ROWS):
-        stop = min(start + CHUNK_ROWS, len(queries))
+    chunk = max(1, min(CHUNK_ROWS, CHUNK_FLOATS // max(1, item_factors.shape[0])))
+    for start in range(0, len(queries), chunk):
+        stop = min(start + chunk, len(queries))
         scores = queries[start:stop] @ item_factors.T
         if exclude_indptr is not None and exclude_indices is not None:
             lo, hi = exclude_indptr[start], exclude_indptr[stop]
