@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     port: int = 8000
     max_upload_mb: float = Field(512.0, gt=0, description="Largest accepted upload, in MiB.")
     max_batch_users: int = Field(10_000, ge=1, description="Users per batch-recommendation call.")
+    access_log: bool = Field(False, description="Log one line per HTTP request (costly on the query path).")
+    api_workers: int = Field(1, ge=1, description="API server processes (each holds its own model cache).")
     model_cache_mb: float = Field(1024.0, gt=0, description="Memory for models held by the API.")
     worker_concurrency: int = Field(1, ge=1, description="Training tasks run at once per worker.")
     heartbeat_seconds: float = Field(
