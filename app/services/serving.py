@@ -11,6 +11,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
@@ -18,7 +19,8 @@ from app.errors import InvalidInput, NotFound
 from app.recsys.artifact import ModelArtifact, load_model
 from app.recsys.confidence import confidence
 from app.recsys.foldin import fold_in
-from app.recsys.search import gather_exclusions, search
+from app.recsys.index import INDEX_META, ExactIndex, IndexConfig, ItemIndex, load_index
+from app.recsys.search import gather_exclusions
 from app.storage import LocalArtifactStore
 
 Scored = list[tuple[str, float]]
@@ -26,11 +28,25 @@ Scored = list[tuple[str, float]]
 
 @dataclass
 class LoadedModel:
-    """A model artifact plus the lookup structures queries need, built once per load."""
+    """A model artifact, its search index and the lookup structures queries need, built once per load."""
 
     id: str
     artifact: ModelArtifact
+    index: ItemIndex
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def load(cls, model_id: str, directory: Path) -> LoadedModel:
+        artifact = load_model(directory)
+        if (directory / INDEX_META).exists():
+            index = load_index(directory, artifact.item_factors)
+        else:  # a model stored before the worker built indexes: exact search over its factors
+            index = ExactIndex(artifact.item_factors, IndexConfig(), {})
+        return cls(model_id, artifact, index)
+
+    @property
+    def nbytes(self) -> int:
+        return self.artifact.nbytes + self.index.nbytes()
 
     @cached_property
     def user_index(self) -> dict[str, int]:
@@ -41,10 +57,11 @@ class LoadedModel:
         return {v: i for i, v in enumerate(self.artifact.item_ids.tolist())}
 
     @cached_property
-    def normalized_items(self) -> np.ndarray:
-        V = self.artifact.item_factors
-        norms = np.linalg.norm(V, axis=1, keepdims=True)
-        return V / np.maximum(norms, 1e-12)
+    def cosine_index(self) -> ItemIndex:
+        """Exact cosine search for similar items (the serving index itself when its metric is cosine)."""
+        if self.index.config.metric == "cosine":
+            return self.index
+        return ExactIndex(self.artifact.item_factors, IndexConfig(metric="cosine"), {})
 
     @cached_property
     def YtY(self) -> np.ndarray:
@@ -117,7 +134,7 @@ class ModelCache:
                 self.hits += 1
                 return model
         # Load outside the lock so one slow load does not block queries on other models.
-        loaded = LoadedModel(model_id, load_model(self.store.local_dir(artifact_key)))
+        loaded = LoadedModel.load(model_id, self.store.local_dir(artifact_key))
         with self._lock:
             self.misses += 1
             self._models[model_id] = loaded
@@ -127,7 +144,7 @@ class ModelCache:
         return loaded
 
     def _size(self) -> int:
-        return sum(m.artifact.nbytes for m in self._models.values())
+        return sum(m.nbytes for m in self._models.values())
 
     def evict(self, model_id: str) -> None:
         with self._lock:
@@ -146,7 +163,7 @@ def recommend_for_users(model: LoadedModel, users: list[str], k: int, exclude_se
     indptr = indices = None
     if exclude_seen:
         indptr, indices = gather_exclusions(rows, art.seen_indptr, art.seen_indices)
-    results = search(art.user_factors[rows], art.item_factors, k, indptr, indices)
+    results = model.index.search(art.user_factors[rows], k, indptr, indices)
     return [model.named(idx, scores) for idx, scores in results]
 
 
@@ -163,8 +180,9 @@ def recommend_batch(
 def similar_items(model: LoadedModel, item: str, k: int) -> Scored:
     """Items closest to an item by cosine similarity, the item itself excluded."""
     i = model.item(item)
-    V = model.normalized_items
-    [(idx, scores)] = search(V[i], V, k, np.array([0, 1]), np.array([i], dtype=np.int32))
+    [(idx, scores)] = model.cosine_index.search(
+        model.artifact.item_factors[i], k, np.array([0, 1]), np.array([i], dtype=np.int32)
+    )
     return model.named(idx, scores)
 
 
@@ -177,7 +195,7 @@ def neighbors(model: LoadedModel, vector: list[float], k: int) -> Scored:
     q = np.asarray(vector, dtype=np.float32)
     if not np.all(np.isfinite(q)):
         raise InvalidInput("vector must hold finite numbers", field="vector")
-    [(idx, scores)] = search(q, model.artifact.item_factors, k)
+    [(idx, scores)] = model.index.search(q, k)
     return model.named(idx, scores)
 
 
@@ -206,5 +224,5 @@ def recommend_fold_in(
     except np.linalg.LinAlgError:
         raise InvalidInput("these items do not determine a user vector (singular system)", field="items") from None
     exclude = (np.array([0, len(idx)]), idx.astype(np.int32)) if exclude_seen else (None, None)
-    [(top, scores)] = search(u, model.artifact.item_factors, k, *exclude)
+    [(top, scores)] = model.index.search(u, k, *exclude)
     return model.named(top, scores), unknown

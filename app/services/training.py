@@ -17,6 +17,7 @@ from app.models import Dataset, Job, Model, new_id
 from app.recsys.artifact import ModelArtifact, save_model
 from app.recsys.base import EmbeddingModel
 from app.recsys.folding import folding_diagnostics
+from app.recsys.index import IndexConfig, ItemIndex, build_index
 from app.recsys.interactions import Interactions
 from app.recsys.metrics import popularity_metrics, ranking_metrics
 from app.recsys.split import split
@@ -132,6 +133,8 @@ def train_model(
     resolved.pop("sgd" if spec.algorithm == "wals" else "wals", None)
     staged = store.staging_dir()
     try:
+        index = _build_index(model, spec)
+        index.save(staged)
         save_model(
             staged,
             ModelArtifact(
@@ -165,9 +168,19 @@ def train_model(
         dim=spec.dim,
         spec=resolved,
         metrics=metrics,
-        index={"kind": "exact", "metric": "dot"},
+        index=index.describe(),
         artifact_key=key,
     )
+
+
+def _build_index(model: EmbeddingModel, spec: TrainingSpec) -> ItemIndex:
+    """The serving index over the refit item factors; HNSW recall is measured against exact search
+    with the model's own users as queries, so model.index reports what serving will deliver."""
+    started = time.monotonic()
+    config = IndexConfig(**spec.index.model_dump(), seed=spec.seed)
+    index = build_index(model.item_factors, config, sample_queries=model.user_factors)
+    log.info("index %s over %d items built in %.1f s", index.kind, index.n_items, time.monotonic() - started)
+    return index
 
 
 def _fold_in_parameters(resolved: dict[str, Any]) -> dict[str, Any]:

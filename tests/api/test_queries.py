@@ -19,15 +19,33 @@ def _group_item(i: str) -> int:
     return int(i[1:]) // (N_ITEMS // 2)
 
 
-@pytest.fixture
-def model(client, tmp_path: Path) -> str:
+# Every query test runs against both index kinds: exact search, and an HNSW graph forced onto
+# this small catalog by exact_max_items=0 (the worker picks HNSW above that size).
+@pytest.fixture(params=["exact", "hnsw"])
+def model(client, tmp_path: Path, request) -> str:
     path = planted_csv(tmp_path / "p.csv", N_USERS, N_ITEMS)
     ds = upload(client, path).json()["id"]
-    spec = {"dataset_id": ds, "dim": 8, "wals": {"iterations": 8}, "evaluation": {"split": "none"}}
+    spec = {
+        "dataset_id": ds,
+        "dim": 8,
+        "wals": {"iterations": 8},
+        "evaluation": {"split": "none"},
+        "index": {"exact_max_items": 0 if request.param == "hnsw" else 50_000},
+    }
     job = client.post("/v1/jobs", json=spec).json()
     job = client.get(f"/v1/jobs/{job['id']}").json()
     assert job["status"] == "succeeded", job
     return job["model_id"]
+
+
+def test_model_describes_its_index(client, model):
+    index = client.get(f"/v1/models/{model}").json()["index"]
+    assert index["kind"] in ("exact", "hnsw") and index["metric"] == "dot"
+    assert index["n_items"] == N_ITEMS and index["dim"] == 8
+    # Measured at build time against exact search with the model's users as queries.
+    assert index["recall@10"] >= 0.95
+    if index["kind"] == "hnsw":
+        assert index["recall_queries"] == N_USERS and index["recall_query_source"] == "sample"
 
 
 def _seen(tmp_path: Path) -> dict[str, set[str]]:
@@ -141,3 +159,19 @@ def test_moving_an_alias_takes_effect_at_once(client, model, tmp_path: Path):
     assert client.get("/v1/models/live/users/u0/recommendations").json()["model_id"] == other_model
     client.delete("/v1/aliases/live")
     assert client.get("/v1/models/live/users/u0/recommendations").status_code == 404
+
+
+def test_cosine_index_scores_are_cosines(client, tmp_path: Path):
+    path = planted_csv(tmp_path / "p.csv", N_USERS, N_ITEMS)
+    ds = upload(client, path).json()["id"]
+    spec = {"dataset_id": ds, "dim": 8, "evaluation": {"split": "none"}, "index": {"metric": "cosine"}}
+    job = client.get(f"/v1/jobs/{client.post('/v1/jobs', json=spec).json()['id']}").json()
+    model = job["model_id"]
+    assert client.get(f"/v1/models/{model}").json()["index"]["metric"] == "cosine"
+    items = client.get(f"/v1/models/{model}/users/u0/recommendations", params={"k": 5}).json()["items"]
+    assert len(items) == 5 and all(-1.0 - 1e-5 <= x["score"] <= 1.0 + 1e-5 for x in items)
+    # Cosine is scale-free: a raw vector and ten times it give the same neighbours and scores.
+    r1 = client.post(f"/v1/models/{model}/neighbors", json={"vector": [0.1] * 8, "k": 5}).json()["items"]
+    r10 = client.post(f"/v1/models/{model}/neighbors", json={"vector": [1.0] * 8, "k": 5}).json()["items"]
+    assert [x["item"] for x in r1] == [x["item"] for x in r10]
+    assert [x["score"] for x in r1] == pytest.approx([x["score"] for x in r10], abs=1e-5)
