@@ -20,6 +20,9 @@ class Settings(BaseSettings):
         None, description="Celery broker; default a filesystem broker under <var_dir>/broker."
     )
     artifact_root: str | None = Field(None, description="Artifact store; default <var_dir>/artifacts.")
+    # artifact_root may be s3://bucket/prefix; credentials come from boto3's chain (AWS_ACCESS_KEY_ID...).
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO); default AWS S3.")
+    s3_region: str | None = Field(None, description="S3 region; default boto3's (AWS_DEFAULT_REGION).")
     queue: str = Field("unfold", description="Celery queue the API sends training tasks to.")
     host: str = "127.0.0.1"
     port: int = 8000

@@ -1,4 +1,4 @@
-"""Artifact store: datasets and models as directories of npz/json files under one root.
+"""Local artifact store: datasets and models as directories of npz/json files under one root.
 
 Writes go to a temporary name and are renamed into place, so a reader sees a directory
 only once it is complete (a crashed writer leaves no half-written artifact behind).
@@ -11,6 +11,8 @@ import shutil
 import uuid
 from pathlib import Path
 
+from app.storage.base import check_key
+
 
 class LocalArtifactStore:
     """Artifacts as directories under a local root (the embedded default)."""
@@ -21,7 +23,7 @@ class LocalArtifactStore:
         (self.root / ".tmp").mkdir(exist_ok=True)
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
+        path = (self.root / check_key(key)).resolve()
         if self.root not in path.parents:
             raise ValueError(f"artifact key escapes the store: {key!r}")
         return path
@@ -58,10 +60,3 @@ class LocalArtifactStore:
 
     def discard(self, staged: Path) -> None:
         shutil.rmtree(staged, ignore_errors=True)
-
-
-def open_store(root: str) -> LocalArtifactStore:
-    """The artifact store for a configured root (a local path for now)."""
-    if "://" in root and not root.startswith("file://"):
-        raise ValueError(f"unsupported artifact store {root!r}: only local paths are supported so far")
-    return LocalArtifactStore(root.removeprefix("file://"))

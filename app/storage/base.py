@@ -1,0 +1,47 @@
+"""What every artifact store offers, and which keys it accepts."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Protocol
+
+# A key is slash-separated names such as "models/mdl_0190ab". Names may not start with "." or
+# "_": stores keep their own bookkeeping under such names (".tmp", "_COMPLETE", "_v"), so a key
+# can never reach into them, nor climb out of the store with "..".
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_key(key: str) -> str:
+    """The key itself when it is a valid artifact key; ValueError otherwise."""
+    if not key or not all(_NAME.fullmatch(name) for name in key.split("/")):
+        raise ValueError(f"artifact key escapes the store or is malformed: {key!r}")
+    return key
+
+
+class ArtifactStore(Protocol):
+    """Directories of files published whole under a key; readers never see half an artifact."""
+
+    def staging_dir(self) -> Path:
+        """A fresh local scratch directory to write an artifact into before publishing it."""
+        ...
+
+    def publish_dir(self, key: str, staged: Path) -> None:
+        """Make a staged directory visible under `key` all at once (replacing an older one)."""
+        ...
+
+    def local_dir(self, key: str) -> Path:
+        """A local directory holding the published artifact; FileNotFoundError when there is none."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        """Whether an artifact is published under `key`."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove an artifact; missing ones are fine (deletes are idempotent)."""
+        ...
+
+    def discard(self, staged: Path) -> None:
+        """Throw away a staging directory that will not be published."""
+        ...
