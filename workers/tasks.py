@@ -18,7 +18,7 @@ def train_job(settings: Settings, job_id: str) -> str:
     set_threads(settings.torch_threads)
     return run_job(
         get_sessionmaker(settings.resolved_database_url),
-        open_store(settings.resolved_artifact_root),
+        open_store(settings.resolved_artifact_root, settings),
         job_id,
         worker=f"{socket.gethostname()}:{os.getpid()}",
         heartbeat_seconds=settings.heartbeat_seconds,

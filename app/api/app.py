@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Train recommendation embeddings (WALS) and query them. Contract: API.md.",
     )
     app.state.settings = settings
-    app.state.store = open_store(settings.resolved_artifact_root)
+    app.state.store = open_store(settings.resolved_artifact_root, settings)
     app.state.model_cache = ModelCache(app.state.store, int(settings.model_cache_mb * 2**20))
     app.state.celery, app.state.enqueue = _enqueuer(settings)
     install_error_handlers(app)
