@@ -8,6 +8,7 @@ from collections.abc import Callable
 from fastapi import FastAPI
 
 from app.api.errors import install_error_handlers
+from app.api.hot_path import HotPathStats, HotRecommendations
 from app.api.limits import BodySizeLimit
 from app.api.observability import install_metrics
 from app.api.routes import datasets, health, jobs, models, queries
@@ -55,6 +56,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.model_cache = ModelCache(app.state.store, int(settings.model_cache_mb * 2**20))
     app.state.celery, app.state.enqueue = _enqueuer(settings)
     install_error_handlers(app)
+    # Added first, so it sits inside the timing and body-limit middlewares added after it.
+    app.state.hot_path = HotPathStats()
+    app.add_middleware(HotRecommendations, cache=app.state.model_cache, stats=app.state.hot_path)
     install_metrics(app)
     app.add_middleware(BodySizeLimit, upload_bytes=settings.max_upload_bytes, other_bytes=JSON_BODY_LIMIT)
     for module in (health, datasets, jobs, models, queries):

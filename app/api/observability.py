@@ -35,6 +35,11 @@ class _StateCollector(Collector):
         cache.add_metric(["hit"], state.model_cache.hits)
         cache.add_metric(["miss"], state.model_cache.misses)
         yield cache
+        hot = CounterMetricFamily(
+            "unfold_hot_path_answers", "GET recommendations answered by the hot path (the rest by the full route)"
+        )
+        hot.add_metric([], state.hot_path.answered)
+        yield hot
 
 
 class _Timing:

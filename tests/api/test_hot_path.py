@@ -1,0 +1,74 @@
+"""The hot path for GET recommendations answers exactly what the full FastAPI route answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import planted_csv, upload
+
+
+@pytest.fixture
+def model(client, tmp_path: Path) -> str:
+    ds = upload(client, planted_csv(tmp_path / "p.csv", 60, 40)).json()["id"]
+    spec = {"dataset_id": ds, "dim": 8, "wals": {"iterations": 4}, "evaluation": {"split": "none"}}
+    job = client.get(f"/v1/jobs/{client.post('/v1/jobs', json=spec).json()['id']}").json()
+    assert job["status"] == "succeeded", job
+    return job["model_id"]
+
+
+def _get(client, url: str, **params) -> tuple[object, bool]:
+    """(response, whether the hot path answered it)."""
+    before = client.app.state.hot_path.answered
+    response = client.get(url, params=params or None)
+    return response, client.app.state.hot_path.answered == before + 1
+
+
+@pytest.mark.parametrize(
+    "params", [{}, {"k": "3"}, {"k": "1000"}, {"exclude_seen": "false"}, {"k": "7", "exclude_seen": "On"}]
+)
+def test_same_bytes_as_the_full_route(client, model, params):
+    url = f"/v1/models/{model}/users/u5/recommendations"
+    client.app.state.model_cache.forget_name(model)  # the next request takes the full route...
+    slow, hot = _get(client, url, **params)
+    assert slow.status_code == 200 and not hot
+    fast, hot = _get(client, url, **params)  # ...which leaves the model where the hot path finds it
+    assert hot
+    assert fast.content == slow.content
+    assert fast.headers["content-type"] == slow.headers["content-type"] == "application/json"
+    assert int(fast.headers["content-length"]) == len(fast.content)
+
+
+@pytest.mark.parametrize(
+    ("user", "params", "status"),
+    [
+        ("nobody", {}, 404),
+        ("u5", {"k": "0"}, 422),
+        ("u5", {"k": "1001"}, 422),
+        ("u5", {"k": "ten"}, 422),
+        ("u5", {"k": "-3"}, 422),
+        ("u5", {"exclude_seen": "maybe"}, 422),
+    ],
+)
+def test_everything_else_falls_through_to_the_documented_errors(client, model, user, params, status):
+    client.get(f"/v1/models/{model}/users/u5/recommendations")  # model loaded and its name remembered
+    response, hot = _get(client, f"/v1/models/{model}/users/{user}/recommendations", **params)
+    assert not hot
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_repeated_parameter_falls_through(client, model):
+    client.get(f"/v1/models/{model}/users/u5/recommendations")
+    response, hot = _get(client, f"/v1/models/{model}/users/u5/recommendations?k=2&k=3")
+    assert response.status_code == 200 and not hot
+
+
+def test_hot_answers_are_counted_in_metrics_and_timed_under_the_route(client, model):
+    for _ in range(3):
+        assert client.get(f"/v1/models/{model}/users/u5/recommendations").status_code == 200
+    text = client.get("/metrics").text
+    answered = next(line for line in text.splitlines() if line.startswith("unfold_hot_path_answers_total"))
+    assert float(answered.split()[-1]) >= 2
+    assert 'route="/v1/models/{model_id}/users/{user}/recommendations",status="200"' in text
