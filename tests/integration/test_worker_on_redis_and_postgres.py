@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -11,16 +12,20 @@ from fastapi.testclient import TestClient
 from app.api.app import create_app
 from app.config import Settings
 from app.migrate import upgrade
+from app.storage.s3 import S3ArtifactStore
 from tests.helpers import upload, wait_for_job
 from tests.integration.conftest import unfold_process, wait_until
+from tests.s3 import CREDENTIALS, REGION, create_bucket, s3_server
 from tests.services import postgres_database, redis_url
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def production(tmp_path: Path, shared_data: Path):
-    with postgres_database() as db_url:
+def production(request: pytest.FixtureRequest, tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch):
+    """API (in this process) + `unfold worker` over Redis and PostgreSQL; artifacts in a local
+    folder, or with param "s3" in a bucket of an S3 server, each process with its own cache."""
+    with postgres_database() as db_url, ExitStack() as stack:
         upgrade(db_url)
         env = {
             "UNFOLD_DATABASE_URL": db_url,
@@ -29,10 +34,22 @@ def production(tmp_path: Path, shared_data: Path):
             "UNFOLD_QUEUE": f"unfold-test-{uuid.uuid4().hex[:8]}",
             "UNFOLD_HEARTBEAT_SECONDS": "2",
         }
+        if getattr(request, "param", "local") == "s3":
+            for name, value in CREDENTIALS.items():
+                monkeypatch.setenv(name, value)
+            endpoint = stack.enter_context(s3_server())
+            env |= CREDENTIALS | {
+                "UNFOLD_ARTIFACT_ROOT": f"s3://{create_bucket(endpoint)}/unfold",
+                "UNFOLD_S3_ENDPOINT_URL": endpoint,
+                "UNFOLD_S3_REGION": REGION,
+                "UNFOLD_VAR_DIR": str(tmp_path / "worker-var"),
+            }
         settings = Settings(
             database_url=env["UNFOLD_DATABASE_URL"],
             broker_url=env["UNFOLD_BROKER_URL"],
             artifact_root=env["UNFOLD_ARTIFACT_ROOT"],
+            s3_endpoint_url=env.get("UNFOLD_S3_ENDPOINT_URL"),
+            s3_region=env.get("UNFOLD_S3_REGION"),
             queue=env["UNFOLD_QUEUE"],
             var_dir=tmp_path / "var",
         )
@@ -43,7 +60,10 @@ def production(tmp_path: Path, shared_data: Path):
                 yield client, worker, log
 
 
-def test_upload_train_poll_query_on_postgres_and_redis(production, shared_data: Path):
+@pytest.mark.parametrize("production", ["local", "s3"], indirect=True)
+def test_upload_train_poll_query_on_postgres_and_redis(
+    production, shared_data: Path, tmp_path: Path, request: pytest.FixtureRequest
+):
     client, worker, log = production
     assert client.get("/readyz").status_code == 200
     ds = upload(client, shared_data / "ml-100k" / "u.data", name="ml-100k").json()
@@ -66,6 +86,13 @@ def test_upload_train_poll_query_on_postgres_and_redis(production, shared_data: 
         if line.split("\t")[0] == "1"
     }
     assert not {x["item"] for x in recs} & seen_by_1
+    store = client.app.state.store
+    assert store.exists(f"datasets/{ds['id']}") and store.exists(f"models/{model['id']}")
+    assert isinstance(store, S3ArtifactStore) == (request.node.callspec.params["production"] == "s3")
+    if isinstance(store, S3ArtifactStore):  # nothing went through a shared folder
+        assert not (tmp_path / "artifacts").exists()
+        assert (tmp_path / "worker-var" / "s3-cache" / "datasets" / ds["id"]).is_dir()  # the worker downloaded it
+        assert (tmp_path / "var" / "s3-cache" / "models" / model["id"]).is_dir()  # and the API the model
 
 
 def test_cancel_a_running_job_on_the_worker(production, shared_data: Path):
