@@ -39,7 +39,8 @@ def test_compose_has_the_production_shape():
 def test_compose_environment_names_real_settings_and_production_backends():
     fields = {f"UNFOLD_{name.upper()}" for name in Settings.model_fields}
     env = _compose()["services"]["api"]["environment"]
-    assert set(env) <= fields, set(env) - fields
+    # boto3 reads its credentials itself, from the standard AWS variables.
+    assert set(env) <= fields | {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}, set(env) - fields
     assert env["UNFOLD_DATABASE_URL"].startswith("postgresql+psycopg://")
     assert env["UNFOLD_BROKER_URL"].startswith("redis://")
     pg = _compose()["services"]["postgres"]["environment"]
@@ -47,6 +48,28 @@ def test_compose_environment_names_real_settings_and_production_backends():
         f"{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@postgres:5432/{pg['POSTGRES_DB']}"
         in env["UNFOLD_DATABASE_URL"]
     )
+
+
+def test_compose_minio_is_optional_and_matches_the_s3_settings():
+    compose = _compose()
+    services = compose["services"]
+    for name in ("minio", "minio-bucket"):
+        assert services[name]["profiles"] == ["s3"], name  # `docker compose up` alone never starts it
+    minio_env = services["minio"]["environment"]
+    env = services["api"]["environment"]
+    assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == (
+        minio_env["MINIO_ROOT_USER"],
+        minio_env["MINIO_ROOT_PASSWORD"],
+    )
+    assert env["UNFOLD_S3_ENDPOINT_URL"] == "http://minio:9000" and "healthcheck" in services["minio"]
+    # The default stays the shared volume; the s3 profile's bucket is the one the README names.
+    assert env["UNFOLD_ARTIFACT_ROOT"] == "${UNFOLD_ARTIFACT_ROOT:-/srv/unfold/var/artifacts}"
+    assert "mc mb --ignore-existing store/unfold" in services["minio-bucket"]["command"][0]
+    assert "s3://unfold/" in (REPO / "docker-compose.yml").read_text()
+    for name in ("api", "worker"):
+        wait = services[name]["depends_on"]["minio-bucket"]
+        assert wait == {"condition": "service_completed_successfully", "required": False}, name
+    assert "miniodata" in compose["volumes"]
 
 
 def test_dockerfile_is_multi_stage_cpu_torch_and_non_root():

@@ -24,9 +24,10 @@ def open_store(root: str, settings: Settings | None = None) -> ArtifactStore:
         from app.storage.s3 import S3ArtifactStore, make_client  # boto3 only where S3 is used
 
         var_dir = settings.var_dir if settings is not None else Path("var")
+        # An empty variable (UNFOLD_S3_ENDPOINT_URL=) means unset, as boto3 expects None.
         client = make_client(
-            settings.s3_endpoint_url if settings is not None else None,
-            settings.s3_region if settings is not None else None,
+            (settings.s3_endpoint_url or None) if settings is not None else None,
+            (settings.s3_region or None) if settings is not None else None,
         )
         return S3ArtifactStore(root, var_dir / "s3-cache", client)
     if "://" in root and not root.startswith("file://"):
