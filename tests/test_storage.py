@@ -78,6 +78,11 @@ def test_publish_then_read_back_the_same_files(store: ArtifactStore):
     assert _read(store.local_dir("models/mdl_1")) == MODEL  # a second read (the S3 cache) is the same
 
 
+def test_an_empty_directory_is_an_artifact_too(store: ArtifactStore):
+    _publish(store, "datasets/ds_empty", {})
+    assert store.exists("datasets/ds_empty") and _read(store.local_dir("datasets/ds_empty")) == {}
+
+
 def test_missing_artifact_is_file_not_found(store: ArtifactStore):
     with pytest.raises(FileNotFoundError):
         store.local_dir("models/mdl_missing")

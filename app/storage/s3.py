@@ -153,6 +153,7 @@ class S3ArtifactStore:
     def _download(self, key: str, marker: dict[str, Any], target: Path) -> None:
         version = check_key(str(marker["version"]))
         tmp = self.cache / ".tmp" / f"dl-{uuid.uuid4().hex}"
+        tmp.mkdir()
         try:
             for name, size in marker["files"].items():
                 if name.startswith("/") or ".." in name.split("/"):
