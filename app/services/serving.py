@@ -85,20 +85,36 @@ class LoadedModel:
         return [(str(ids[i]), float(s)) for i, s in zip(idx.tolist(), scores.tolist(), strict=True)]
 
 
+@dataclass
+class _Name:
+    """What an id or alias named when last looked up in the database."""
+
+    model_id: str
+    artifact_key: str
+    verified_until: float  # resolve() looks it up again after this
+    served_until: float  # peek() answers from it until this
+
+
 class ModelCache:
-    """Thread-safe LRU of loaded models, bounded by their array bytes.
+    """Thread-safe LRU of loaded models, bounded by their array and index bytes.
 
     It also remembers for a moment which model an id or alias names, so the hot query path
-    skips the database; an alias moved or a model deleted elsewhere is seen within NAME_TTL.
+    skips the database; an alias moved or a model deleted elsewhere is seen within NAME_TTL
+    (plus one in-flight lookup).
     """
 
     NAME_TTL = 2.0
+    # When a remembered name expires, one request goes to look it up again while the others keep
+    # being answered from the old entry for up to this long; without it every request arriving
+    # during the lookup would queue for the database at once (a latency spike every NAME_TTL).
+    REFRESH_GRACE = 1.0
 
     def __init__(self, store: LocalArtifactStore, max_bytes: int) -> None:
         self.store = store
         self.max_bytes = max_bytes
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
-        self._names: dict[str, tuple[float, str, str]] = {}
+        self._names: dict[str, _Name] = {}
+        self._loading: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -107,41 +123,66 @@ class ModelCache:
         """The model an id or alias names; `lookup` returns (model id, artifact key) from the database."""
         now = time.monotonic()
         cached = self._names.get(name)
-        if cached is None or cached[0] < now:
+        if cached is None or cached.verified_until < now:
             model_id, key = lookup()
-            self._names[name] = (now + self.NAME_TTL, model_id, key)
-        else:
-            _, model_id, key = cached
-        return self.get(model_id, key)
+            cached = _Name(model_id, key, now + self.NAME_TTL, now + self.NAME_TTL)
+            self._names[name] = cached
+        return self.get(cached.model_id, cached.artifact_key)
 
     def peek(self, name: str) -> LoadedModel | None:
-        """The loaded model a fresh remembered name points at, without any I/O; None otherwise."""
+        """The loaded model a fresh remembered name points at, without any I/O; None otherwise.
+
+        Past its TTL, exactly one caller gets None (and goes through resolve) while later callers
+        keep the old answer for REFRESH_GRACE.
+        """
         cached = self._names.get(name)
-        if cached is None or cached[0] < time.monotonic():
+        if cached is None:
+            return None
+        now = time.monotonic()
+        if cached.served_until < now:
+            cached.served_until = now + self.REFRESH_GRACE
             return None
         with self._lock:
-            model = self._models.get(cached[1])
-            if model is not None:
-                self._models.move_to_end(cached[1])
-                self.hits += 1
-            return model
+            return self._cached(cached.model_id)
 
     def get(self, model_id: str, artifact_key: str) -> LoadedModel:
         with self._lock:
-            model = self._models.get(model_id)
+            model = self._cached(model_id)
             if model is not None:
-                self._models.move_to_end(model_id)
-                self.hits += 1
                 return model
-        # Load outside the lock so one slow load does not block queries on other models.
-        loaded = LoadedModel.load(model_id, self.store.local_dir(artifact_key))
-        with self._lock:
-            self.misses += 1
-            self._models[model_id] = loaded
+            loading = self._loading.setdefault(model_id, threading.Lock())
+        # Load outside the cache lock so one slow load does not block queries on other models, but
+        # once per model: requests arriving during a load wait for it rather than load a second copy.
+        with loading:
+            with self._lock:
+                model = self._cached(model_id)
+                if model is not None:
+                    return model
+            try:
+                loaded = LoadedModel.load(model_id, self.store.local_dir(artifact_key))
+            finally:
+                with self._lock:
+                    self._loading.pop(model_id, None)
+            with self._lock:
+                self.misses += 1
+                self._models[model_id] = loaded
+                # Least recently used first; the newest model stays even if it alone exceeds the budget.
+                while len(self._models) > 1 and self._size() > self.max_bytes:
+                    self._models.popitem(last=False)
+            return loaded
+
+    def _cached(self, model_id: str) -> LoadedModel | None:
+        """A loaded model, marked most recently used (caller holds the lock)."""
+        model = self._models.get(model_id)
+        if model is not None:
             self._models.move_to_end(model_id)
-            while len(self._models) > 1 and self._size() > self.max_bytes:
-                self._models.popitem(last=False)
-        return loaded
+            self.hits += 1
+        return model
+
+    def loaded_ids(self) -> list[str]:
+        """Ids of the models in memory, least recently used first."""
+        with self._lock:
+            return list(self._models)
 
     def _size(self) -> int:
         return sum(m.nbytes for m in self._models.values())
@@ -149,7 +190,7 @@ class ModelCache:
     def evict(self, model_id: str) -> None:
         with self._lock:
             self._models.pop(model_id, None)
-            self._names = {n: v for n, v in self._names.items() if v[1] != model_id}
+            self._names = {n: v for n, v in self._names.items() if v.model_id != model_id}
 
     def forget_name(self, name: str) -> None:
         """Drop a remembered id/alias → model mapping (after this process moved an alias)."""

@@ -137,7 +137,9 @@ def test_aliases_work_wherever_a_model_id_does(client, model):
     via_alias = client.get("/v1/models/prod/users/u0/recommendations").json()
     assert via_alias["model_id"] == model and len(via_alias["items"]) == 10
     assert client.put("/v1/aliases/x", json={"model_id": "mdl_nope"}).status_code == 404
+    assert model in client.app.state.model_cache.loaded_ids()
     assert client.delete(f"/v1/models/{model}").status_code == 204
+    assert model not in client.app.state.model_cache.loaded_ids()  # deleting evicts it
     assert client.get("/v1/models/prod").status_code == 404
     assert client.get(f"/v1/models/{model}/users/u0/recommendations").status_code == 404
 
