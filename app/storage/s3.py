@@ -118,7 +118,11 @@ class S3ArtifactStore:
         )
         shutil.rmtree(staged, ignore_errors=True)
         if previous is not None and previous.get("version") != version:
-            self._delete_prefix(self._object(key, VERSIONS, str(previous["version"])) + "/")
+            # Published already: a failed cleanup only leaves invisible objects that delete() sweeps.
+            try:
+                self._delete_prefix(self._object(key, VERSIONS, str(previous["version"])) + "/")
+            except Exception:
+                log.warning("artifact %s: could not delete the replaced version", key, exc_info=True)
 
     def local_dir(self, key: str) -> Path:
         """A local copy of the published version, downloaded once and reused while it is current."""
