@@ -62,7 +62,7 @@ def api(
         http="httptools",
         loop="uvloop",
         access_log=settings.access_log,
-        workers=settings.api_workers,
+        workers=settings.resolved_api_workers,
     )
 
 

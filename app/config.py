@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -29,7 +30,12 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(512.0, gt=0, description="Largest accepted upload, in MiB.")
     max_batch_users: int = Field(10_000, ge=1, description="Users per batch-recommendation call.")
     access_log: bool = Field(False, description="Log one line per HTTP request (costly on the query path).")
-    api_workers: int = Field(1, ge=1, description="API server processes (each holds its own model cache).")
+    api_workers: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="API server processes; default one per core, at most 4 (each holds its own model cache).",
+    )
     model_cache_mb: float = Field(1024.0, gt=0, description="Memory for models held by the API.")
     worker_concurrency: int = Field(1, ge=1, description="Training tasks run at once per worker.")
     heartbeat_seconds: float = Field(
@@ -53,6 +59,11 @@ class Settings(BaseSettings):
     @property
     def resolved_artifact_root(self) -> str:
         return self.artifact_root or str((self.var_dir / "artifacts").resolve())
+
+    @property
+    def resolved_api_workers(self) -> int:
+        # Queries are CPU-bound numpy/faiss work and one process runs Python on one core at a time.
+        return self.api_workers or max(1, min(4, os.cpu_count() or 1))
 
     @property
     def max_upload_bytes(self) -> int:

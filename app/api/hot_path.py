@@ -1,17 +1,24 @@
 """The steady-state hot path: GET user recommendations answered without FastAPI's machinery.
 
-Routing, dependency solving, query validation and pydantic serialisation cost more CPU per
-request than the search itself (a faiss scan of 40k items). This ASGI middleware answers the one
-request shape that dominates serving traffic — a model already loaded, a known user, a plain
-query string — straight from the model cache, with orjson. Anything else (a model not loaded or
-not looked up recently, an unknown user, a malformed or repeated parameter) falls through to the
-FastAPI route, which does the full work and produces the documented errors; tests check that both
-paths answer the same bytes.
+This ASGI middleware answers the one request shape that dominates serving traffic — a model
+already loaded, a known user, a plain query string — straight from the model cache, with orjson.
+Anything else (a model not loaded or not looked up recently, an unknown user, a malformed or
+repeated parameter) falls through to the FastAPI route, which does the full work and produces the
+documented errors; tests check that both paths answer the same bytes.
+
+Two costs are cut. FastAPI's routing, dependency solving and pydantic serialisation: about 0.1 ms
+a request remains here. And the search: scanning 40k item vectors for one user is bound by memory
+bandwidth, so the queries that arrive in the same event-loop turn are answered together by one
+search (a matrix product reads the items once for all of them): micro-batching, as inference
+servers do. It adds no waiting — a batch is whatever is already there when the loop gets to it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections import defaultdict
+from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 import orjson
@@ -58,6 +65,50 @@ def _parse_query(query_string: bytes) -> tuple[int, bool] | None:
     return k, exclude_seen
 
 
+@dataclass
+class _Query:
+    model: serving.LoadedModel
+    user: str
+    k: int
+    exclude_seen: bool
+    answer: asyncio.Future[serving.Scored]
+
+
+class _Coalescer:
+    """Collects the single-user queries of one event-loop turn and answers each group with one search."""
+
+    def __init__(self) -> None:
+        self._pending: list[_Query] = []
+        self.batches = 0
+
+    def submit(
+        self, model: serving.LoadedModel, user: str, k: int, exclude_seen: bool
+    ) -> asyncio.Future[serving.Scored]:
+        loop = asyncio.get_running_loop()
+        if not self._pending:
+            # call_soon runs after the request tasks already scheduled in this turn have queued theirs.
+            loop.call_soon(self._flush)
+        query = _Query(model, user, k, exclude_seen, loop.create_future())
+        self._pending.append(query)
+        return query.answer
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        groups: dict[tuple[int, int, bool], list[_Query]] = defaultdict(list)
+        for q in pending:
+            groups[(id(q.model), q.k, q.exclude_seen)].append(q)
+        for (_, k, exclude_seen), queries in groups.items():
+            self.batches += 1
+            try:
+                answers = serving.recommend_for_users(queries[0].model, [q.user for q in queries], k, exclude_seen)
+            except Exception as exc:  # each waiting request fails as it would alone (a 500)
+                for q in queries:
+                    q.answer.set_exception(exc)
+                continue
+            for q, scored in zip(queries, answers, strict=True):
+                q.answer.set_result(scored)
+
+
 class HotRecommendations:
     """Answer cached GET recommendations directly; pass every other request on unchanged."""
 
@@ -65,12 +116,16 @@ class HotRecommendations:
         self.app = app
         self.cache = cache
         self.stats = stats
+        self.coalescer = _Coalescer()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = self._answer(scope) if scope["type"] == "http" and scope["method"] == "GET" else None
-        if body is None:
+        query = self._query(scope) if scope["type"] == "http" and scope["method"] == "GET" else None
+        if query is None:
             await self.app(scope, receive, send)
             return
+        model, user, k, exclude_seen = query
+        scored = await self.coalescer.submit(model, user, k, exclude_seen)
+        body = orjson.dumps({"model_id": model.id, "items": [{"item": i, "score": s} for i, s in scored]})
         scope["route"] = _RouteLabel
         self.stats.answered += 1
         await send(
@@ -82,7 +137,7 @@ class HotRecommendations:
         )
         await send({"type": "http.response.body", "body": body})
 
-    def _answer(self, scope: Scope) -> bytes | None:
+    def _query(self, scope: Scope) -> tuple[serving.LoadedModel, str, int, bool] | None:
         match = _PATH.fullmatch(scope["path"])
         if match is None:
             return None
@@ -93,5 +148,4 @@ class HotRecommendations:
         user = match.group(2)
         if model is None or user not in model.user_index:
             return None
-        [scored] = serving.recommend_for_users(model, [user], *query)
-        return orjson.dumps({"model_id": model.id, "items": [{"item": i, "score": s} for i, s in scored]})
+        return model, user, *query

@@ -72,3 +72,28 @@ def test_hot_answers_are_counted_in_metrics_and_timed_under_the_route(client, mo
     answered = next(line for line in text.splitlines() if line.startswith("unfold_hot_path_answers_total"))
     assert float(answered.split()[-1]) >= 2
     assert 'route="/v1/models/{model_id}/users/{user}/recommendations",status="200"' in text
+
+
+def test_concurrent_requests_are_answered_together_and_each_gets_its_own_answer(client, model):
+    import asyncio
+
+    import httpx
+
+    users = [f"u{i}" for i in range(0, 60, 3)]
+    # Answers one at a time first (each its own batch), then all at once over one event loop.
+    alone = {u: client.get(f"/v1/models/{model}/users/{u}/recommendations", params={"k": 4}).content for u in users}
+    middleware = client.app.middleware_stack
+    while not hasattr(middleware, "coalescer"):
+        middleware = middleware.app
+    batches_before = middleware.coalescer.batches
+
+    async def all_at_once() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            return await asyncio.gather(
+                *(http.get(f"/v1/models/{model}/users/{u}/recommendations", params={"k": 4}) for u in users)
+            )
+
+    together = asyncio.run(all_at_once())
+    assert [r.content for r in together] == [alone[u] for u in users]
+    assert middleware.coalescer.batches - batches_before < len(users)
