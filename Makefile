@@ -34,7 +34,7 @@ lint: install
 	$(BIN)/ruff format --check app workers tests bench
 
 typecheck: install
-	$(BIN)/mypy app/recsys
+	$(BIN)/mypy app workers
 
 bench: install
 	$(BIN)/python bench/ingest.py

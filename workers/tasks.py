@@ -25,7 +25,7 @@ def train_job(settings: Settings, job_id: str) -> str:
     )
 
 
-@celery_app.task(name=TRAIN_TASK)
+@celery_app.task(name=TRAIN_TASK)  # type: ignore[untyped-decorator]  # celery ships no types
 def train(job_id: str) -> str:
     """Train the model of one job (idempotent: a finished or running job is left alone)."""
     return train_job(get_settings(), job_id)

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from app.config import Settings
 from app.db import get_sessionmaker
 from app.services.serving import ModelCache
-from app.storage import LocalArtifactStore
+from app.storage import ArtifactStore
 
 
 def _settings(request: Request) -> Settings:
@@ -26,7 +26,7 @@ def _session(request: Request) -> Iterator[Session]:
         session.close()
 
 
-def _store(request: Request) -> LocalArtifactStore:
+def _store(request: Request) -> ArtifactStore:
     return request.app.state.store  # type: ignore[no-any-return]
 
 
@@ -40,6 +40,6 @@ def _enqueue(request: Request) -> Callable[[str], None]:
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
 SessionDep = Annotated[Session, Depends(_session)]
-StoreDep = Annotated[LocalArtifactStore, Depends(_store)]
+StoreDep = Annotated[ArtifactStore, Depends(_store)]
 CacheDep = Annotated[ModelCache, Depends(_cache)]
 EnqueueDep = Annotated[Callable[[str], None], Depends(_enqueue)]

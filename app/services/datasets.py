@@ -17,7 +17,7 @@ from app.ingestion import IngestError, ParseOptions, parse_file
 from app.models import Dataset, Job, new_id
 from app.recsys.interactions import Interactions
 from app.services.pagination import Page, paginate
-from app.storage import LocalArtifactStore
+from app.storage import ArtifactStore
 
 CHUNK = 1 << 20
 ARRAYS_FILE = "interactions.npz"
@@ -54,7 +54,7 @@ def _stream_to_disk(src: BinaryIO, dest: Path, max_bytes: int) -> tuple[str, int
 
 def create_dataset(
     session: Session,
-    store: LocalArtifactStore,
+    store: ArtifactStore,
     upload: BinaryIO,
     *,
     filename: str | None,
@@ -85,7 +85,7 @@ def create_dataset(
             "item_groups": parsed.item_groups,
         }
         arrays.update({name: values for name, values in optional.items() if values is not None})
-        np.savez(staged / ARRAYS_FILE, **arrays)
+        np.savez(staged / ARRAYS_FILE, **arrays)  # type: ignore[arg-type]  # numpy's stub mistypes **kwds
         dataset_id = new_id("ds")
         stats = parsed.stats
         (staged / "dataset.json").write_text(json.dumps({"id": dataset_id, "stats": stats}, indent=1))
@@ -118,7 +118,7 @@ def create_dataset(
     return dataset
 
 
-def load_dataset(store: LocalArtifactStore, dataset: Dataset) -> StoredDataset:
+def load_dataset(store: ArtifactStore, dataset: Dataset) -> StoredDataset:
     """Read a dataset's arrays back (no pickle) as an Interactions matrix plus id maps."""
     with np.load(store.local_dir(dataset.artifact_key) / ARRAYS_FILE, allow_pickle=False) as z:
         interactions = Interactions.from_coo(
@@ -149,7 +149,7 @@ def list_datasets(session: Session, limit: int, cursor: str | None) -> Page[Data
     return paginate(session, select(Dataset), Dataset.id, limit, cursor)
 
 
-def delete_dataset(session: Session, store: LocalArtifactStore, dataset_id: str) -> None:
+def delete_dataset(session: Session, store: ArtifactStore, dataset_id: str) -> None:
     """Delete a dataset unless a queued or running job still needs it."""
     dataset = get_dataset(session, dataset_id)
     busy = session.scalar(

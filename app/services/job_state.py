@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import or_, update
+from sqlalchemy import CursorResult, or_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import Job, Model, utcnow
@@ -48,7 +48,7 @@ def claim(sessions: sessionmaker[Session], job_id: str, worker: str, stale_after
             )
         )
         session.commit()
-        return bool(result.rowcount)
+        return bool(cast(CursorResult[Any], result).rowcount)
 
 
 class JobReporter:
@@ -111,7 +111,7 @@ def succeed(sessions: sessionmaker[Session], job_id: str, model: Model) -> bool:
             .where(Job.id == job_id, Job.status == "running", Job.cancel_requested.is_(False))
             .values(status="succeeded", model_id=model.id, finished_at=utcnow())
         )
-        if not result.rowcount:
+        if not cast(CursorResult[Any], result).rowcount:
             session.rollback()
             return False
         session.add(model)

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from app.errors import NotFound
 from app.models import Alias, Model, utcnow
 from app.services.pagination import Page, paginate
-from app.storage import LocalArtifactStore
+from app.storage import ArtifactStore
 
 
 def resolve_model(session: Session, model_id_or_alias: str) -> Model:
@@ -27,7 +27,7 @@ def list_models(session: Session, limit: int, cursor: str | None) -> Page[Model]
     return paginate(session, select(Model), Model.id, limit, cursor)
 
 
-def delete_model(session: Session, store: LocalArtifactStore, model_id_or_alias: str) -> Model:
+def delete_model(session: Session, store: ArtifactStore, model_id_or_alias: str) -> Model:
     """Delete a model, its aliases and its artifacts."""
     model = resolve_model(session, model_id_or_alias)
     session.execute(delete(Alias).where(Alias.model_id == model.id))

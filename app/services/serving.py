@@ -21,7 +21,7 @@ from app.recsys.confidence import confidence
 from app.recsys.foldin import fold_in
 from app.recsys.index import INDEX_META, ExactIndex, IndexConfig, ItemIndex, load_index
 from app.recsys.search import gather_exclusions
-from app.storage import LocalArtifactStore
+from app.storage import ArtifactStore
 
 Scored = list[tuple[str, float]]
 
@@ -109,7 +109,7 @@ class ModelCache:
     # during the lookup would queue for the database at once (a latency spike every NAME_TTL).
     REFRESH_GRACE = 1.0
 
-    def __init__(self, store: LocalArtifactStore, max_bytes: int) -> None:
+    def __init__(self, store: ArtifactStore, max_bytes: int) -> None:
         self.store = store
         self.max_bytes = max_bytes
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()

@@ -25,7 +25,7 @@ from app.services import job_state
 from app.services.algorithms import Plan, plan_for
 from app.services.datasets import load_dataset
 from app.spec import TrainingSpec
-from app.storage import LocalArtifactStore
+from app.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def _fit(
 
 
 def train_model(
-    sessions: sessionmaker[Session], store: LocalArtifactStore, job: Job, reporter: job_state.JobReporter
+    sessions: sessionmaker[Session], store: ArtifactStore, job: Job, reporter: job_state.JobReporter
 ) -> Model:
     """Fit, evaluate and (when a split was held out) refit on all data; store the artifact."""
     spec = TrainingSpec.model_validate(job.spec)
@@ -194,7 +194,7 @@ def _fold_in_parameters(resolved: dict[str, Any]) -> dict[str, Any]:
 
 def run_job(
     sessions: sessionmaker[Session],
-    store: LocalArtifactStore,
+    store: ArtifactStore,
     job_id: str,
     *,
     worker: str,
