@@ -84,11 +84,19 @@ class IndexSpec(_Strict):
 
     metric: Literal["dot", "cosine"] = Field("dot", description="Score users against items by dot product or cosine.")
     exact_max_items: int = Field(
-        50_000, ge=0, le=100_000_000, description="Catalogs up to this size are searched exactly; larger use HNSW."
+        20_000, ge=0, le=100_000_000, description="Catalogs up to this size are searched exactly; larger use HNSW."
     )
     hnsw_m: int = Field(32, ge=4, le=128, description="HNSW links per node.")
     ef_construction: int = Field(400, ge=8, le=4096, description="HNSW build beam (graph quality).")
-    ef_search: int = Field(256, ge=8, le=8192, description="HNSW search beam (recall vs latency).")
+    ef_search: int | None = Field(
+        None,
+        ge=8,
+        le=8192,
+        description="HNSW search beam; omitted: the smallest beam whose measured recall@10 reaches target_recall.",
+    )
+    target_recall: float = Field(
+        0.98, gt=0, le=1, description="Recall@10 against exact search that the automatic ef_search aims for."
+    )
 
 
 class EarlyStoppingSpec(_Strict):

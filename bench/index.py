@@ -43,7 +43,8 @@ from app.recsys.index import (  # noqa: E402
     INDEX_META,
     IndexConfig,
     ItemIndex,
-    _measure_recall,
+    _exact_top,
+    _recall,
     build_index,
     load_index,
 )
@@ -275,7 +276,9 @@ def run(n_items: int, args: argparse.Namespace) -> list[dict[str, Any]]:
         if built is not None:
             stats = built.describe()
             # describe() holds the recall at build time's efSearch; re-measure on the same sample at this one.
-            row["build_recall"] = _measure_recall(built, sample)  # type: ignore[arg-type]
+            q = built._prepare(sample)
+            k = built.config.recall_k
+            row["build_recall"] = _recall(built, q, _exact_top(built, q, k), k)  # type: ignore[arg-type]
             row["build_s"] = stats.get("build_seconds", row["build_s"]) if ef == args.ef_search[0] else 0.0
             row["fallbacks"] = getattr(built, "fallback_count", 0)
         rows.append(row)
@@ -292,7 +295,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--hnsw-m", type=int, default=IndexConfig.hnsw_m)
     parser.add_argument("--ef-construction", type=int, default=IndexConfig.ef_construction)
-    parser.add_argument("--ef-search", type=int, nargs="+", default=[IndexConfig.ef_search])
+    parser.add_argument("--ef-search", type=int, nargs="+", default=[64, 128, 256, 512])
     parser.add_argument("--save-dir", type=Path, default=None, help="cache built HNSW graphs here")
     parser.add_argument("--skip-exact", action="store_true", help="only HNSW (ground truth is still exact)")
     parser.add_argument("--seed", type=int, default=0)

@@ -19,12 +19,11 @@ On disk (next to model.npz/model.json, never pickle):
 from __future__ import annotations
 
 import json
-import math
 import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ FORMAT_VERSION = 1
 INDEX_META = "index.json"
 INDEX_FILE = "index.faiss"
 METRICS = ("dot", "cosine")
+EF_LADDER = (16, 32, 64, 128, 256, 512, 1024)
 # Standard deviation of the default recall-check queries (perturbed items), relative to the items' own.
 _PERTURB_SCALE = 0.5
 
@@ -46,12 +46,17 @@ class IndexConfig:
     """How to index a catalog; defaults reach recall@10 >= 0.95 on 1M x 64 embeddings (bench/index.py)."""
 
     metric: str = "dot"  # "dot" | "cosine" (cosine: normalise item vectors and queries)
-    exact_max_items: int = 50_000  # catalogs up to this size use exact search; above it faiss HNSW
+    # Catalogs up to this size use exact search, larger ones faiss HNSW: at 40k items x 64 an exact scan
+    # costs ~0.2 ms of a core per query, the tuned graph ~0.07 ms at recall@10 >= 0.98 (bench/serving.py).
+    exact_max_items: int = 20_000
     hnsw_m: int = 32
     # Graph quality, not the search beam, limits inner-product recall at 1M items: efConstruction 200 stalls
     # near 0.97 however wide the search, 400 reaches 0.98 (bench/index.py); it doubles build time.
     ef_construction: int = 400
-    ef_search: int = 256
+    # Search beam; None: the worker picks the smallest of EF_LADDER whose measured recall@recall_k reaches
+    # target_recall (40k items: 32-64; 1M: 256-512), so latency is spent only where recall needs it.
+    ef_search: int | None = None
+    target_recall: float = 0.98
     recall_k: int = 10
     recall_queries: int = 500  # sampled queries for the build-time recall check
     seed: int = 0
@@ -64,9 +69,13 @@ class IndexConfig:
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
-        for name in ("hnsw_m", "ef_construction", "ef_search", "recall_k", "max_fetch"):
+        for name in ("hnsw_m", "ef_construction", "recall_k", "max_fetch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.ef_search is not None and self.ef_search < 1:
+            raise ValueError(f"ef_search must be >= 1 or None (auto), got {self.ef_search}")
+        if not 0 < self.target_recall <= 1:
+            raise ValueError(f"target_recall must be in (0, 1], got {self.target_recall}")
         if self.exact_max_items < 0 or self.recall_queries < 0 or self.threads < 0:
             raise ValueError("exact_max_items, recall_queries and threads must be >= 0")
 
@@ -152,6 +161,30 @@ def _exact_chunked(
     return exact_search(queries, items, k, indptr, indices)
 
 
+def _member(cand: np.ndarray, excluded: np.ndarray) -> np.ndarray:
+    """cand[r, j] in excluded[r, :] for every row at once, by broadcasting (small arrays: no sorting)."""
+    out: np.ndarray = (cand[:, :, None] == excluded[:, None, :]).any(axis=2)
+    return out
+
+
+def _member_rows(cand: np.ndarray, ptr: np.ndarray, idx: np.ndarray, n_items: int) -> np.ndarray:
+    """cand[r, j] in row r of the exclusion CSR (ptr, idx)."""
+    lengths = np.diff(ptr)
+    width = int(lengths.max())
+    if cand.size * width <= 1 << 18:
+        # Exclusions padded to one width with -2 (never an item, nor faiss's -1): one broadcast compare.
+        padded = np.full((cand.shape[0], width), -2, dtype=np.int64)
+        row_of = np.repeat(np.arange(cand.shape[0]), lengths)
+        padded[row_of, np.arange(idx.shape[0]) - ptr[row_of]] = idx
+        return _member(cand, padded)
+    # Keys row·n_items + item match each candidate against its own row's exclusions in one sorted isin.
+    row_of = np.repeat(np.arange(cand.shape[0], dtype=np.int64), lengths)
+    excluded_keys = row_of * n_items + idx.astype(np.int64)
+    cand_keys = np.arange(cand.shape[0], dtype=np.int64)[:, None] * n_items + cand
+    out: np.ndarray = np.isin(cand_keys, excluded_keys)
+    return out
+
+
 class ItemIndex:
     """Common part of both index kinds: metric handling, the over-fetch-and-filter search, stats, save()."""
 
@@ -195,17 +228,40 @@ class ItemIndex:
         # One query is too little work to split, and in the API many requests run at once anyway.
         return 1 if n_queries == 1 else self.config.threads
 
-    def _search(self, q: np.ndarray, k: int, ptr: np.ndarray, idx: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        n_q = q.shape[0]
-        n_excluded = np.diff(ptr)
+    def _fetch_width(self, k: int, n_excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates to fetch per query, and which queries would need more than max_fetch."""
         # Each excluded item can take one slot of the answer, so fetch that many more, plus a margin so a
         # few -1 paddings (HNSW) don't send a row to the fallback; widths are rounded up to powers of two
         # so a batch with varied exclusion counts needs only a few candidate calls.
-        margin = max(4, k // 4)
-        need = k + n_excluded + margin
-        fetch = 2 ** np.ceil(np.log2(need)).astype(np.int64)
-        too_wide = need > min(self.config.max_fetch, self.n_items)
-        fetch = np.minimum(fetch, max(1, min(self.config.max_fetch, self.n_items)))
+        need = k + n_excluded + max(4, k // 4)
+        cap = max(1, min(self.config.max_fetch, self.n_items))
+        fetch = np.minimum(2 ** np.ceil(np.log2(need)).astype(np.int64), cap)
+        return fetch, need > cap
+
+    def _search_one(self, q: np.ndarray, k: int, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """One query with few numpy calls (the API's single-user path); None when it must fall back."""
+        fetch, too_wide = self._fetch_width(k, np.array([excluded.shape[0]]))
+        if too_wide[0]:
+            return None
+        cand = self.candidates(q, int(fetch[0]))[0].astype(np.int64)
+        valid = cand >= 0
+        if excluded.shape[0]:
+            valid &= ~_member(cand[None, :], excluded[None, :])[0]
+        picked = cand[valid][:k]
+        if picked.shape[0] < k:
+            return None
+        # The same einsum as the batch path, so a user's scores do not depend on the batch they came in.
+        scores = np.einsum("qd,qkd->qk", q, self.vectors[picked][None]).astype(np.float32)[0]
+        order = np.argsort(-scores, kind="stable")
+        return picked[order], scores[order]
+
+    def _search(self, q: np.ndarray, k: int, ptr: np.ndarray, idx: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        n_q = q.shape[0]
+        if n_q == 1:
+            answer = self._search_one(q, k, idx[ptr[0] : ptr[1]])
+            if answer is not None:
+                return [answer]
+        fetch, too_wide = self._fetch_width(k, np.diff(ptr))
         ids_out = np.full((n_q, k), -1, dtype=np.int64)
         short = too_wide.copy()
         for width in np.unique(fetch[~too_wide]):
@@ -214,11 +270,7 @@ class ItemIndex:
             valid = cand >= 0
             sub_ptr, sub_idx = gather_exclusions(rows, ptr, idx)
             if sub_idx.shape[0]:
-                # Keys row·n_items + item match each candidate against its own row's exclusions at once.
-                row_of = np.repeat(np.arange(rows.shape[0], dtype=np.int64), np.diff(sub_ptr))
-                excluded_keys = row_of * self.n_items + sub_idx.astype(np.int64)
-                cand_keys = np.arange(rows.shape[0], dtype=np.int64)[:, None] * self.n_items + cand
-                valid &= ~np.isin(cand_keys, excluded_keys)
+                valid &= ~_member_rows(cand, sub_ptr, sub_idx, self.n_items)
             # A stable sort on "invalid" moves the valid candidates to the front in best-first order.
             first = np.argsort(~valid, axis=1, kind="stable")[:, :k]
             picked = np.take_along_axis(cand, first, axis=1)
@@ -327,7 +379,7 @@ class HNSWIndex(ItemIndex):
         faiss = _faiss()
         params = faiss.SearchParametersHNSW()
         # faiss widens the beam to at least `fetch` itself; efSearch sets the floor for small fetches.
-        params.efSearch = max(self.config.ef_search, fetch)
+        params.efSearch = max(self.config.ef_search or EF_LADDER[-1], fetch)
         with _faiss_threads(self._threads(q.shape[0])):
             _, ids = self.index.search(q, fetch, params=params)
         out: np.ndarray = ids
@@ -353,17 +405,39 @@ def _recall_queries(vectors: np.ndarray, config: IndexConfig, sample_queries: np
     return out
 
 
-def _measure_recall(index: HNSWIndex, queries: np.ndarray) -> float:
-    """Mean |HNSW top-k ∩ exact top-k| / k of the raw graph search (no exclusions, no fallback)."""
-    k = min(index.config.recall_k, index.n_items)
-    if queries.shape[0] == 0:
-        return float("nan")
-    q = index._prepare(queries)
+def _exact_top(index: ItemIndex, q: np.ndarray, k: int) -> list[np.ndarray]:
     empty = np.zeros(q.shape[0] + 1, dtype=np.int64)
-    truth = _exact_chunked(q, index.vectors, k, empty, np.zeros(0, dtype=np.int64))
+    return [ids for ids, _ in _exact_chunked(q, index.vectors, k, empty, np.zeros(0, dtype=np.int64))]
+
+
+def _recall(index: HNSWIndex, q: np.ndarray, truth: list[np.ndarray], k: int) -> float:
+    """Mean |HNSW top-k ∩ exact top-k| / k of the raw graph search (no exclusions, no fallback)."""
     found = index.candidates(q, k)
-    hits = sum(np.intersect1d(t[0], f).shape[0] for t, f in zip(truth, found, strict=True))
+    hits = sum(np.intersect1d(t, f).shape[0] for t, f in zip(truth, found, strict=True))
     return float(hits / (k * q.shape[0]))
+
+
+def _tune_ef_search(index: HNSWIndex, queries: np.ndarray) -> dict[str, Any]:
+    """Set the index's ef_search (the configured one, or the smallest on EF_LADDER reaching target_recall)
+    and return the recall measured at it, plus the recall at each beam tried."""
+    config = index.config
+    k = min(config.recall_k, index.n_items)
+    if queries.shape[0] == 0:
+        index.config = replace(config, ef_search=config.ef_search or EF_LADDER[-1])
+        return {f"recall@{config.recall_k}": None}
+    q = index._prepare(queries)
+    truth = _exact_top(index, q, k)
+    ladder = (config.ef_search,) if config.ef_search is not None else EF_LADDER
+    curve: dict[str, float] = {}
+    for ef in ladder:
+        index.config = replace(config, ef_search=ef)
+        curve[str(ef)] = round(_recall(index, q, truth, k), 4)
+        if curve[str(ef)] >= config.target_recall:
+            break
+    out: dict[str, Any] = {f"recall@{config.recall_k}": curve[str(index.config.ef_search)]}
+    if config.ef_search is None:
+        out |= {"ef_search_auto": True, "target_recall": config.target_recall, "recall_by_ef_search": curve}
+    return out
 
 
 def build_index(item_factors: np.ndarray, config: IndexConfig, sample_queries: np.ndarray | None = None) -> ItemIndex:
@@ -384,16 +458,15 @@ def build_index(item_factors: np.ndarray, config: IndexConfig, sample_queries: n
     graph = faiss.IndexHNSWFlat(factors.shape[1], config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
     # efConstruction is read during add, so it must be set before the vectors go in.
     graph.hnsw.efConstruction = config.ef_construction
-    graph.hnsw.efSearch = config.ef_search
     with _faiss_threads(config.threads):
         graph.add(vectors)
     build_seconds = time.perf_counter() - started
     index = HNSWIndex(factors, config, {}, graph)
     started = time.perf_counter()
     queries = _recall_queries(index.vectors, config, sample_queries)
-    recall = _measure_recall(index, queries)
+    measured = _tune_ef_search(index, queries)
     index.stats = {
-        f"recall@{config.recall_k}": None if math.isnan(recall) else round(recall, 4),
+        **measured,
         "recall_k": config.recall_k,
         "build_seconds": round(build_seconds, 3),
         "recall_seconds": round(time.perf_counter() - started, 3),

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from app.recsys.index import (
+    EF_LADDER,
     INDEX_FILE,
     INDEX_META,
     ExactIndex,
@@ -121,6 +122,26 @@ def test_hnsw_recall_reported_and_real(hnsw: HNSWIndex, data: tuple[np.ndarray, 
         # Scores are the true inner products, best first.
         np.testing.assert_allclose(scores, items[ids] @ q, rtol=1e-5, atol=1e-5)
         assert np.all(np.diff(scores) <= 0)
+
+
+@pytest.mark.parametrize("target", [0.9, 0.99])
+def test_automatic_ef_search_is_the_smallest_beam_reaching_the_target(
+    data: tuple[np.ndarray, np.ndarray], target: float
+) -> None:
+    items, users = data
+    index = build_index(items, replace(HNSW, ef_search=None, target_recall=target), sample_queries=users)
+    stats = index.describe()
+    curve = {int(ef): r for ef, r in stats["recall_by_ef_search"].items()}
+    chosen = stats["ef_search"]
+    assert stats["ef_search_auto"] and stats["recall@10"] == curve[chosen]
+    # Every smaller beam tried fell short; the chosen one reaches the target (or is the widest tried).
+    assert list(curve) == sorted(curve) and chosen == max(curve)
+    assert all(r < target for ef, r in curve.items() if ef < chosen)
+    assert curve[chosen] >= target or chosen == EF_LADDER[-1]
+    # The reported figure is what searching at that beam really gives against brute force.
+    assert recall(index.search(users, 10), brute_force(users, items, 10)) >= curve[chosen] - 0.01
+    # The chosen beam is fixed in the config that save() writes.
+    assert isinstance(index, HNSWIndex) and index.config.ef_search == chosen
 
 
 def test_default_recall_queries_are_perturbed_items(data: tuple[np.ndarray, np.ndarray]) -> None:
