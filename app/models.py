@@ -1,4 +1,4 @@
-"""ORM rows: datasets, training jobs, trained models and aliases. The schema is owned by Alembic."""
+"""ORM rows: datasets, training jobs, trained models, aliases and tuning runs. The schema is owned by Alembic."""
 
 from __future__ import annotations
 
@@ -61,6 +61,9 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # "train" (yields a model) or "trial" (a tuning trial: scored on a validation split, no model).
+    kind: Mapped[str] = mapped_column(String(16), default="train", server_default="train")
+    tuning_id: Mapped[str | None] = mapped_column(String(40), index=True, nullable=True)
 
 
 class Model(Base):
@@ -84,3 +87,37 @@ class Alias(Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     model_id: Mapped[str] = mapped_column(String(40), ForeignKey("models.id", ondelete="CASCADE"))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class TuningRun(Base):
+    """A hyperparameter search: trials are jobs of kind "trial"; the best one is retrained as a job."""
+
+    __tablename__ = "tuning_runs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(String(40), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
+    spec: Mapped[dict[str, Any]] = mapped_column()
+    search: Mapped[dict[str, Any]] = mapped_column()
+    metric: Mapped[str] = mapped_column(String(32))
+    trials_total: Mapped[int] = mapped_column(Integer)
+    best_job_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    final_job_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    model_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class TuningTrial(Base):
+    """One trial of a tuning run: its parameters and validation metrics; the job row runs it."""
+
+    __tablename__ = "tuning_trials"
+
+    job_id: Mapped[str] = mapped_column(String(40), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    tuning_id: Mapped[str] = mapped_column(String(40), ForeignKey("tuning_runs.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    params: Mapped[dict[str, Any]] = mapped_column()
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
