@@ -9,6 +9,7 @@ builds A with one batched matmul and solves it with a batched Cholesky factorisa
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,11 +89,20 @@ def plan(rows: Interactions, weights: np.ndarray, dim: int, device: torch.device
     return Plan(n_rows=rows.n_users, chunks=tuple(chunks), sqrt_weights=sqrt_weights)
 
 
-def solve(plan: Plan, shared: torch.Tensor, Y: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Return x with A_u x_u = b_u for every row; rows without nonzeros get x_u = 0 (their b_u is 0)."""
+def solve(
+    plan: Plan,
+    shared: torch.Tensor,
+    Y: torch.Tensor,
+    b: torch.Tensor,
+    map_chunks: Callable[[Callable[[Chunk], torch.Tensor], Sequence[Chunk]], list[torch.Tensor]] | None = None,
+) -> torch.Tensor:
+    """Return x with A_u x_u = b_u for every row; rows without nonzeros get x_u = 0 (their b_u is 0).
+
+    map_chunks (default: a plain loop) may run the independent chunks on several threads.
+    """
     dim = Y.shape[1]
-    X = torch.zeros(plan.n_rows, dim, dtype=Y.dtype, device=Y.device)
-    for chunk in plan.chunks:
+
+    def solve_chunk(chunk: Chunk) -> torch.Tensor:
         size, width = chunk.cols.shape
         gathered = Y.index_select(0, chunk.cols.reshape(-1)).view(size, width, dim)  # [B, L, d]
         S = shared.expand(size, dim, dim)
@@ -101,7 +111,13 @@ def solve(plan: Plan, shared: torch.Tensor, Y: torch.Tensor, b: torch.Tensor) ->
             A = torch.baddbmm(S, scaled.mT, scaled)
         else:
             A = torch.baddbmm(S, (gathered * chunk.weights.unsqueeze(2)).mT, gathered)
-        X[chunk.rows] = solve_spd(A, b[chunk.rows])
+        return solve_spd(A, b[chunk.rows])
+
+    solved = (map_chunks or (lambda fn, items: [fn(item) for item in items]))(solve_chunk, plan.chunks)
+    X = torch.zeros(plan.n_rows, dim, dtype=Y.dtype, device=Y.device)
+    # Scattered on this thread: the chunks' rows are disjoint, but one writer keeps it simple.
+    for chunk, x in zip(plan.chunks, solved, strict=True):
+        X[chunk.rows] = x
     return X
 
 

@@ -119,6 +119,30 @@ def test_seeded_runs_are_identical(solver: str) -> None:
     assert not np.array_equal(a.item_factors, c.item_factors)
 
 
+@pytest.mark.parametrize("solver", ["cg", "cholesky"])
+def test_row_blocks_on_threads_give_the_single_thread_answer(solver: str) -> None:
+    # Rows are solved in blocks on several threads; each row's arithmetic must not depend on that.
+    rng = np.random.default_rng(0)
+    n_users, n_items = 300, 80
+    users = rng.integers(0, n_users, 4000)
+    items = np.minimum(rng.zipf(1.5, 4000) - 1, n_items - 1)
+    weights = rng.integers(1, 5, 4000).astype(np.float32)
+    data = Interactions.from_coo(users, items, weights, n_users=n_users, n_items=n_items)
+    config = dataclasses.replace(CONFIG, dim=8, iterations=4, solver=solver)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = fit_wals(data, config)
+        torch.set_num_threads(3)
+        blocked = fit_wals(data, config)
+        assert torch.get_num_threads() == 3  # restored after the fit
+    finally:
+        torch.set_num_threads(previous)
+    np.testing.assert_allclose(blocked.user_factors, serial.user_factors, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(blocked.item_factors, serial.item_factors, rtol=1e-4, atol=1e-5)
+    assert [h["loss"] for h in blocked.history] == pytest.approx([h["loss"] for h in serial.history], rel=1e-5)
+
+
 def test_callback_and_evaluator() -> None:
     calls: list[tuple[int, float, float, dict[str, float]]] = []
     seen: list[tuple[int, int]] = []
