@@ -10,6 +10,8 @@ from celery import Celery
 from app.config import Settings, get_settings
 
 TRAIN_TASK = "training.train"
+TRIAL_TASK = "tuning.trial"
+FINAL_TASK = "tuning.final"
 
 
 def broker_options(settings: Settings) -> tuple[str, dict[str, object]]:

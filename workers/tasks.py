@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 import socket
 
+from celery import Task
+
 from app.config import Settings, get_settings
 from app.db import get_sessionmaker
 from app.recsys.device import set_threads
+from app.services import tuning
 from app.services.training import run_job
+from app.services.trials import run_trial
 from app.storage import open_store
-from workers.celery_app import TRAIN_TASK, celery_app
+from workers.celery_app import FINAL_TASK, TRAIN_TASK, TRIAL_TASK, celery_app
 
 
 def train_job(settings: Settings, job_id: str) -> str:
@@ -29,3 +33,42 @@ def train_job(settings: Settings, job_id: str) -> str:
 def train(job_id: str) -> str:
     """Train the model of one job (idempotent: a finished or running job is left alone)."""
     return train_job(get_settings(), job_id)
+
+
+def trial_job(settings: Settings, job_id: str, *, worker: str, dispatch: tuning.Dispatch) -> str:
+    """Run one tuning trial; the last one to end sends the final retrain (also called in tests)."""
+    set_threads(settings.torch_threads)
+    outcome, final_id = run_trial(
+        get_sessionmaker(settings.resolved_database_url),
+        open_store(settings.resolved_artifact_root, settings),
+        job_id,
+        worker=worker,
+        heartbeat_seconds=settings.heartbeat_seconds,
+    )
+    if final_id is not None:
+        dispatch.final(final_id)  # after the join's commit, like every send
+    return outcome
+
+
+def final_job(settings: Settings, job_id: str) -> str:
+    """Train a tuning run's final job like any job, then give the run its outcome and model."""
+    outcome = train_job(settings, job_id)
+    tuning.sync_final(get_sessionmaker(settings.resolved_database_url), job_id)
+    return outcome
+
+
+@celery_app.task(name=TRIAL_TASK, bind=True)  # type: ignore[untyped-decorator]
+def trial(self: Task, job_id: str) -> str:
+    """Run one tuning trial (idempotent: a finished or running trial is left alone, but still joined)."""
+    from workers.dispatch import CeleryDispatch
+
+    settings = get_settings()
+    # The Celery node name (unfold worker --name) tells the workers of one host apart.
+    worker = f"{self.request.hostname or socket.gethostname()}:{os.getpid()}"
+    return trial_job(settings, job_id, worker=worker, dispatch=CeleryDispatch(celery_app, settings.queue))
+
+
+@celery_app.task(name=FINAL_TASK)  # type: ignore[untyped-decorator]
+def final(job_id: str) -> str:
+    """Retrain a tuning run's best trial on the full data as a normal model (idempotent like train)."""
+    return final_job(get_settings(), job_id)

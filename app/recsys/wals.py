@@ -226,13 +226,15 @@ def _shared(Y: torch.Tensor, config: WALSConfig) -> torch.Tensor:
 
 def _solve_cg(rows: _Rows, Y: torch.Tensor, X0: torch.Tensor, shared: torch.Tensor, config: WALSConfig) -> torch.Tensor:
     """Run cg_steps conjugate-gradient steps on all rows at once, starting from X0."""
-    b = rows.csr(rows.c) @ Y
 
     def matvec(P: torch.Tensor) -> torch.Tensor:
         return P @ shared + _correction(rows, P, Y)
 
     X = X0.clone()
-    R = b - matvec(X)
+    # R = b − A·X in one sparse pass: b_u − Σ_i (c_ui − w0)(x_u·y_i) y_i = Σ_i (c_ui − (c_ui − w0)(x_u·y_i)) y_i.
+    weights = _observed_scores(rows, X, Y)
+    weights.values().mul_(rows.c_minus_w0).neg_().add_(rows.c)
+    R = weights @ Y - X @ shared
     P = R.clone()
     rs = (R * R).sum(1)
     for step in range(config.cg_steps):

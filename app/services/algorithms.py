@@ -49,8 +49,8 @@ class Plan:
         return config
 
 
-def wals_config(spec: TrainingSpec) -> WALSConfig:
-    """The core's WALS config: given fields win, omitted ones take Unfold's defaults."""
+def wals_config(spec: TrainingSpec, data: Interactions | None = None) -> WALSConfig:
+    """The core's WALS config: given fields win, omitted ones take Unfold's defaults for this data."""
     base = WALSConfig()
     w = spec.wals
 

@@ -89,6 +89,14 @@ def _fit(
     return plan.fit(data, plan.config, progress, evaluator), progress
 
 
+def fit_and_score(
+    data: Interactions, held_out: Interactions, spec: TrainingSpec, reporter: job_state.JobReporter
+) -> dict[str, float]:
+    """Fit on `data` with progress and early stopping, score every held-out user; no artifact (tuning trials)."""
+    model, _ = _fit(data, plan_for(spec), reporter, "fit", spec, held_out)
+    return ranking_metrics(model.user_factors, model.item_factors, data, held_out, tuple(spec.evaluation.k))
+
+
 def train_model(
     sessions: sessionmaker[Session], store: ArtifactStore, job: Job, reporter: job_state.JobReporter
 ) -> Model:
