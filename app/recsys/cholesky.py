@@ -95,10 +95,12 @@ def solve(
     Y: torch.Tensor,
     b: torch.Tensor,
     map_chunks: Callable[[Callable[[Chunk], torch.Tensor], Sequence[Chunk]], list[torch.Tensor]] | None = None,
+    row_diagonal: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Return x with A_u x_u = b_u for every row; rows without nonzeros get x_u = 0 (their b_u is 0).
 
-    map_chunks (default: a plain loop) may run the independent chunks on several threads.
+    row_diagonal (one value per row) is added to the diagonal of each A_u on top of S; map_chunks (default:
+    a plain loop) may run the independent chunks on several threads.
     """
     dim = Y.shape[1]
 
@@ -111,6 +113,8 @@ def solve(
             A = torch.baddbmm(S, scaled.mT, scaled)
         else:
             A = torch.baddbmm(S, (gathered * chunk.weights.unsqueeze(2)).mT, gathered)
+        if row_diagonal is not None:
+            A.diagonal(dim1=-2, dim2=-1).add_(row_diagonal[chunk.rows].unsqueeze(1))
         return solve_spd(A, b[chunk.rows])
 
     solved = (map_chunks or (lambda fn, items: [fn(item) for item in items]))(solve_chunk, plan.chunks)

@@ -9,7 +9,12 @@ row's observed items I_u add a correction):
 
     A_u u = b_u,   A_u = w0·VᵀV + Σ_{i∈I_u} (c_ui − w0) v_i v_iᵀ + λI,   b_u = Σ_{i∈I_u} c_ui v_i
 
-and symmetrically for items with U fixed. One iteration solves all users, then all items. The dense
+and symmetrically for items with U fixed. One iteration solves all users, then all items.
+
+With l2_scaling="frequency" (Rendle et al., "Revisiting the Performance of iALS on Item Recommendation
+Benchmarks", RecSys 2022) each row has its own weight λ_u = λ·(|I_u| + w0·n_items)^ν in place of λ — the
+regulariser grows with the loss mass the row carries, so one λ suits rare and frequent rows alike and keeps
+working as the dimension grows; λ then takes small values (1e-3 … 1e-1 rather than 1 … 100). The dense
 matrix is never built: Σ_all (u·v)² = trace((UᵀU)(VᵀV)), and per-nonzero products are sparse kernels.
 
 Solvers: "cg" runs `cg_steps` conjugate-gradient steps on every row at once, warm-started from the
@@ -46,6 +51,7 @@ from app.recsys.device import pick_device
 from app.recsys.interactions import Interactions
 
 SOLVERS = ("cg", "cholesky")
+L2_SCALINGS = ("none", "frequency")
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,9 @@ class WALSConfig:
     # λ is not scaled by row counts, so it is large next to w0: λ/w0 ≈ 100 and c/w0 ≈ 10 worked best.
     l2: float = 100.0
     unobserved_weight: float = 1.0
+    # "none": λ for every row; "frequency": λ·(|I_u| + w0·n_items)^l2_exponent per row (see the module doc).
+    l2_scaling: str = "none"
+    l2_exponent: float = 1.0
     confidence: str = "log"  # "log" | "linear"; log is robust to heavy-tailed counts (play counts)
     alpha: float = 10.0
     eps: float = 1.0
@@ -77,6 +86,10 @@ class WALSConfig:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
         if not self.l2 >= 0.0:
             raise ValueError(f"l2 must be >= 0, got {self.l2}")
+        if self.l2_scaling not in L2_SCALINGS:
+            raise ValueError(f"l2_scaling must be one of {', '.join(L2_SCALINGS)}, got {self.l2_scaling!r}")
+        if not 0.0 <= self.l2_exponent <= 2.0:
+            raise ValueError(f"l2_exponent must be in [0, 2], got {self.l2_exponent}")
         if not self.unobserved_weight >= 0.0:
             raise ValueError(f"unobserved_weight must be >= 0, got {self.unobserved_weight}")
         validate_confidence(self.confidence, self.alpha, self.eps)
@@ -101,6 +114,7 @@ class _Rows:
     c: torch.Tensor  # float32 c_ui per nonzero
     c_minus_w0: torch.Tensor  # float32 c_ui − w0 per nonzero
     lengths: torch.Tensor  # int64 nonzeros per row
+    l2: torch.Tensor | None  # float32 λ_u per row with frequency scaling; None: the scalar λ for all rows
     plan: cholesky.Plan | None  # padded chunks for the "cholesky" solver, None for "cg"
 
     def block(self, start: int, stop: int) -> _Rows:
@@ -114,6 +128,7 @@ class _Rows:
             c=self.c[lo:hi],
             c_minus_w0=self.c_minus_w0[lo:hi],
             lengths=self.lengths[start:stop],
+            l2=None if self.l2 is None else self.l2[start:stop],
             plan=None,
         )
 
@@ -136,6 +151,11 @@ def _prepare(rows: Interactions, config: WALSConfig, device: torch.device, with_
     if with_plan and config.solver == "cholesky":
         plan = cholesky.plan(rows, c_minus_w0, config.dim, device)
     c_t = torch.from_numpy(c).to(device)
+    lengths = rows.user_counts()
+    l2 = None
+    if config.l2_scaling == "frequency":
+        mass = lengths + config.unobserved_weight * rows.n_items
+        l2 = torch.from_numpy((config.l2 * mass**config.l2_exponent).astype(np.float32)).to(device)
     return _Rows(
         n_rows=rows.n_users,
         n_cols=rows.n_items,
@@ -143,7 +163,8 @@ def _prepare(rows: Interactions, config: WALSConfig, device: torch.device, with_
         col=torch.from_numpy(rows.indices.astype(np.int64)).to(device),
         c=c_t,
         c_minus_w0=torch.from_numpy(c_minus_w0).to(device),
-        lengths=torch.from_numpy(rows.user_counts()).to(device),
+        lengths=torch.from_numpy(lengths).to(device),
+        l2=l2,
         plan=plan,
     )
 
@@ -217,24 +238,29 @@ def _correction(rows: _Rows, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
     return result
 
 
-def _shared(Y: torch.Tensor, config: WALSConfig) -> torch.Tensor:
-    """Return the part of every A_u shared by all rows: w0·YᵀY + λI."""
+def _shared(rows: _Rows, Y: torch.Tensor, config: WALSConfig) -> torch.Tensor:
+    """Return the part of every A_u shared by all rows: w0·YᵀY + λI (+ λ_u I per row when scaled)."""
     shared = config.unobserved_weight * (Y.T @ Y)
-    shared.diagonal().add_(config.l2)
+    if rows.l2 is None:
+        shared.diagonal().add_(config.l2)
     return shared
 
 
 def _solve_cg(rows: _Rows, Y: torch.Tensor, X0: torch.Tensor, shared: torch.Tensor, config: WALSConfig) -> torch.Tensor:
     """Run cg_steps conjugate-gradient steps on all rows at once, starting from X0."""
 
+    def dense_part(P: torch.Tensor) -> torch.Tensor:
+        out = P @ shared
+        return out if rows.l2 is None else out.addcmul_(rows.l2.unsqueeze(1), P)
+
     def matvec(P: torch.Tensor) -> torch.Tensor:
-        return P @ shared + _correction(rows, P, Y)
+        return dense_part(P) + _correction(rows, P, Y)
 
     X = X0.clone()
     # R = b − A·X in one sparse pass: b_u − Σ_i (c_ui − w0)(x_u·y_i) y_i = Σ_i (c_ui − (c_ui − w0)(x_u·y_i)) y_i.
     weights = _observed_scores(rows, X, Y)
     weights.values().mul_(rows.c_minus_w0).neg_().add_(rows.c)
-    R = weights @ Y - X @ shared
+    R = weights @ Y - dense_part(X)
     P = R.clone()
     rs = (R * R).sum(1)
     for step in range(config.cg_steps):
@@ -256,10 +282,10 @@ def _solve_cg(rows: _Rows, Y: torch.Tensor, X0: torch.Tensor, shared: torch.Tens
 def _solve(
     rows: _Rows, blocks: list[_Block], Y: torch.Tensor, X0: torch.Tensor, config: WALSConfig, pool: _RowPool
 ) -> torch.Tensor:
-    shared = _shared(Y, config)
+    shared = _shared(rows, Y, config)
     if rows.plan is not None:
         b = rows.csr(rows.c) @ Y
-        return cholesky.solve(rows.plan, shared, Y, b, pool.map)
+        return cholesky.solve(rows.plan, shared, Y, b, pool.map, row_diagonal=rows.l2)
     # Empty rows have b = 0, so their exact solution is 0; starting there keeps CG on it.
     X0 = X0.masked_fill(rows.lengths.unsqueeze(1) == 0, 0.0)
     parts = pool.map(lambda blk: _solve_cg(blk.rows, Y, X0[blk.start : blk.stop], shared, config), blocks)
@@ -282,8 +308,19 @@ def solve_rows(
     return _solve(prepared, [_Block(0, prepared.n_rows, prepared)], fixed, X0, config, _SERIAL)
 
 
+def _l2_penalty(rows: _Rows, X: torch.Tensor, config: WALSConfig) -> torch.Tensor:
+    """Σ_u λ_u ‖x_u‖² (λ‖X‖² without scaling)."""
+    squares = (X.double() ** 2).sum(1)
+    return config.l2 * squares.sum() if rows.l2 is None else (rows.l2.double() * squares).sum()
+
+
 def _objective(
-    blocks: list[_Block], U: torch.Tensor, V: torch.Tensor, config: WALSConfig, pool: _RowPool = _SERIAL
+    blocks: list[_Block],
+    items: _Rows,
+    U: torch.Tensor,
+    V: torch.Tensor,
+    config: WALSConfig,
+    pool: _RowPool = _SERIAL,
 ) -> float:
     w0 = config.unobserved_weight
 
@@ -294,7 +331,8 @@ def _objective(
     # Σ_unobserved (u·v)² = Σ_all (u·v)² − Σ_observed (u·v)², with Σ_all (u·v)² = trace((UᵀU)(VᵀV)).
     UtU = U.double().T @ U.double()
     VtV = V.double().T @ V.double()
-    total = sum(pool.map(observed, blocks)) + w0 * (UtU * VtV).sum() + config.l2 * (UtU.trace() + VtV.trace())
+    user_penalty = sum(_l2_penalty(b.rows, U[b.start : b.stop], config) for b in blocks)
+    total = sum(pool.map(observed, blocks)) + w0 * (UtU * VtV).sum() + user_penalty + _l2_penalty(items, V, config)
     return float(total)
 
 
@@ -309,7 +347,8 @@ def wals_loss(
             f"got {tuple(U_t.shape)} and {tuple(V_t.shape)}"
         )
     rows = _prepare(train, config, U_t.device, with_plan=False)
-    return _objective([_Block(0, rows.n_rows, rows)], U_t, V_t.to(U_t.device), config)
+    items = _prepare(train.transpose(), config, U_t.device, with_plan=False)
+    return _objective([_Block(0, rows.n_rows, rows)], items, U_t, V_t.to(U_t.device), config)
 
 
 def init_factors(n_rows: int, config: WALSConfig, generator: torch.Generator) -> torch.Tensor:
@@ -341,7 +380,7 @@ def fit_wals(
         for step in range(1, config.iterations + 1):
             U = _solve(users, user_blocks, V, U, config, pool)
             V = _solve(items, item_blocks, U, V, config, pool)
-            loss = _objective(user_blocks, U, V, config, pool) / max(train.nnz, 1)
+            loss = _objective(user_blocks, items, U, V, config, pool) / max(train.nnz, 1)
             # Copies, so an evaluator that keeps the arrays never sees later in-place updates.
             metrics = evaluator(U.cpu().numpy().copy(), V.cpu().numpy().copy()) if evaluator is not None else {}
             elapsed = time.perf_counter() - start

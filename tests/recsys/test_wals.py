@@ -32,32 +32,50 @@ def _dense_confidence(data: Interactions, config: WALSConfig) -> tuple[np.ndarra
     return C, P.astype(np.float64)
 
 
-def _dense_solve(C: np.ndarray, P: np.ndarray, V: np.ndarray, l2: float) -> np.ndarray:
-    """Brute force: per row, (Vᵀ diag(C_u) V + λI) u = Vᵀ diag(C_u) p_u."""
+def _row_l2(P: np.ndarray, config: WALSConfig) -> np.ndarray:
+    """λ per row of P: λ, or with frequency scaling λ·(|I_u| + w0·n_cols)^ν, written out independently."""
+    if config.l2_scaling == "none":
+        return np.full(P.shape[0], config.l2)
+    return config.l2 * (P.sum(1) + config.unobserved_weight * P.shape[1]) ** config.l2_exponent
+
+
+def _dense_solve(C: np.ndarray, P: np.ndarray, V: np.ndarray, l2: float | np.ndarray) -> np.ndarray:
+    """Brute force: per row, (Vᵀ diag(C_u) V + λ_u I) u = Vᵀ diag(C_u) p_u."""
+    l2 = np.broadcast_to(l2, (C.shape[0],))
     rows = [
-        np.linalg.solve(V.T @ (C[u, :, None] * V) + l2 * np.eye(V.shape[1]), V.T @ (C[u] * P[u]))
+        np.linalg.solve(V.T @ (C[u, :, None] * V) + l2[u] * np.eye(V.shape[1]), V.T @ (C[u] * P[u]))
         for u in range(C.shape[0])
     ]
     return np.array(rows)
 
 
-def _dense_loss(C: np.ndarray, P: np.ndarray, U: np.ndarray, V: np.ndarray, l2: float) -> float:
-    return float((C * (P - U @ V.T) ** 2).sum() + l2 * ((U**2).sum() + (V**2).sum()))
+def _dense_loss(
+    C: np.ndarray, P: np.ndarray, U: np.ndarray, V: np.ndarray, l2_users: float | np.ndarray, l2_items=None
+) -> float:
+    l2_items = l2_users if l2_items is None else l2_items
+    penalty = (np.broadcast_to(l2_users, (U.shape[0],)) * (U**2).sum(1)).sum() + (
+        np.broadcast_to(l2_items, (V.shape[0],)) * (V**2).sum(1)
+    ).sum()
+    return float((C * (P - U @ V.T) ** 2).sum() + penalty)
+
+
+SCALED = {"l2_scaling": "frequency", "l2": 0.05, "l2_exponent": 1.0}
 
 
 @pytest.mark.parametrize(("solver", "cg_steps", "tolerance"), [("cholesky", 3, 1e-5), ("cg", 30, 1e-4)])
 @pytest.mark.parametrize("kind", ["linear", "log"])
-def test_half_step_matches_dense_solve(solver: str, cg_steps: int, tolerance: float, kind: str) -> None:
-    config = dataclasses.replace(CONFIG, solver=solver, cg_steps=cg_steps, confidence=kind)
+@pytest.mark.parametrize("scaling", [{}, SCALED, {**SCALED, "l2_exponent": 0.5}])
+def test_half_step_matches_dense_solve(solver: str, cg_steps: int, tolerance: float, kind: str, scaling) -> None:
+    config = dataclasses.replace(CONFIG, solver=solver, cg_steps=cg_steps, confidence=kind, **scaling)
     data = _tiny()
     V = np.random.default_rng(0).normal(size=(5, 3))
     C, P = _dense_confidence(data, config)
-    expected = _dense_solve(C, P, V, config.l2)
+    expected = _dense_solve(C, P, V, _row_l2(P, config))
     got = solve_rows(data, torch.from_numpy(V).float(), config).numpy()
     np.testing.assert_allclose(got, expected, atol=tolerance, rtol=tolerance)
     # The item half-step is the same solve on the transpose.
     U = np.random.default_rng(1).normal(size=(7, 3))
-    expected_items = _dense_solve(C.T, P.T, U, config.l2)
+    expected_items = _dense_solve(C.T, P.T, U, _row_l2(P.T, config))
     got_items = solve_rows(data.transpose(), torch.from_numpy(U).float(), config).numpy()
     np.testing.assert_allclose(got_items, expected_items, atol=tolerance, rtol=tolerance)
 
@@ -72,19 +90,22 @@ def test_cholesky_handles_negative_corrections() -> None:
     np.testing.assert_allclose(got, _dense_solve(C, P, V, config.l2), atol=1e-5, rtol=1e-5)
 
 
-def test_wals_loss_equals_dense_objective() -> None:
+@pytest.mark.parametrize("scaling", [{}, SCALED])
+def test_wals_loss_equals_dense_objective(scaling) -> None:
+    config = dataclasses.replace(CONFIG, **scaling)
     data = _tiny()
     rng = np.random.default_rng(4)
     U, V = rng.normal(size=(7, 3)).astype(np.float32), rng.normal(size=(5, 3)).astype(np.float32)
-    C, P = _dense_confidence(data, CONFIG)
-    expected = _dense_loss(C, P, U.astype(np.float64), V.astype(np.float64), CONFIG.l2)
-    assert wals_loss(data, U, V, CONFIG) == pytest.approx(expected, rel=1e-5)
+    C, P = _dense_confidence(data, config)
+    expected = _dense_loss(C, P, U.astype(np.float64), V.astype(np.float64), _row_l2(P, config), _row_l2(P.T, config))
+    assert wals_loss(data, U, V, config) == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.parametrize("solver", ["cg", "cholesky"])
-def test_loss_decreases_and_matches_history(solver: str) -> None:
+@pytest.mark.parametrize("scaling", [{}, SCALED])
+def test_loss_decreases_and_matches_history(solver: str, scaling) -> None:
     data = _tiny()
-    config = dataclasses.replace(CONFIG, solver=solver, iterations=10)
+    config = dataclasses.replace(CONFIG, solver=solver, iterations=10, **scaling)
     model = fit_wals(data, config)
     losses = [entry["loss"] for entry in model.history]
     assert len(losses) == 10
@@ -120,7 +141,8 @@ def test_seeded_runs_are_identical(solver: str) -> None:
 
 
 @pytest.mark.parametrize("solver", ["cg", "cholesky"])
-def test_row_blocks_on_threads_give_the_single_thread_answer(solver: str) -> None:
+@pytest.mark.parametrize("scaling", [{}, SCALED])
+def test_row_blocks_on_threads_give_the_single_thread_answer(solver: str, scaling) -> None:
     # Rows are solved in blocks on several threads; each row's arithmetic must not depend on that.
     rng = np.random.default_rng(0)
     n_users, n_items = 300, 80
@@ -128,7 +150,7 @@ def test_row_blocks_on_threads_give_the_single_thread_answer(solver: str) -> Non
     items = np.minimum(rng.zipf(1.5, 4000) - 1, n_items - 1)
     weights = rng.integers(1, 5, 4000).astype(np.float32)
     data = Interactions.from_coo(users, items, weights, n_users=n_users, n_items=n_items)
-    config = dataclasses.replace(CONFIG, dim=8, iterations=4, solver=solver)
+    config = dataclasses.replace(CONFIG, dim=8, iterations=4, solver=solver, **scaling)
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -185,6 +207,8 @@ def test_callback_exception_propagates() -> None:
         ("confidence", "sqrt", "confidence"),
         ("eps", 0.0, "eps"),
         ("solver", "lu", "solver"),
+        ("l2_scaling", "count", "l2_scaling"),
+        ("l2_exponent", 3.0, "l2_exponent"),
         ("cg_steps", 0, "cg_steps"),
         ("init_scale", 0.0, "init_scale"),
         ("device", "tpu", "device"),
