@@ -1,0 +1,70 @@
+"""Run one tuning trial on a worker: claim its job, fit on a validation split, record the score.
+
+The validation split is carved out of the training part of the spec's own split, with the same
+method and fraction: the trials never see the test part, so the final job — the best spec trained
+on that training part — reports test metrics that the search did not choose for.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.models import Dataset, Job
+from app.recsys.interactions import Interactions
+from app.recsys.split import split
+from app.services import job_state, tuning
+from app.services.datasets import load_dataset
+from app.services.training import fit_and_score
+from app.spec import TrainingSpec
+from app.storage import ArtifactStore
+
+log = logging.getLogger(__name__)
+
+
+def validation_split(data: Interactions, spec: TrainingSpec) -> tuple[Interactions, Interactions]:
+    """(fit, validation): the spec's split drops its test part, then the same method splits the rest."""
+    ev = spec.evaluation
+    train, _test = split(data, ev.split, ev.test_fraction, spec.seed)
+    fit, valid = split(train, ev.split, ev.test_fraction, spec.seed + 1)
+    if valid.nnz == 0:
+        raise ValueError(f"evaluation.split {ev.split!r} left no validation interactions in the training part")
+    return fit, valid
+
+
+def run_trial(
+    sessions: sessionmaker[Session],
+    store: ArtifactStore,
+    job_id: str,
+    *,
+    worker: str,
+    heartbeat_seconds: float,
+) -> tuple[str, str | None]:
+    """Claim and run one trial to a final status; returns (what happened, a final job id to dispatch)."""
+    if not job_state.claim(sessions, job_id, worker, stale_after=4 * heartbeat_seconds):
+        # Finished, cancelled or running elsewhere: still join, in case this delivery is the one
+        # that would otherwise have found every trial ended (a cancelled queued trial).
+        log.info("trial %s not claimed (finished, cancelled or running elsewhere)", job_id)
+        return "skipped", tuning.record_trial(sessions, job_id, None)
+    with sessions() as session:
+        job = session.get(Job, job_id)
+        dataset = session.get(Dataset, job.dataset_id) if job is not None else None
+    assert job is not None and job.tuning_id is not None
+    tuning.mark_started(sessions, job.tuning_id)
+    try:
+        if dataset is None:
+            raise LookupError(f"dataset {job.dataset_id!r} no longer exists")
+        spec = TrainingSpec.model_validate(job.spec)
+        with job_state.JobReporter(sessions, job_id, heartbeat_seconds) as reporter:
+            fit, valid = validation_split(load_dataset(store, dataset).interactions, spec)
+            metrics = fit_and_score(fit, valid, spec, reporter)
+        log.info("trial %s succeeded: %s", job_id, metrics)
+        return "succeeded", tuning.record_trial(sessions, job_id, "succeeded", metrics=metrics)
+    except job_state.JobCancelled:
+        log.info("trial %s cancelled", job_id)
+        return "cancelled", tuning.record_trial(sessions, job_id, "cancelled")
+    except Exception as exc:  # the trial records every failure; the run goes on with the others
+        log.exception("trial %s failed", job_id)
+        error = {"type": type(exc).__name__, "message": str(exc)}
+        return "failed", tuning.record_trial(sessions, job_id, "failed", error=error)
