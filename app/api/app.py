@@ -11,7 +11,7 @@ from app.api.errors import install_error_handlers
 from app.api.hot_path import HotPathStats, HotRecommendations
 from app.api.limits import BodySizeLimit
 from app.api.observability import install_metrics
-from app.api.routes import datasets, health, jobs, models, queries
+from app.api.routes import datasets, health, jobs, models, queries, tuning
 from app.config import Settings, get_settings
 from app.services.serving import ModelCache
 from app.storage import open_store
@@ -55,12 +55,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = open_store(settings.resolved_artifact_root, settings)
     app.state.model_cache = ModelCache(app.state.store, int(settings.model_cache_mb * 2**20))
     app.state.celery, app.state.enqueue = _enqueuer(settings)
+    from workers.dispatch import tuning_dispatch  # imported here, like _enqueuer's: cheap, no torch
+
+    app.state.tuning_dispatch = tuning_dispatch(settings, app.state.celery)
     install_error_handlers(app)
     # Added first, so it sits inside the timing and body-limit middlewares added after it.
     app.state.hot_path = HotPathStats()
     app.add_middleware(HotRecommendations, cache=app.state.model_cache, stats=app.state.hot_path)
     install_metrics(app)
     app.add_middleware(BodySizeLimit, upload_bytes=settings.max_upload_bytes, other_bytes=JSON_BODY_LIMIT)
-    for module in (health, datasets, jobs, models, queries):
+    for module in (health, datasets, jobs, models, queries, tuning):
         app.include_router(module.router)
     return app

@@ -7,7 +7,8 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
-from app.spec import MAX_K
+from app.spec import MAX_K, TrainingSpec
+from app.tuning_spec import SearchSpec
 
 
 def _iso_utc(value: datetime | None) -> str | None:
@@ -69,6 +70,8 @@ class JobOut(_Out):
     created_at: UtcDatetime
     started_at: UtcDatetime | None
     finished_at: UtcDatetime | None
+    kind: str = Field("train", description="train (yields a model) | trial (a tuning trial, scored, no model)")
+    tuning_id: str | None = Field(None, description="The tuning run this job belongs to, if any.")
 
 
 class ModelOut(_Out):
@@ -136,3 +139,47 @@ class NeighborsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     vector: list[float] = Field(min_length=1, description="A query vector of the model's dimension.")
     k: K = 10
+
+
+class TuningIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    spec: TrainingSpec = Field(description="The base training spec every trial starts from.")
+    search: SearchSpec
+
+
+class TrialOut(_Out):
+    number: int
+    job_id: str = Field(description="The trial's job: progress and history at /v1/jobs/{job_id}.")
+    params: dict[str, Any]
+    status: str
+    value: float | None = Field(description="The run's metric on the validation split, once succeeded.")
+    metrics: dict[str, Any] | None
+    worker: str | None = Field(description="The worker that claimed the trial.")
+    seconds: float | None
+    error: JobError | None
+
+
+class TuningProgress(BaseModel):
+    trials_done: int
+    trials_total: int
+    trials_failed: int
+    fraction: float
+    phase: str = Field(description="trials | final (the best trial retrained as a normal job)")
+
+
+class TuningOut(_Out):
+    id: str
+    status: str = Field(description="queued | running | succeeded | failed | cancelled")
+    dataset_id: str
+    metric: str = Field(description="What the leaderboard ranks by (higher is better).")
+    spec: dict[str, Any]
+    search: dict[str, Any]
+    progress: TuningProgress
+    best: TrialOut | None
+    leaderboard: list[TrialOut] = Field(description="Every trial, best first; unscored trials last.")
+    final_job_id: str | None
+    model_id: str | None = Field(description="The final model, trained with the best trial's spec.")
+    error: JobError | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None

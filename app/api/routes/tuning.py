@@ -1,0 +1,52 @@
+"""/v1/tuning: start a hyperparameter search, watch its leaderboard, list, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+
+from app.api.deps import SessionDep
+from app.api.schemas import Page, TuningIn, TuningOut
+from app.services import tuning
+
+router = APIRouter(prefix="/v1/tuning", tags=["tuning"])
+
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+def _dispatch(request: Request) -> tuning.Dispatch:
+    return request.app.state.tuning_dispatch  # type: ignore[no-any-return]
+
+
+DispatchDep = Annotated[tuning.Dispatch, Depends(_dispatch)]
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=TuningOut, summary="Start a tuning run")
+def submit_tuning(session: SessionDep, dispatch: DispatchDep, body: TuningIn, response: Response) -> TuningOut:
+    run = tuning.submit_tuning(session, body.spec, body.search, dispatch)
+    response.headers["Location"] = f"/v1/tuning/{run.id}"
+    return TuningOut.model_validate(run)
+
+
+@router.get("", response_model=Page[TuningOut], summary="List tuning runs, newest first")
+def list_tuning(
+    session: SessionDep,
+    status: Status | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> Page[TuningOut]:
+    page = tuning.list_tuning(session, status, limit, cursor)
+    return Page[TuningOut](items=[TuningOut.model_validate(r) for r in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/{tuning_id}", response_model=TuningOut, summary="A run's progress, leaderboard, best trial and model")
+def get_tuning(session: SessionDep, tuning_id: str) -> TuningOut:
+    return TuningOut.model_validate(tuning.get_tuning(session, tuning_id))
+
+
+@router.post(
+    "/{tuning_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=TuningOut, summary="Cancel a run"
+)
+def cancel_tuning(session: SessionDep, tuning_id: str) -> TuningOut:
+    return TuningOut.model_validate(tuning.cancel_tuning(session, tuning_id))
