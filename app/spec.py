@@ -30,7 +30,13 @@ class ConfidenceSpec(_Strict):
 
 class WALSSpec(_Strict):
     iterations: int | None = Field(None, ge=1, le=1000, description="Alternating sweeps (users, then items).")
-    l2: float | None = Field(None, ge=0, le=1e6, description="λ in λ(‖U‖² + ‖V‖²).")
+    l2: float | None = Field(
+        None, ge=0, le=1e6, description="λ in λ(‖U‖² + ‖V‖²); default 100, or 0.01 with frequency scaling."
+    )
+    l2_scaling: Literal["none", "frequency"] = Field(
+        "none", description="frequency: each row's λ_u = λ·(|I_u| + w0·n_items)^l2_exponent (Rendle et al. 2022)."
+    )
+    l2_exponent: float = Field(1.0, ge=0, le=2, description="ν of the frequency scaling.")
     unobserved_weight: float | None = Field(
         None, ge=0, le=1e3, description="w0: weight of every unobserved (user, item) pair."
     )

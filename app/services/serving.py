@@ -261,7 +261,16 @@ def recommend_fold_in(
     conf = params["confidence"]
     c = confidence(r, conf["scheme"], conf["alpha"], conf["eps"])
     try:
-        u = fold_in(model.artifact.item_factors, model.YtY, idx, c, params["unobserved_weight"], params["l2"])
+        u = fold_in(
+            model.artifact.item_factors,
+            model.YtY,
+            idx,
+            c,
+            params["unobserved_weight"],
+            params["l2"],
+            params.get("l2_scaling", "none"),  # models saved before scaling existed have neither key
+            params.get("l2_exponent", 1.0),
+        )
     except np.linalg.LinAlgError:
         raise InvalidInput("these items do not determine a user vector (singular system)", field="items") from None
     exclude = (np.array([0, len(idx)]), idx.astype(np.int32)) if exclude_seen else (None, None)

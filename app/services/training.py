@@ -196,7 +196,13 @@ def _fold_in_parameters(resolved: dict[str, Any]) -> dict[str, Any]:
     user's items with a small pull of every other item towards 0 (the same least-squares solve)."""
     if "wals" in resolved:
         w = resolved["wals"]
-        return {"unobserved_weight": w["unobserved_weight"], "l2": w["l2"], "confidence": w["confidence"]}
+        return {
+            "unobserved_weight": w["unobserved_weight"],
+            "l2": w["l2"],
+            "l2_scaling": w.get("l2_scaling", "none"),
+            "l2_exponent": w.get("l2_exponent", 1.0),
+            "confidence": w["confidence"],
+        }
     return {"unobserved_weight": 0.1, "l2": 1.0, "confidence": {"scheme": "linear", "alpha": 0.0, "eps": 1.0}}
 
 

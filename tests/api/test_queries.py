@@ -177,3 +177,20 @@ def test_cosine_index_scores_are_cosines(client, tmp_path: Path):
     r10 = client.post(f"/v1/models/{model}/neighbors", json={"vector": [1.0] * 8, "k": 5}).json()["items"]
     assert [x["item"] for x in r1] == [x["item"] for x in r10]
     assert [x["score"] for x in r1] == pytest.approx([x["score"] for x in r10], abs=1e-5)
+
+
+def test_frequency_scaled_wals_trains_and_folds_in(client, tmp_path: Path):
+    path = planted_csv(tmp_path / "p.csv", N_USERS, N_ITEMS)
+    ds = upload(client, path).json()["id"]
+    spec = {"dataset_id": ds, "dim": 8, "evaluation": {"split": "none"}, "wals": {"l2_scaling": "frequency"}}
+    job = client.get(f"/v1/jobs/{client.post('/v1/jobs', json=spec).json()['id']}").json()
+    assert job["status"] == "succeeded", job
+    wals = client.get(f"/v1/models/{job['model_id']}").json()["spec"]["wals"]
+    # Omitted λ and w0 take the frequency-scaled defaults, and the resolved spec says so.
+    assert (wals["l2_scaling"], wals["l2"], wals["unobserved_weight"]) == ("frequency", 0.01, 2.0)
+    seen = _seen(tmp_path)["u0"]
+    r = client.post(f"/v1/models/{job['model_id']}/recommendations", json={"items": sorted(seen), "k": 5})
+    assert r.status_code == 200, r.text
+    items = [x["item"] for x in r.json()["items"]]
+    assert len(items) == 5 and not set(items) & seen
+    assert all(_group_item(i) == _group_user("u0") for i in items)
