@@ -24,8 +24,13 @@ def validate_confidence(kind: str, alpha: float, eps: float) -> None:
 def confidence(weights: np.ndarray, kind: str = "linear", alpha: float = 10.0, eps: float = 1.0) -> np.ndarray:
     """Return float32 confidences c_ui for raw weights r_ui (which must be >= 0)."""
     validate_confidence(kind, alpha, eps)
-    r = np.asarray(weights, dtype=np.float64)
+    r = np.asarray(weights, dtype=np.float32)
     if r.size and r.min() < 0.0:
         raise ValueError("confidence needs non-negative weights r_ui; shift or clip negative feedback first")
-    c = 1.0 + alpha * r if kind == "linear" else 1.0 + alpha * np.log1p(r / eps)
-    return c.astype(np.float32)
+    # float32 and in place: at 10M interactions float64 temporaries would add 160 MB to a worker's peak.
+    c = r / np.float32(eps) if kind == "log" else r * np.float32(alpha)
+    if kind == "log":
+        np.log1p(c, out=c)
+        c *= np.float32(alpha)
+    c += np.float32(1.0)
+    return c
