@@ -44,13 +44,16 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from app.recsys import cholesky
+from app.recsys import cholesky, wals_kernel
 from app.recsys.base import Callback, EmbeddingModel, Evaluator, history_entry
 from app.recsys.confidence import confidence, validate_confidence
 from app.recsys.device import pick_device
 from app.recsys.interactions import Interactions
 
 SOLVERS = ("cg", "cholesky")
+# CG on the CPU runs the compiled row loop of wals_kernel; the torch version (used on CUDA) is kept in
+# step with it by tests that run both.
+USE_KERNEL = True
 L2_SCALINGS = ("none", "frequency")
 
 
@@ -117,6 +120,10 @@ class _Rows:
     lengths: torch.Tensor  # int64 nonzeros per row
     l2: torch.Tensor | None  # float32 λ_u per row with frequency scaling; None: the scalar λ for all rows
     plan: cholesky.Plan | None  # padded chunks for the "cholesky" solver, None for "cg"
+
+    @property
+    def n_nnz(self) -> int:
+        return int(self.col.shape[0])
 
     def block(self, start: int, stop: int) -> _Rows:
         """Rows [start, stop) as their own CSR (views of the column and value arrays)."""
@@ -288,6 +295,21 @@ def _solve(
     if rows.plan is not None:
         b = rows.csr(rows.c_minus_w0 + rows.w0) @ Y
         return cholesky.solve(rows.plan, shared, Y, b, pool.map, row_diagonal=rows.l2)
+    if X0.device.type == "cpu" and USE_KERNEL:
+        X = X0.to(torch.float32, copy=True).contiguous()
+        l2 = rows.l2.numpy() if rows.l2 is not None else np.empty(0, dtype=np.float32)
+        wals_kernel.half_step(
+            rows.crow.numpy(),
+            rows.col.numpy(),
+            rows.c_minus_w0.numpy(),
+            rows.w0,
+            Y.contiguous().numpy(),
+            shared.contiguous().numpy(),
+            l2,
+            X.numpy(),
+            config.cg_steps,
+        )
+        return X
     # Empty rows have b = 0, so their exact solution is 0; starting there keeps CG on it.
     X0 = X0.masked_fill(rows.lengths.unsqueeze(1) == 0, 0.0)
     parts = pool.map(lambda blk: _solve_cg(blk.rows, Y, X0[blk.start : blk.stop], shared, config), blocks)
@@ -327,15 +349,31 @@ def _objective(
     w0 = config.unobserved_weight
 
     def observed(blk: _Block) -> float:
-        s = _observed_scores(blk.rows, U[blk.start : blk.stop], V).values().double()
-        c = blk.rows.c_minus_w0.double() + w0
-        return float((c * (1.0 - s) ** 2).sum() - w0 * (s * s).sum())
+        # Σ c(1 − s)² − w0·s² = Σ (c − w0)(1 − s)² + w0·Σ (1 − 2s): float32 work in place, float64 sums.
+        s = _observed_scores(blk.rows, U[blk.start : blk.stop], V).values()
+        linear = blk.rows.n_nnz - 2.0 * float(s.sum(dtype=torch.float64))
+        s.neg_().add_(1.0).square_().mul_(blk.rows.c_minus_w0)
+        return float(s.sum(dtype=torch.float64)) + w0 * linear
 
     # Σ_unobserved (u·v)² = Σ_all (u·v)² − Σ_observed (u·v)², with Σ_all (u·v)² = trace((UᵀU)(VᵀV)).
     UtU = U.double().T @ U.double()
     VtV = V.double().T @ V.double()
     user_penalty = sum(_l2_penalty(b.rows, U[b.start : b.stop], config) for b in blocks)
-    total = sum(pool.map(observed, blocks)) + w0 * (UtU * VtV).sum() + user_penalty + _l2_penalty(items, V, config)
+    if U.device.type == "cpu" and USE_KERNEL:
+        observed_total = sum(
+            wals_kernel.loss(
+                b.rows.crow.numpy(),
+                b.rows.col.numpy(),
+                b.rows.c_minus_w0.numpy(),
+                w0,
+                U[b.start : b.stop].contiguous().numpy(),
+                V.contiguous().numpy(),
+            )
+            for b in blocks
+        )
+    else:
+        observed_total = sum(pool.map(observed, blocks))
+    total = observed_total + w0 * (UtU * VtV).sum() + user_penalty + _l2_penalty(items, V, config)
     return float(total)
 
 
@@ -375,15 +413,18 @@ def fit_wals(
     users = _prepare(train, config, device)
     items = _prepare(train.transpose(), config, device)
     threads = torch.get_num_threads() if device.type == "cpu" else 1
+    wals_kernel.set_threads(threads)
     user_blocks = _blocks(users, threads * BLOCKS_PER_THREAD, config.dim)
     item_blocks = _blocks(items, threads * BLOCKS_PER_THREAD, config.dim)
+    # The compiled loss loop schedules rows itself: one call over all users.
+    loss_blocks = [_Block(0, users.n_rows, users)] if device.type == "cpu" and USE_KERNEL else user_blocks
     history: list[dict[str, Any]] = []
     start = time.perf_counter()
     with _RowPool(threads).running() as pool:
         for step in range(1, config.iterations + 1):
             U = _solve(users, user_blocks, V, U, config, pool)
             V = _solve(items, item_blocks, U, V, config, pool)
-            loss = _objective(user_blocks, items, U, V, config, pool) / max(train.nnz, 1)
+            loss = _objective(loss_blocks, items, U, V, config, pool) / max(train.nnz, 1)
             # Copies, so an evaluator that keeps the arrays never sees later in-place updates.
             metrics = evaluator(U.cpu().numpy().copy(), V.cpu().numpy().copy()) if evaluator is not None else {}
             elapsed = time.perf_counter() - start

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from app.recsys import wals
 from app.recsys.confidence import confidence
 from app.recsys.interactions import Interactions
 from app.recsys.wals import WALSConfig, fit_wals, solve_rows, wals_loss
@@ -163,6 +164,21 @@ def test_row_blocks_on_threads_give_the_single_thread_answer(solver: str, scalin
     np.testing.assert_allclose(blocked.user_factors, serial.user_factors, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(blocked.item_factors, serial.item_factors, rtol=1e-4, atol=1e-5)
     assert [h["loss"] for h in blocked.history] == pytest.approx([h["loss"] for h in serial.history], rel=1e-5)
+
+
+@pytest.mark.parametrize("scaling", [{}, SCALED])
+def test_compiled_cpu_loop_matches_the_torch_solver(monkeypatch, scaling) -> None:
+    # The CPU runs wals_kernel's row loop; CUDA runs the torch version. Both must train the same model.
+    rng = np.random.default_rng(5)
+    users, items = rng.integers(0, 200, 3000), np.minimum(rng.zipf(1.4, 3000) - 1, 59)
+    data = Interactions.from_coo(users, items, rng.integers(1, 9, 3000).astype(np.float32), n_users=200, n_items=60)
+    config = dataclasses.replace(CONFIG, dim=6, iterations=5, **scaling)
+    compiled = fit_wals(data, config)
+    monkeypatch.setattr(wals, "USE_KERNEL", False)
+    reference = fit_wals(data, config)
+    np.testing.assert_allclose(compiled.user_factors, reference.user_factors, rtol=2e-3, atol=2e-4)
+    np.testing.assert_allclose(compiled.item_factors, reference.item_factors, rtol=2e-3, atol=2e-4)
+    assert [h["loss"] for h in compiled.history] == pytest.approx([h["loss"] for h in reference.history], rel=1e-4)
 
 
 def test_callback_and_evaluator() -> None:
