@@ -22,7 +22,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     UNFOLD_HOST=0.0.0.0 \
     UNFOLD_PORT=8000 \
-    UNFOLD_VAR_DIR=/srv/unfold/var
+    UNFOLD_VAR_DIR=/srv/unfold/var \
+    NUMBA_CACHE_DIR=/srv/unfold/var/numba-cache
 WORKDIR /srv/unfold
 USER unfold
 EXPOSE 8000
