@@ -1,14 +1,17 @@
-"""/v1/jobs: submit a training job, poll it, list, cancel."""
+"""/v1/jobs: submit a training job, poll it (or follow its events), list, cancel."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 
-from app.api.deps import EnqueueDep, SessionDep
+from app.api.deps import EnqueueDep, SessionDep, SettingsDep
 from app.api.schemas import JobOut, Page
-from app.services import jobs
+from app.db import get_sessionmaker
+from app.services import job_events, jobs
 from app.spec import TrainingSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -43,3 +46,25 @@ def get_job(session: SessionDep, job_id: str) -> JobOut:
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut, summary="Cancel a job")
 def cancel_job(session: SessionDep, job_id: str) -> JobOut:
     return JobOut.model_validate(jobs.cancel_job(session, job_id))
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "progress events, then one end event"}},
+    summary="Follow a job: server-sent events until it ends",
+)
+async def follow_job(settings: SettingsDep, job_id: str) -> StreamingResponse:
+    """`event: progress` (data {id, status, progress}) on every change, then `event: end` with the job."""
+    # No SessionDep: the stream outlives the request's dependencies; each poll opens its own session.
+    sessions = get_sessionmaker(settings.resolved_database_url)
+
+    def snapshot() -> dict[str, Any]:
+        return JobOut.model_validate(job_events.read_job(sessions, job_id)).model_dump(mode="json")
+
+    first = await run_in_threadpool(snapshot)  # an unknown job is a 404 before the stream starts
+    return StreamingResponse(
+        job_events.job_events(snapshot, first),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
