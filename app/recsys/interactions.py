@@ -164,7 +164,8 @@ class Interactions:
         # scipy's CSR→CSC conversion is an O(nnz) counting sort that keeps users ascending within each item;
         # converting the nonzero positions (as data) yields the permutation for weights and timestamps.
         positions = sp.csr_matrix(
-            (np.arange(self.nnz, dtype=np.int64), self.indices, self.indptr),
+            # int32 positions where they fit: at 10M interactions that is 80 MB less at the peak.
+            (np.arange(self.nnz, dtype=np.int32 if self.nnz < 2**31 else np.int64), self.indices, self.indptr),
             shape=(self.n_users, self.n_items),
         ).tocsc()
         order = positions.data
@@ -173,7 +174,7 @@ class Interactions:
             n_users=self.n_items,
             n_items=self.n_users,
             indptr=indptr,
-            indices=positions.indices.astype(np.int32),
+            indices=positions.indices.astype(np.int32, copy=False),
             weights=self.weights[order],
             timestamps=None if self.timestamps is None else self.timestamps[order],
         )
