@@ -13,6 +13,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from app.client import commands as client
+from app.client import demo as client_demo
 from app.config import get_settings
 
 cli = typer.Typer(help="Unfold: train recommendation embeddings and serve them.", no_args_is_help=True)
@@ -156,6 +158,18 @@ def datasets_synth(
     write_planted_csv(data, out)
     m = data.interactions
     console.print(f"wrote {out}: {m.n_users} users, {m.n_items} items, {m.nnz} interactions, {groups} groups")
+
+
+# The client side: commands that talk to an Unfold API over HTTP (UNFOLD_URL, UNFOLD_API_KEY).
+datasets_cli.command("upload")(client.datasets_upload)
+datasets_cli.command("list")(client.datasets_list)
+datasets_cli.command("show")(client.datasets_show)
+cli.command("train")(client.train)
+cli.add_typer(client.jobs_cli, name="jobs")
+cli.add_typer(client.models_cli, name="models")
+cli.command("recommend")(client.recommend)
+cli.command("similar")(client.similar)
+cli.command("demo")(client_demo.demo)
 
 
 def _redact(url: str) -> str:
