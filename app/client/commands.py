@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
 
 from app.client import api, views, watch
 from app.client.specs import build_spec
 
 EXIT_API_ERROR = 3
+PIPE_WIDTH = 200
 
-out = Console(soft_wrap=False)
+out = Console(soft_wrap=True)  # lines with ids stay whole; tables still fit the width
 err = Console(stderr=True)
 
 jobs_cli = typer.Typer(help="Follow, list and cancel training jobs.", no_args_is_help=True)
@@ -74,6 +76,14 @@ def connect() -> api.UnfoldClient:
     return api.UnfoldClient()
 
 
+def show(renderable: RenderableType) -> None:
+    """Print a table; piped output (grep, a log) gets room for whole rows instead of 80 columns."""
+    if out.is_terminal or os.environ.get("COLUMNS"):
+        out.print(renderable)
+    else:  # print(width=...) cannot go beyond the console's own width
+        Console(file=out.file, width=PIPE_WIDTH, soft_wrap=True).print(renderable)
+
+
 def _print_json(value: Any) -> None:
     out.print_json(json.dumps(value))
 
@@ -116,7 +126,7 @@ def datasets_upload(
     if quiet:
         out.print(dataset["id"], highlight=False)
         return
-    out.print(views.dataset_table([dataset]))
+    show(views.dataset_table([dataset]))
     stats = dataset.get("stats") or {}
     if stats.get("n_item_groups"):
         out.print(f"{stats['n_item_groups']} item groups: models trained on it report leakage@10")
@@ -126,7 +136,7 @@ def datasets_upload(
 def datasets_list(limit: int = typer.Option(50, min=1, max=500)) -> None:
     """List datasets, newest first."""
     with connect() as client:
-        out.print(views.dataset_table(client.list_datasets(limit)["items"]))
+        show(views.dataset_table(client.list_datasets(limit)["items"]))
 
 
 @api_errors
@@ -178,7 +188,7 @@ def jobs_list(
     """List jobs, newest first."""
     with connect() as client:
         page = client.list_jobs(status.value if status else None, limit)
-    out.print(views.job_table(page["items"]))
+    show(views.job_table(page["items"]))
 
 
 @jobs_cli.command("show")
@@ -193,7 +203,7 @@ def jobs_show(
     if as_json:
         _print_json(job)
     else:
-        out.print(views.job_summary(job))
+        show(views.job_summary(job))
 
 
 @jobs_cli.command("watch")
@@ -229,7 +239,7 @@ def jobs_cancel(job_id: str = typer.Argument(..., metavar="ID")) -> None:
 def models_list(limit: int = typer.Option(50, min=1, max=500)) -> None:
     """List models, newest first, with their headline metrics."""
     with connect() as client:
-        out.print(views.model_table(client.list_models(limit)["items"]))
+        show(views.model_table(client.list_models(limit)["items"]))
 
 
 @models_cli.command("show")
@@ -244,7 +254,7 @@ def models_show(
     if as_json:
         _print_json(model)
     else:
-        out.print(views.model_summary(model))
+        show(views.model_summary(model))
 
 
 @api_errors
@@ -261,7 +271,7 @@ def recommend(
     if as_json:
         _print_json(answer)
     else:
-        out.print(views.items_table(f"top {k} for user {escape(user)} ({answer['model_id']})", answer))
+        show(views.items_table(f"top {k} for user {escape(user)} ({answer['model_id']})", answer))
 
 
 @api_errors
@@ -277,4 +287,4 @@ def similar(
     if as_json:
         _print_json(answer)
     else:
-        out.print(views.items_table(f"items like {escape(item)} ({answer['model_id']})", answer))
+        show(views.items_table(f"items like {escape(item)} ({answer['model_id']})", answer))

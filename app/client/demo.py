@@ -30,7 +30,7 @@ ROWS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     (
         "leakage@10",
         ("folding", "leakage@10"),
-        "share of top 10 from a community the user never touched (lower is better)",
+        "share of top 10 from communities the user never touched (lower is better)",
     ),
     ("unreachable@10", ("folding", "unreachable@10"), "share of top 10 not reachable in two hops of the data"),
     ("positive_auc", ("folding", "positive_auc"), "P(held-out item scores above an untouched one)"),

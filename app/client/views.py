@@ -5,18 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
     SpinnerColumn,
+    Task,
     TaskID,
     TextColumn,
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from app.client.api import JSON, UnfoldClient
 
@@ -62,13 +64,23 @@ def upload_with_progress(client: UnfoldClient, path: Path, console: Console, **f
         return client.upload_dataset(reader, path.name, **form)
 
 
+class _StatusColumn(SpinnerColumn):
+    """A spinner while the job may still change, then a mark for how it ended."""
+
+    MARKS = {"succeeded": "[green]✓[/green]", "failed": "[red]✗[/red]", "cancelled": "[yellow]–[/yellow]"}
+
+    def render(self, task: Task) -> RenderableType:
+        mark = self.MARKS.get(task.fields.get("status", ""))
+        return Text.from_markup(mark) if mark else super().render(task)
+
+
 class JobView:
     """A live progress bar for one job: phase, step/total, loss, the latest metrics, ETA."""
 
     def __init__(self, console: Console, label: str) -> None:
         self.label = label
         self.progress = Progress(
-            SpinnerColumn(),
+            _StatusColumn(),
             TextColumn("{task.description}"),
             BarColumn(),
             TextColumn("{task.fields[steps]}"),
@@ -80,7 +92,7 @@ class JobView:
 
     def __enter__(self) -> JobView:
         self.progress.start()
-        self.task = self.progress.add_task(self.label, total=None, steps="", details="", eta="–")
+        self.task = self.progress.add_task(self.label, total=None, steps="", details="", eta="–", status="")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -110,7 +122,18 @@ class JobView:
             steps=f"{step}/{total} {p.get('unit', '')}s" if total else "",
             details="  ".join(details),
             eta="–" if finished else duration(p.get("eta_seconds")),
+            status=status,
         )
+
+
+def when(timestamp: str | None) -> str:
+    """2026-01-02T03:04:05.678Z → 2026-01-02 03:04:05 (UTC)."""
+    return timestamp[:19].replace("T", " ") if timestamp else "–"
+
+
+def _id_column(table: Table, name: str = "id") -> None:
+    # An id that a terminal cuts short cannot be pasted into the next command.
+    table.add_column(name, no_wrap=True, min_width=26)
 
 
 def key_values(title: str, rows: list[tuple[str, Any]]) -> Table:
@@ -124,7 +147,8 @@ def key_values(title: str, rows: list[tuple[str, Any]]) -> Table:
 
 def dataset_table(datasets: list[JSON]) -> Table:
     table = Table(title="datasets", title_justify="left")
-    for column in ("id", "name", "users", "items", "interactions", "density", "created"):
+    _id_column(table)
+    for column in ("name", "users", "items", "interactions", "density", "created"):
         table.add_column(column, justify="right" if column in ("users", "items", "interactions", "density") else "left")
     for d in datasets:
         table.add_row(
@@ -134,7 +158,7 @@ def dataset_table(datasets: list[JSON]) -> Table:
             number(d["n_items"]),
             number(d["n_interactions"]),
             number(d["density"], 3),
-            d["created_at"],
+            when(d["created_at"]),
         )
     return table
 
@@ -148,8 +172,13 @@ def job_steps(job: JSON) -> str:
 
 def job_table(jobs: list[JSON]) -> Table:
     table = Table(title="jobs", title_justify="left")
-    for column in ("id", "status", "algorithm", "dataset", "progress", "model", "created"):
-        table.add_column(column)
+    _id_column(table)
+    table.add_column("status", min_width=9)
+    table.add_column("algorithm", min_width=4)
+    _id_column(table, "dataset")
+    table.add_column("progress")
+    _id_column(table, "model")
+    table.add_column("created")
     for j in jobs:
         table.add_row(
             j["id"],
@@ -158,7 +187,7 @@ def job_table(jobs: list[JSON]) -> Table:
             j["dataset_id"],
             job_steps(j),
             j.get("model_id") or "",
-            j["created_at"],
+            when(j["created_at"]),
         )
     return table
 
@@ -184,16 +213,20 @@ def job_summary(job: JSON) -> Table:
         rows.append(("error", f"[red]{escape(job['error']['type'])}: {escape(job['error']['message'])}[/red]"))
     rows += [
         ("model", job.get("model_id") or "–"),
-        ("created", job["created_at"]),
-        ("started", job.get("started_at") or "–"),
-        ("finished", job.get("finished_at") or "–"),
+        ("created", when(job["created_at"])),
+        ("started", when(job.get("started_at"))),
+        ("finished", when(job.get("finished_at"))),
     ]
     return key_values(f"job {job['id']}", rows)
 
 
 def model_table(models: list[JSON]) -> Table:
     table = Table(title="models", title_justify="left")
-    for column in ("id", "algorithm", "dim", "dataset", "recall@20", "ndcg@20", "leakage@10", "created"):
+    _id_column(table)
+    table.add_column("algorithm", min_width=4)
+    table.add_column("dim", min_width=3)
+    _id_column(table, "dataset")
+    for column in ("recall@20", "ndcg@20", "leakage@10", "created"):
         table.add_column(column)
     for m in models:
         metrics = m.get("metrics") or {}
@@ -205,7 +238,7 @@ def model_table(models: list[JSON]) -> Table:
             number(metrics.get("recall@20")),
             number(metrics.get("ndcg@20")),
             number((metrics.get("folding") or {}).get("leakage@10")),
-            m["created_at"],
+            when(m["created_at"]),
         )
     return table
 
