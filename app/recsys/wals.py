@@ -338,7 +338,7 @@ def solve_rows(
 def _l2_penalty(rows: _Rows, X: torch.Tensor, config: WALSConfig) -> torch.Tensor:
     """Σ_u λ_u ‖x_u‖² (λ‖X‖² without scaling)."""
     # A reduction, not a float64 copy of X (100 MB for 200k rows at dim 64).
-    squares = torch.linalg.vector_norm(X, dim=1, dtype=torch.float64) ** 2
+    squares: torch.Tensor = torch.linalg.vector_norm(X, dim=1, dtype=torch.float64).square()
     return config.l2 * squares.sum() if rows.l2 is None else (rows.l2.double() * squares).sum()
 
 
