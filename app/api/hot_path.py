@@ -62,6 +62,8 @@ def _parse_query(query_string: bytes) -> tuple[int, bool] | None:
             if parsed is None:
                 return None
             exclude_seen = parsed
+        else:  # e.g. `exclude`: the full route handles every other parameter
+            return None
     return k, exclude_seen
 
 

@@ -127,6 +127,9 @@ class BatchRequest(BaseModel):
     users: list[str] = Field(min_length=1, description="External user ids (up to UNFOLD_MAX_BATCH_USERS).")
     k: K = 10
     exclude_seen: bool = True
+    exclude: list[str] = Field(
+        default_factory=list, max_length=10_000, description="Items no user in this call gets (unknown ids ignored)."
+    )
 
 
 class BatchRecommendations(BaseModel):

@@ -197,24 +197,44 @@ class ModelCache:
         self._names.pop(name, None)
 
 
-def recommend_for_users(model: LoadedModel, users: list[str], k: int, exclude_seen: bool) -> list[Scored]:
-    """Top-k items for known users, one matrix product per chunk of users."""
+def _with_extra(indptr: np.ndarray, indices: np.ndarray, extra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row of the exclusion CSR (indptr, indices) followed by the same extra items."""
+    n_rows, n_extra = indptr.shape[0] - 1, extra.shape[0]
+    counts = np.diff(indptr)
+    new_indptr = indptr + n_extra * np.arange(n_rows + 1, dtype=np.int64)
+    out = np.empty(new_indptr[-1], dtype=np.int32)
+    row_of_seen = np.repeat(np.arange(n_rows), counts)
+    out[np.arange(indices.shape[0]) + n_extra * row_of_seen] = indices
+    out[(new_indptr[:-1, None] + counts[:, None] + np.arange(n_extra)[None, :]).ravel()] = np.tile(extra, n_rows)
+    return new_indptr, out
+
+
+def recommend_for_users(
+    model: LoadedModel, users: list[str], k: int, exclude_seen: bool, exclude: list[str] | None = None
+) -> list[Scored]:
+    """Top-k items for known users, one search per chunk of users; `exclude` names items no one gets
+    (ids the model does not know are ignored: they could not be recommended anyway)."""
     rows = np.array([model.user(u) for u in users], dtype=np.int64)
     art = model.artifact
     indptr = indices = None
     if exclude_seen:
         indptr, indices = gather_exclusions(rows, art.seen_indptr, art.seen_indices)
+    extra = np.unique(np.array([model.item_index[i] for i in exclude or () if i in model.item_index], np.int32))
+    if extra.shape[0]:
+        if indptr is None or indices is None:
+            indptr, indices = np.zeros(rows.shape[0] + 1, dtype=np.int64), np.zeros(0, dtype=np.int32)
+        indptr, indices = _with_extra(indptr, indices, extra)
     results = model.index.search(art.user_factors[rows], k, indptr, indices)
     return [model.named(idx, scores) for idx, scores in results]
 
 
 def recommend_batch(
-    model: LoadedModel, users: list[str], k: int, exclude_seen: bool
+    model: LoadedModel, users: list[str], k: int, exclude_seen: bool, exclude: list[str] | None = None
 ) -> tuple[dict[str, Scored], list[str]]:
     """Recommendations for many users; unknown users are reported, not fatal."""
     known = [u for u in dict.fromkeys(users) if u in model.user_index]
     unknown = [u for u in dict.fromkeys(users) if u not in model.user_index]
-    answers = recommend_for_users(model, known, k, exclude_seen) if known else []
+    answers = recommend_for_users(model, known, k, exclude_seen, exclude) if known else []
     return dict(zip(known, answers, strict=True)), unknown
 
 

@@ -97,3 +97,9 @@ def test_concurrent_requests_are_answered_together_and_each_gets_its_own_answer(
     together = asyncio.run(all_at_once())
     assert [r.content for r in together] == [alone[u] for u in users]
     assert middleware.coalescer.batches - batches_before < len(users)
+
+
+def test_parameters_it_does_not_know_go_to_the_full_route(client, model):
+    client.get(f"/v1/models/{model}/users/u5/recommendations")
+    response, hot = _get(client, f"/v1/models/{model}/users/u5/recommendations", exclude="i1")
+    assert response.status_code == 200 and not hot

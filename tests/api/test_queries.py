@@ -194,3 +194,22 @@ def test_frequency_scaled_wals_trains_and_folds_in(client, tmp_path: Path):
     items = [x["item"] for x in r.json()["items"]]
     assert len(items) == 5 and not set(items) & seen
     assert all(_group_item(i) == _group_user("u0") for i in items)
+
+
+def test_explicit_exclusions_join_the_seen_items_and_k_stays_exact(client, model, tmp_path: Path):
+    base = f"/v1/models/{model}/users/u3/recommendations"
+    first = [x["item"] for x in client.get(base, params={"k": 6}).json()["items"]]
+    banned = first[:3] + ["not-an-item"]  # unknown ids are ignored
+    r = client.get(base, params={"k": 6, "exclude": banned})
+    assert r.status_code == 200, r.text
+    items = [x["item"] for x in r.json()["items"]]
+    assert len(items) == 6 and not set(items) & set(banned) and not set(items) & _seen(tmp_path)["u3"]
+    assert items[:3] == first[3:]  # the rest of the ranking moves up
+    # Without exclude_seen, the seen items come back but the explicit ones still do not.
+    r = client.get(base, params={"k": 1000, "exclude_seen": "false", "exclude": banned[:3]})
+    assert len(r.json()["items"]) == N_ITEMS - 3
+    batch = client.post(
+        f"/v1/models/{model}/recommendations/batch", json={"users": ["u3", "u40"], "k": 6, "exclude": banned}
+    ).json()["results"]
+    assert [x["item"] for x in batch["u3"]] == items
+    assert not {x["item"] for x in batch["u40"]} & set(banned)

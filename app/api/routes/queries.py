@@ -54,9 +54,15 @@ def _items(scored: serving.Scored) -> list[ScoredItem]:
 
 
 @router.get("/users/{user}/recommendations", response_model=Recommendations, summary="Top-k items for a user")
-async def recommend_user(model: ModelDep, user: str, k: KQuery = 10, exclude_seen: bool = True) -> Recommendations:
+async def recommend_user(
+    model: ModelDep,
+    user: str,
+    k: KQuery = 10,
+    exclude_seen: bool = True,
+    exclude: Annotated[list[str], Query(max_length=1000, description="Items not to return (repeatable).")] = [],  # noqa: B006
+) -> Recommendations:
     # Sub-millisecond numpy work: cheaper on the event loop than a threadpool round trip.
-    [scored] = serving.recommend_for_users(model, [user], k, exclude_seen)
+    [scored] = serving.recommend_for_users(model, [user], k, exclude_seen, exclude)
     return Recommendations(model_id=model.id, items=_items(scored))
 
 
@@ -72,7 +78,7 @@ def recommend_batch(model: ModelDep, settings: SettingsDep, body: BatchRequest) 
         raise InvalidInput(
             f"users has {len(body.users)} entries; at most {settings.max_batch_users} per call", field="users"
         )
-    results, unknown = serving.recommend_batch(model, body.users, body.k, body.exclude_seen)
+    results, unknown = serving.recommend_batch(model, body.users, body.k, body.exclude_seen, body.exclude)
     # Built as plain dicts and encoded by orjson: validating 100,000 ScoredItem objects through
     # the response model would take longer than the search (the shape is BatchRecommendations).
     payload = {
