@@ -31,10 +31,11 @@ class ConfidenceSpec(_Strict):
 class WALSSpec(_Strict):
     iterations: int | None = Field(None, ge=1, le=1000, description="Alternating sweeps (users, then items).")
     l2: float | None = Field(
-        None, ge=0, le=1e6, description="λ in λ(‖U‖² + ‖V‖²); default 100, or 0.01 with frequency scaling."
+        None, ge=0, le=1e6, description="λ; default 0.01 with frequency scaling (the default), 100 without."
     )
     l2_scaling: Literal["none", "frequency"] = Field(
-        "none", description="frequency: each row's λ_u = λ·(|I_u| + w0·n_items)^l2_exponent (Rendle et al. 2022)."
+        "frequency",
+        description="frequency: each row's λ_u = λ·(|I_u| + w0·n_items)^l2_exponent (Rendle et al. 2022); none: one λ.",
     )
     l2_exponent: float = Field(1.0, ge=0, le=2, description="ν of the frequency scaling.")
     unobserved_weight: float | None = Field(
