@@ -41,9 +41,19 @@ def _queued_job(unfold: Unfold, dataset: str, *args: str) -> tuple[str, threadin
     return job_id, threading.Timer(0.3, real_enqueue, [job_id])
 
 
-def test_watch_follows_a_running_job_live_and_exits_0(unfold: Unfold, dataset: str, seen):
+def test_watch_follows_a_running_job_live_and_exits_0(unfold: Unfold, dataset: str, seen, monkeypatch):
     job_id, release = _queued_job(unfold, dataset, *LONGER)
-    release.start()
+    recording = api.UnfoldClient.job_events
+
+    # Send the job only once the watcher has read its first event, so the stream starts at "queued"
+    # however slowly the command starts on a busy machine (a fixed delay raced it in CI).
+    def release_after_first_event(self: api.UnfoldClient, job_id: str) -> Iterator[tuple[str, Any]]:
+        for i, event in enumerate(recording(self, job_id)):
+            if i == 0:
+                release.start()
+            yield event
+
+    monkeypatch.setattr(api.UnfoldClient, "job_events", release_after_first_event)
     result = unfold("jobs", "watch", job_id)
     release.join()
     assert result.exit_code == 0, result.output
