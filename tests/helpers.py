@@ -39,3 +39,11 @@ def wait_for_job(client: Any, job_id: str, timeout: float = 300.0, prefix: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s: {job.get('progress')}")
         time.sleep(0.2)
+
+
+def metric_value(text: str, sample: str) -> float:
+    """The value of one Prometheus sample line, e.g. 'unfold_jobs{status="queued"}'; fails if absent."""
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{sample} not in /metrics")

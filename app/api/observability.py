@@ -1,20 +1,29 @@
-"""Prometheus metrics: request latency per route, jobs by status, model-cache hits."""
+"""Prometheus metrics: request latency per route, jobs by status, training seconds, model-cache hits."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.db import get_sessionmaker
 from app.models import Job
 from app.services.jobs import JOB_STATUSES
+
+
+def _job_seconds(session: Session) -> ColumnElement[Any]:
+    """finished_at − started_at in seconds, in the database's own date arithmetic."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.extract("epoch", Job.finished_at - Job.started_at)
+    return (func.julianday(Job.finished_at) - func.julianday(Job.started_at)) * 86400.0
 
 
 class _StateCollector(Collector):
@@ -27,10 +36,27 @@ class _StateCollector(Collector):
         state = self.app.state
         with get_sessionmaker(state.settings.resolved_database_url)() as session:
             counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+            # Summed in SQL so a scrape stays one small query however many jobs have run.
+            ended = session.execute(
+                select(Job.status, func.count(), func.coalesce(func.sum(_job_seconds(session)), 0.0))
+                .where(Job.started_at.is_not(None), Job.finished_at.is_not(None))
+                .group_by(Job.status)
+            ).all()
         jobs = GaugeMetricFamily("unfold_jobs", "Training jobs by status", labels=["status"])
         for status in JOB_STATUSES:
             jobs.add_metric([status], counts.get(status, 0))
         yield jobs
+        seconds = CounterMetricFamily(
+            "unfold_training_seconds", "Wall seconds of finished jobs, from start to end, by outcome", labels=["status"]
+        )
+        runs = CounterMetricFamily(
+            "unfold_training_runs", "Finished jobs that had started, by outcome", labels=["status"]
+        )
+        for status, n, total in ended:
+            seconds.add_metric([status], float(total))
+            runs.add_metric([status], n)
+        yield seconds
+        yield runs
         cache = CounterMetricFamily("unfold_model_cache", "Model cache lookups", labels=["result"])
         cache.add_metric(["hit"], state.model_cache.hits)
         cache.add_metric(["miss"], state.model_cache.misses)

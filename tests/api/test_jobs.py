@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
-from tests.helpers import planted_csv, upload
+import pytest
+
+from tests.helpers import metric_value, planted_csv, upload
 
 SMALL = {"dim": 8, "wals": {"iterations": 4}}
 
@@ -110,3 +113,13 @@ def test_every_model_reports_folding_and_leakage_when_groups_are_known(client, t
     plain_model = _model_of(client, plain["id"])
     assert "leakage@10" not in plain_model["metrics"]["folding"]
     assert "unreachable@10" in plain_model["metrics"]["folding"]
+
+
+def test_metrics_report_training_seconds_by_outcome(client, tmp_path: Path):
+    ds = upload(client, planted_csv(tmp_path / "p.csv")).json()["id"]
+    job = client.get(f"/v1/jobs/{client.post('/v1/jobs', json={'dataset_id': ds, 'dim': 4}).json()['id']}").json()
+    assert job["status"] == "succeeded"
+    took = (datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["started_at"])).total_seconds()
+    text = client.get("/metrics").text
+    assert metric_value(text, 'unfold_training_runs_total{status="succeeded"}') == 1
+    assert metric_value(text, 'unfold_training_seconds_total{status="succeeded"}') == pytest.approx(took, abs=0.01)

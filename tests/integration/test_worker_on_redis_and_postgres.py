@@ -13,7 +13,7 @@ from app.api.app import create_app
 from app.config import Settings
 from app.migrate import upgrade
 from app.storage.s3 import S3ArtifactStore
-from tests.helpers import upload, wait_for_job
+from tests.helpers import metric_value, upload, wait_for_job
 from tests.integration.conftest import unfold_process, wait_until
 from tests.s3 import CREDENTIALS, REGION, create_bucket, s3_server
 from tests.services import postgres_database, redis_url
@@ -77,6 +77,10 @@ def test_upload_train_poll_query_on_postgres_and_redis(
     assert len([h for h in job["history"] if h["phase"] == "fit"]) == 6
     model = client.get(f"/v1/models/{job['model_id']}").json()
     assert model["metrics"]["recall@20"] > model["metrics"]["baseline"]["popularity"]["recall@20"]
+    # Training time in /metrics is summed by the database itself (PostgreSQL's interval arithmetic here).
+    text = client.get("/metrics").text
+    assert metric_value(text, 'unfold_training_runs_total{status="succeeded"}') >= 1
+    assert metric_value(text, 'unfold_training_seconds_total{status="succeeded"}') > 0
 
     recs = client.get(f"/v1/models/{model['id']}/users/1/recommendations", params={"k": 10}).json()["items"]
     assert len(recs) == 10
