@@ -423,3 +423,23 @@ def test_negatives_unfold_the_communities_and_positives_only_training_folds_them
     assert max(unfolded) <= 0.05
     assert np.mean(folded) >= 5 * max(float(np.mean(unfolded)), 0.005)
     assert max(folded) >= 0.15
+
+
+def test_fit_runs_single_threaded_and_restores_the_thread_count(monkeypatch):
+    seen = []
+    real = torch.Tensor.sum
+
+    def spy(self, *args, **kwargs):  # any tensor reduction inside the fit reports the thread count
+        seen.append(torch.get_num_threads())
+        return real(self, *args, **kwargs)
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(torch.Tensor, "sum", spy)
+        fit_sgd(_tiny(), SGDConfig(dim=4, epochs=1, batch_size=8))
+        monkeypatch.undo()
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
