@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
@@ -24,7 +23,9 @@ console = Console(stderr=True)
 
 
 def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from app import logs
+
+    logs.configure(get_settings().log_format)
 
 
 @cli.command()
@@ -50,6 +51,8 @@ def api(
         os.environ.setdefault(var, "1")
     import uvicorn
 
+    from app import logs
+
     settings = get_settings()
     if migrate_first:
         migrate()
@@ -59,6 +62,7 @@ def api(
         host=settings.host,
         port=settings.port,
         log_level="info",
+        log_config=logs.dict_config(settings.log_format),
         # httptools + uvloop parse and schedule in C; per-request access lines cost ~10% of a
         # query's CPU, so they are off unless asked for (request metrics live in /metrics).
         http="httptools",
@@ -77,6 +81,7 @@ def worker(
     from workers.celery_app import celery_app
 
     settings = get_settings()
+    _logging()
     argv = [
         "worker",
         f"--queues={settings.queue}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +30,9 @@ class Settings(BaseSettings):
     port: int = 8000
     max_upload_mb: float = Field(512.0, gt=0, description="Largest accepted upload, in MiB.")
     max_batch_users: int = Field(10_000, ge=1, description="Users per batch-recommendation call.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as text, or one JSON object per line (with job_id) for a log pipeline."
+    )
     access_log: bool = Field(False, description="Log one line per HTTP request (costly on the query path).")
     api_workers: int | None = Field(
         None,

@@ -7,6 +7,7 @@ import socket
 
 from celery import Task
 
+from app import logs
 from app.config import Settings, get_settings
 from app.db import get_sessionmaker
 from app.recsys.device import set_threads
@@ -20,13 +21,14 @@ from workers.celery_app import FINAL_TASK, TRAIN_TASK, TRIAL_TASK, celery_app
 def train_job(settings: Settings, job_id: str) -> str:
     """Run one job with the given settings (the task body; also called directly in tests)."""
     set_threads(settings.torch_threads)
-    return run_job(
-        get_sessionmaker(settings.resolved_database_url),
-        open_store(settings.resolved_artifact_root, settings),
-        job_id,
-        worker=f"{socket.gethostname()}:{os.getpid()}",
-        heartbeat_seconds=settings.heartbeat_seconds,
-    )
+    with logs.job_context(job_id):
+        return run_job(
+            get_sessionmaker(settings.resolved_database_url),
+            open_store(settings.resolved_artifact_root, settings),
+            job_id,
+            worker=f"{socket.gethostname()}:{os.getpid()}",
+            heartbeat_seconds=settings.heartbeat_seconds,
+        )
 
 
 @celery_app.task(name=TRAIN_TASK)  # type: ignore[untyped-decorator]  # celery ships no types
@@ -38,13 +40,14 @@ def train(job_id: str) -> str:
 def trial_job(settings: Settings, job_id: str, *, worker: str, dispatch: tuning.Dispatch) -> str:
     """Run one tuning trial; the last one to end sends the final retrain (also called in tests)."""
     set_threads(settings.torch_threads)
-    outcome, final_id = run_trial(
-        get_sessionmaker(settings.resolved_database_url),
-        open_store(settings.resolved_artifact_root, settings),
-        job_id,
-        worker=worker,
-        heartbeat_seconds=settings.heartbeat_seconds,
-    )
+    with logs.job_context(job_id):
+        outcome, final_id = run_trial(
+            get_sessionmaker(settings.resolved_database_url),
+            open_store(settings.resolved_artifact_root, settings),
+            job_id,
+            worker=worker,
+            heartbeat_seconds=settings.heartbeat_seconds,
+        )
     if final_id is not None:
         dispatch.final(final_id)  # after the join's commit, like every send
     return outcome
