@@ -292,8 +292,16 @@ def _solve_cg(rows: _Rows, Y: torch.Tensor, X0: torch.Tensor, shared: torch.Tens
 
 
 def _solve(
-    rows: _Rows, blocks: list[_Block], Y: torch.Tensor, X0: torch.Tensor, config: WALSConfig, pool: _RowPool
+    rows: _Rows,
+    blocks: list[_Block],
+    Y: torch.Tensor,
+    X0: torch.Tensor,
+    config: WALSConfig,
+    pool: _RowPool,
+    observed_loss: list[float] | None = None,
 ) -> torch.Tensor:
+    """One half-step; with the compiled CPU loop, appends the objective's observed part at the new factors
+    to observed_loss when a list is given (other paths leave it empty: the caller computes it then)."""
     shared = _shared(rows, Y, config)
     if rows.plan is not None:
         b = rows.csr(rows.c_minus_w0 + rows.w0) @ Y
@@ -301,6 +309,7 @@ def _solve(
     if X0.device.type == "cpu" and USE_KERNEL:
         X = X0.to(torch.float32, copy=True).contiguous()
         l2 = rows.l2.numpy() if rows.l2 is not None else np.empty(0, dtype=np.float32)
+        row_loss = np.zeros(rows.n_rows, dtype=np.float64) if observed_loss is not None else None
         wals_kernel.half_step(
             rows.crow.numpy(),
             rows.col.numpy(),
@@ -311,7 +320,10 @@ def _solve(
             l2,
             X.numpy(),
             config.cg_steps,
+            row_loss,
         )
+        if observed_loss is not None and row_loss is not None:
+            observed_loss.append(float(row_loss.sum()))
         return X
     # Empty rows have b = 0, so their exact solution is 0; starting there keeps CG on it.
     X0 = X0.masked_fill(rows.lengths.unsqueeze(1) == 0, 0.0)
@@ -349,7 +361,9 @@ def _objective(
     V: torch.Tensor,
     config: WALSConfig,
     pool: _RowPool = _SERIAL,
+    observed_total: float | None = None,
 ) -> float:
+    """L(U, V); observed_total, when the half-step already summed the observed part, skips that pass."""
     w0 = config.unobserved_weight
 
     def observed(blk: _Block) -> float:
@@ -363,7 +377,7 @@ def _objective(
     UtU = (U.T @ U).double()
     VtV = (V.T @ V).double()
     user_penalty = sum(_l2_penalty(b.rows, U[b.start : b.stop], config) for b in blocks)
-    if U.device.type == "cpu" and USE_KERNEL:
+    if observed_total is None and U.device.type == "cpu" and USE_KERNEL:
         observed_total = sum(
             wals_kernel.loss(
                 b.rows.crow.numpy(),
@@ -375,7 +389,7 @@ def _objective(
             )
             for b in blocks
         )
-    else:
+    elif observed_total is None:
         observed_total = sum(pool.map(observed, blocks))
     total = observed_total + w0 * (UtU * VtV).sum() + user_penalty + _l2_penalty(items, V, config)
     return float(total)
@@ -427,8 +441,10 @@ def fit_wals(
     with _RowPool(threads).running() as pool:
         for step in range(1, config.iterations + 1):
             U = _solve(users, user_blocks, V, U, config, pool)
-            V = _solve(items, item_blocks, U, V, config, pool)
-            loss = _objective(loss_blocks, items, U, V, config, pool) / max(train.nnz, 1)
+            observed: list[float] = []
+            V = _solve(items, item_blocks, U, V, config, pool, observed)
+            total = _objective(loss_blocks, items, U, V, config, pool, observed[0] if observed else None)
+            loss = total / max(train.nnz, 1)
             # Copies, so an evaluator that keeps the arrays never sees later in-place updates.
             metrics = evaluator(U.cpu().numpy().copy(), V.cpu().numpy().copy()) if evaluator is not None else {}
             elapsed = time.perf_counter() - start
