@@ -36,6 +36,15 @@ def test_compose_has_the_production_shape():
     assert services["worker"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 
 
+def test_compose_runs_flower_on_the_workers_broker():
+    compose = _compose()
+    flower = compose["services"]["flower"]
+    broker = compose["x-unfold-env"]["UNFOLD_BROKER_URL"]
+    assert f"--broker={broker}" in flower["command"] and "flower" in flower["command"]
+    assert flower["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert any(str(p).startswith("5555:") for p in flower["ports"])
+
+
 def test_compose_environment_names_real_settings_and_production_backends():
     fields = {f"UNFOLD_{name.upper()}" for name in Settings.model_fields}
     env = _compose()["services"]["api"]["environment"]
