@@ -22,12 +22,14 @@ current factors (as the `implicit` library does), with matrix-vector products
 A_u x_u = x_u·(w0·VᵀV + λI) + Σ_{i∈I_u} (c_ui − w0)(x_u·v_i) v_i from sparse kernels (a sampled dense-dense
 product, then a CSR × dense product); "cholesky" solves every A_u exactly in padded batches (cholesky.py).
 
-Parallelism on the CPU is over blocks of rows, not inside kernels: rows are independent within a half-step,
-so each block runs all its CG steps on its own Python thread with torch single-threaded (kernels release the
-GIL), and the threads meet once per half-step — as implicit's OpenMP loop over rows does. torch's own
-intra-op threads instead meet after every kernel, dozens of times per half-step, and on cores shared with
-any other busy process one descheduled thread stalls every meeting (ml-1m, dim 64, one other busy process:
-1.38 s per iteration with 2 intra-op threads, 0.135 s with 1).
+On the CPU the CG half-step (and the objective's observed part) runs as one compiled loop over rows in
+wals_kernel.py; the torch version here serves CUDA and the Cholesky solver. Either way, parallelism on the
+CPU is over rows, not inside kernels: rows are independent within a half-step, so threads meet once per
+half-step — as implicit's OpenMP loop over rows does (the torch paths run row blocks on Python threads with
+torch single-threaded; kernels release the GIL). torch's own intra-op threads instead meet after every
+kernel, dozens of times per half-step, and on cores shared with any other busy process one descheduled
+thread stalls every meeting (ml-1m, dim 64, one other busy process: 1.38 s per iteration with 2 intra-op
+threads, 0.135 s with 1).
 """
 
 from __future__ import annotations
