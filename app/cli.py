@@ -145,23 +145,16 @@ def datasets_synth(
     seed: int = typer.Option(0),
 ) -> None:
     """Write planted-community data that the upload endpoint accepts; groups make leakage measurable."""
-    from app.recsys.synth import PlantedConfig, planted_communities, write_planted_csv
-
-    try:
-        config = PlantedConfig(
-            n_groups=groups,
-            users_per_group=users_per_group,
-            items_per_group=items_per_group,
-            interactions_per_user=interactions_per_user,
-            popularity_exponent=popularity_exponent,
-            noise=noise,
-            seed=seed,
-        )
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
-    data = planted_communities(config)
-    write_planted_csv(data, out)
-    m = data.interactions
+    m = client_demo.write_planted(
+        out,
+        n_groups=groups,
+        users_per_group=users_per_group,
+        items_per_group=items_per_group,
+        interactions_per_user=interactions_per_user,
+        popularity_exponent=popularity_exponent,
+        noise=noise,
+        seed=seed,
+    )
     console.print(f"wrote {out}: {m.n_users} users, {m.n_items} items, {m.nnz} interactions, {groups} groups")
 
 

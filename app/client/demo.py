@@ -15,7 +15,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
@@ -23,6 +23,9 @@ from rich.table import Table
 from app.client import views, watch
 from app.client.api import JSON, ApiError, UnfoldClient
 from app.client.commands import api_errors, err, out
+
+if TYPE_CHECKING:
+    from app.recsys.interactions import Interactions
 
 STRATEGIES = ("none", "uniform")
 # (label, where in the model's metrics, one line on what it says)
@@ -99,25 +102,31 @@ def demo(
     err.print(f"demo finished in {time.perf_counter() - started:.1f} s", highlight=False)
 
 
-def _write_data(folder: Path, groups: int, upg: int, ipg: int, noise: float, seed: int) -> Path:
+def write_planted(path: Path, **fields: Any) -> Interactions:
+    """Planted-community data (PlantedConfig fields) written as an uploadable CSV; a bad field is a
+    command-line error, not a traceback. Shared by `unfold demo` and `unfold datasets synth`."""
     from app.recsys.synth import PlantedConfig, planted_communities, write_planted_csv
 
-    per_user = min(20.0, float(ipg))
     try:
-        config = PlantedConfig(
-            n_groups=groups,
-            users_per_group=upg,
-            items_per_group=ipg,
-            interactions_per_user=per_user,
-            noise=noise,
-            seed=seed,
-        )
+        config = PlantedConfig(**fields)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     data = planted_communities(config)
-    path = folder / "planted.csv"
     write_planted_csv(data, path)
-    m = data.interactions
+    return data.interactions
+
+
+def _write_data(folder: Path, groups: int, upg: int, ipg: int, noise: float, seed: int) -> Path:
+    path = folder / "planted.csv"
+    m = write_planted(
+        path,
+        n_groups=groups,
+        users_per_group=upg,
+        items_per_group=ipg,
+        interactions_per_user=min(20.0, float(ipg)),
+        noise=noise,
+        seed=seed,
+    )
     err.print(
         f"data: {groups} planted communities, {m.n_users:,} users, {m.n_items:,} items, "
         f"{m.nnz:,} interactions, {noise:.0%} noise (seed {seed})",

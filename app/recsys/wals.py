@@ -436,8 +436,6 @@ def fit_wals(
     wals_kernel.set_threads(threads)
     user_blocks = _blocks(users, threads * BLOCKS_PER_THREAD, config.dim)
     item_blocks = _blocks(items, threads * BLOCKS_PER_THREAD, config.dim)
-    # The compiled loss loop schedules rows itself: one call over all users.
-    loss_blocks = [_Block(0, users.n_rows, users)] if device.type == "cpu" and USE_KERNEL else user_blocks
     history: list[dict[str, Any]] = []
     start = time.perf_counter()
     with _RowPool(threads).running() as pool:
@@ -445,7 +443,7 @@ def fit_wals(
             U = _solve(users, user_blocks, V, U, config, pool)
             observed: list[float] = []
             V = _solve(items, item_blocks, U, V, config, pool, observed)
-            total = _objective(loss_blocks, items, U, V, config, pool, observed[0] if observed else None)
+            total = _objective(user_blocks, items, U, V, config, pool, observed[0] if observed else None)
             loss = total / max(train.nnz, 1)
             # Copies, so an evaluator that keeps the arrays never sees later in-place updates.
             metrics = evaluator(U.cpu().numpy().copy(), V.cpu().numpy().copy()) if evaluator is not None else {}
