@@ -1,4 +1,7 @@
-"""ORM rows: datasets, training jobs, trained models, aliases and tuning runs. The schema is owned by Alembic."""
+"""ORM rows: datasets, training jobs, trained models, aliases, tuning runs and API keys. The schema is owned by Alembic.
+
+Every resource row carries the tenant that owns it; the services filter on it in every query.
+"""
 
 from __future__ import annotations
 
@@ -24,10 +27,19 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
 
 
+# The tenant of every request when no API key is configured, and of rows that predate keys.
+DEFAULT_TENANT = "default"
+
+
+def _tenant_column() -> Mapped[str]:
+    return mapped_column(String(100), index=True, default=DEFAULT_TENANT, server_default=DEFAULT_TENANT)
+
+
 class Dataset(Base):
     __tablename__ = "datasets"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = _tenant_column()
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default="ready")
     format: Mapped[str] = mapped_column(String(16))
@@ -46,6 +58,7 @@ class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = _tenant_column()
     dataset_id: Mapped[str] = mapped_column(String(40), index=True)
     algorithm: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
@@ -70,6 +83,7 @@ class Model(Base):
     __tablename__ = "models"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = _tenant_column()
     job_id: Mapped[str] = mapped_column(String(40), index=True)
     dataset_id: Mapped[str] = mapped_column(String(40), index=True)
     algorithm: Mapped[str] = mapped_column(String(16))
@@ -84,6 +98,10 @@ class Model(Base):
 class Alias(Base):
     __tablename__ = "aliases"
 
+    # Names are unique per tenant: two tenants may both have a "prod".
+    tenant: Mapped[str] = mapped_column(
+        String(100), primary_key=True, index=True, default=DEFAULT_TENANT, server_default=DEFAULT_TENANT
+    )
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     model_id: Mapped[str] = mapped_column(String(40), ForeignKey("models.id", ondelete="CASCADE"))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -95,6 +113,7 @@ class TuningRun(Base):
     __tablename__ = "tuning_runs"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = _tenant_column()
     dataset_id: Mapped[str] = mapped_column(String(40), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
     spec: Mapped[dict[str, Any]] = mapped_column()
@@ -121,3 +140,19 @@ class TuningTrial(Base):
     params: Mapped[dict[str, Any]] = mapped_column()
     metrics: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     value: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class ApiKey(Base):
+    """A key a tenant authenticates with; only its sha256 is stored (the key is shown once)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(100), index=True)
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # Keys are 256 random bits, so a fast unsalted hash is enough: nothing to brute-force.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(nullable=True)
