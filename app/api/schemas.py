@@ -186,3 +186,32 @@ class TuningOut(_Out):
     created_at: UtcDatetime
     started_at: UtcDatetime | None
     finished_at: UtcDatetime | None
+
+
+class EmbeddingMapLegend(BaseModel):
+    code: int = Field(description="The colour code of the points it labels; -1 = unknown group.")
+    label: str = Field(description="The group's label as written in the data, or a popularity bucket.")
+    count: int = Field(description="Points of this colour on the map.")
+
+
+class EmbeddingMapPoints(BaseModel):
+    item: list[str] = Field(description="External item id of each point.")
+    x: list[float]
+    y: list[float]
+    colour: list[int] = Field(description="Colour code of each point (see legend).")
+
+
+class EmbeddingMapOut(BaseModel):
+    model_id: str
+    format_version: int
+    method: str = Field(description="pca: the item factors of a seeded sample, centred, on their first two axes.")
+    n_items: int = Field(description="Items in the model; the map shows at most a few thousand of them.")
+    n_points: int
+    explained_variance_ratio: list[float] = Field(description="Share of the sample's variance on each axis.")
+    colour_by: str = Field(description="group (the data's item groups) | popularity (rank by interactions)")
+    group_separation: float | None = Field(
+        description="Share of the map's spread that lies between group means (1: apart, 0: folded); "
+        "null when coloured by popularity."
+    )
+    legend: list[EmbeddingMapLegend]
+    points: EmbeddingMapPoints

@@ -33,6 +33,7 @@ class StoredDataset:
     item_ids: np.ndarray
     user_groups: np.ndarray | None = None  # planted/known group per user, when the upload had one
     item_groups: np.ndarray | None = None
+    item_group_names: np.ndarray | None = None  # label of each item group code, as written in the file
 
 
 def _stream_to_disk(src: BinaryIO, dest: Path, max_bytes: int) -> tuple[str, int]:
@@ -83,6 +84,7 @@ def create_dataset(
             "timestamps": parsed.timestamps,
             "user_groups": parsed.user_groups,
             "item_groups": parsed.item_groups,
+            "item_group_names": parsed.item_group_names,
         }
         arrays.update({name: values for name, values in optional.items() if values is not None})
         np.savez(staged / ARRAYS_FILE, **arrays)  # type: ignore[arg-type]  # numpy's stub mistypes **kwds
@@ -135,6 +137,7 @@ def load_dataset(store: ArtifactStore, dataset: Dataset) -> StoredDataset:
             z["item_ids"],
             z["user_groups"] if "user_groups" in z.files else None,
             z["item_groups"] if "item_groups" in z.files else None,
+            z["item_group_names"] if "item_group_names" in z.files else None,
         )
 
 

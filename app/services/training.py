@@ -6,8 +6,10 @@ database row, and everything it produces goes back there or to the artifact stor
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.models import Dataset, Job, Model, new_id
 from app.recsys.artifact import ModelArtifact, save_model
 from app.recsys.base import EmbeddingModel
+from app.recsys.embedding_map import EmbeddingMapConfig, embedding_map
 from app.recsys.folding import folding_diagnostics
 from app.recsys.index import IndexConfig, ItemIndex, build_index
 from app.recsys.interactions import Interactions
@@ -23,7 +26,8 @@ from app.recsys.metrics import popularity_metrics, ranking_metrics
 from app.recsys.split import split
 from app.services import job_state
 from app.services.algorithms import Plan, plan_for
-from app.services.datasets import load_dataset
+from app.services.datasets import StoredDataset, load_dataset
+from app.services.embedding_maps import EMBEDDING_MAP_FILE
 from app.spec import TrainingSpec
 from app.storage import ArtifactStore
 
@@ -143,6 +147,7 @@ def train_model(
     try:
         index = _build_index(model, spec)
         index.save(staged)
+        _save_embedding_map(staged, model, full, stored, spec.seed)
         save_model(
             staged,
             ModelArtifact(
@@ -179,6 +184,16 @@ def train_model(
         index=index.describe(),
         artifact_key=key,
     )
+
+
+def _save_embedding_map(
+    staged: Path, model: EmbeddingModel, full: Interactions, stored: StoredDataset, seed: int
+) -> None:
+    """The 2-D PCA map of the served item factors, coloured by planted group when the data know it
+    (GET /v1/models/{id}/embedding-map serves this file)."""
+    config = EmbeddingMapConfig(seed=seed)
+    picture = embedding_map(model.item_factors, full.item_counts(), stored.item_groups, stored.item_group_names, config)
+    (staged / EMBEDDING_MAP_FILE).write_text(json.dumps(picture.to_json(stored.item_ids)))
 
 
 def _build_index(model: EmbeddingModel, spec: TrainingSpec) -> ItemIndex:

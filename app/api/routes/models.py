@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, status
 
 from app.api.deps import CacheDep, SessionDep, StoreDep
-from app.api.schemas import AliasIn, AliasOut, ModelOut, Page
-from app.services import models
+from app.api.schemas import AliasIn, AliasOut, EmbeddingMapOut, ModelOut, Page
+from app.services import embedding_maps, models
 
 router = APIRouter(tags=["models"])
 
@@ -26,6 +26,19 @@ def list_models(
 @router.get("/v1/models/{model_id}", response_model=ModelOut, summary="One model, by id or alias")
 def get_model(session: SessionDep, model_id: str) -> ModelOut:
     return ModelOut.model_validate(models.resolve_model(session, model_id))
+
+
+@router.get(
+    "/v1/models/{model_id}/embedding-map",
+    response_model=EmbeddingMapOut,
+    summary="A 2-D map of the model's item embeddings",
+    description="PCA of at most 2,000 of the model's item factors (a seeded sample), computed when the model "
+    "was trained, with one colour per point: the item's group when the dataset has an item group column "
+    "(as planted data do), else its popularity bucket. `group_separation` says how far apart the groups lie "
+    "(folding shows as groups on top of each other). 404 for models trained before maps were stored.",
+)
+def get_embedding_map(session: SessionDep, store: StoreDep, model_id: str) -> EmbeddingMapOut:
+    return EmbeddingMapOut.model_validate(embedding_maps.read_embedding_map(session, store, model_id))
 
 
 @router.delete("/v1/models/{model_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a model")
