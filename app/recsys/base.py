@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +14,42 @@ Callback = Callable[[int, float, float, dict[str, float]], bool | None]
 
 # evaluator(user_factors, item_factors) -> metrics, called before the callback at every step when given.
 Evaluator = Callable[[np.ndarray, np.ndarray], dict[str, float]]
+
+
+@dataclass(frozen=True, eq=False)
+class TrainingState:
+    """What fit() needs to go on after `step` completed steps as if it had never stopped.
+
+    `arrays` are numpy arrays (factors, optimiser state, RNG state as uint8), `meta` is JSON-able
+    (history so far, elapsed seconds): a caller can store both without pickle and hand them back.
+    """
+
+    algorithm: str
+    step: int
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any]
+
+
+# on_state(step, capture) runs after the callback at every step boundary (unless the callback asked to stop);
+# capture() copies the state out, so a caller that saves only now and then pays only when it saves.
+StateCallback = Callable[[int, Callable[[], TrainingState]], None]
+
+# interrupt() runs often inside a step (between batches, between half-steps); it returns nothing and stops
+# training by raising, e.g. when a cancel was requested. Its exception propagates out of fit().
+Interrupt = Callable[[], None]
+
+
+def check_resume(state: TrainingState, algorithm: str, shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """ValueError unless `state` was captured by `algorithm` with arrays of these shapes."""
+    if state.algorithm != algorithm:
+        raise ValueError(f"cannot resume {algorithm} from a {state.algorithm} state")
+    if state.step < 0:
+        raise ValueError(f"a resumed state needs step >= 0, got {state.step}")
+    for name, shape in shapes.items():
+        array = state.arrays.get(name)
+        if array is None or tuple(array.shape) != shape:
+            got = None if array is None else tuple(array.shape)
+            raise ValueError(f"resumed state array {name!r} has shape {got}, expected {shape}")
 
 
 @dataclass(frozen=True, eq=False)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -47,7 +48,16 @@ import scipy.special
 import torch
 import torch.nn.functional as F
 
-from app.recsys.base import Callback, EmbeddingModel, Evaluator, history_entry
+from app.recsys.base import (
+    Callback,
+    EmbeddingModel,
+    Evaluator,
+    Interrupt,
+    StateCallback,
+    TrainingState,
+    check_resume,
+    history_entry,
+)
 from app.recsys.device import pick_device
 from app.recsys.interactions import Interactions
 from app.recsys.sampling import Negatives, NegativeSampler
@@ -402,6 +412,7 @@ def _sgd_epoch(
     generator: torch.Generator,
     config: SGDConfig,
     log_q: np.ndarray | None,
+    interrupt: Interrupt | None = None,
 ) -> float:
     """One epoch of variant "sgd": a fresh random order, one example per update; return Σ ℓ."""
     users, items = _examples(train)
@@ -409,6 +420,8 @@ def _sgd_epoch(
     strategy = config.negatives.strategy
     total = 0.0
     for start in range(0, train.nnz, _BLOCK):
+        if interrupt is not None:
+            interrupt()
         idx = order[start : start + _BLOCK]
         u, i = users[idx], items[idx]
         u_t = torch.from_numpy(u)
@@ -433,10 +446,13 @@ def _minibatch_epoch(
     generator: torch.Generator,
     config: SGDConfig,
     n_items: int,
+    interrupt: Interrupt | None = None,
 ) -> float:
     """One epoch of a mini-batch variant over the examples in `order`; return Σ ℓ."""
     total = torch.zeros((), dtype=torch.float64, device=table.device)
     for start in range(0, order.shape[0], config.batch_size):
+        if interrupt is not None:
+            interrupt()
         idx = order[start : start + config.batch_size]
         u, i = users[idx], items[idx]
         negatives = sampler.sample(u, i, generator, table[n_items:], table[:n_items])
@@ -449,15 +465,24 @@ def fit_sgd(
     config: SGDConfig,
     callback: Callback | None = None,
     evaluator: Evaluator | None = None,
+    *,
+    resume: TrainingState | None = None,
+    on_state: StateCallback | None = None,
+    interrupt: Interrupt | None = None,
 ) -> EmbeddingModel:
-    """Train MF by SGD with negative sampling; history "loss" is the epoch's mean ℓ per positive (no l2)."""
+    """Train MF by SGD with negative sampling; history "loss" is the epoch's mean ℓ per positive (no l2).
+
+    `resume` (a state from `on_state`, same data and config) restores the parameters, the optimiser's state
+    and the random generator after its epoch, so the run goes on exactly as the uninterrupted one would.
+    `interrupt` is called before every mini-batch (every block of examples for variant "sgd").
+    """
     # One intra-op thread: a mini-batch's kernels are too small to split (ml-1m, dim 64, the default recipe:
     # 13.0 s/epoch with 1 thread, 13.9 with 2 on a quiet 2-core machine), and with another process busy
     # every kernel's thread barrier waits for a descheduled thread (34.2 s with 2 threads, 14.6 with 1).
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _fit_sgd(train, config, callback, evaluator)
+        return _fit_sgd(train, config, callback, evaluator, resume, on_state, interrupt)
     finally:
         torch.set_num_threads(previous)
 
@@ -467,18 +492,26 @@ def _fit_sgd(
     config: SGDConfig,
     callback: Callback | None,
     evaluator: Evaluator | None,
+    resume: TrainingState | None = None,
+    on_state: StateCallback | None = None,
+    interrupt: Interrupt | None = None,
 ) -> EmbeddingModel:
     check_combination(config)
     if train.nnz == 0:
         raise ValueError("train has no interactions; SGD needs at least one positive example")
     pure = config.variant == "sgd"
     device = torch.device("cpu") if pure else pick_device(config.device)
-    # Factors are drawn on the CPU so a seed gives the same start on every device (items first, as WALS).
-    init = torch.Generator().manual_seed(config.seed)
-    scale = _init_scale(config)
-    V = torch.randn(train.n_items, config.dim, generator=init, dtype=torch.float32) * scale
-    U = torch.randn(train.n_users, config.dim, generator=init, dtype=torch.float32) * scale
-    table = torch.cat([V, U]).to(device)  # one table: items, then users at offset n_items
+    n_rows = train.n_items + train.n_users
+    if resume is None:
+        # Factors are drawn on the CPU so a seed gives the same start on every device (items first, as WALS).
+        init = torch.Generator().manual_seed(config.seed)
+        scale = _init_scale(config)
+        V = torch.randn(train.n_items, config.dim, generator=init, dtype=torch.float32) * scale
+        U = torch.randn(train.n_users, config.dim, generator=init, dtype=torch.float32) * scale
+        table = torch.cat([V, U]).to(device)  # one table: items, then users at offset n_items
+    else:
+        check_resume(resume, "sgd", {"table": (n_rows, config.dim)})
+        table = torch.tensor(resume.arrays["table"], dtype=torch.float32, device=device)
     generator = torch.Generator(device=device).manual_seed(config.seed + 1)
     sampler = NegativeSampler(config.negatives, train, device)
     n_items = train.n_items
@@ -494,22 +527,34 @@ def _fit_sgd(
     users_t, items_t = torch.from_numpy(users_np).to(device), torch.from_numpy(items_np).to(device)
     fixed_order = None
     if config.variant == "minibatch":
+        # Drawn again on resume (the generator then jumps to the saved state): the same fixed batches.
         fixed_order = torch.randperm(train.nnz, generator=generator, device=device)
+    optimizer_state: list[Any] = []
+    if np_optimizer is not None:
+        optimizer_state = np_optimizer.state
+    elif torch_optimizer is not None:
+        optimizer_state = torch_optimizer.state
 
     history: list[dict[str, Any]] = []
+    first, offset = 1, 0.0
+    if resume is not None:
+        _restore_optimizer(optimizer_state, resume, config.optimizer)
+        generator.set_state(torch.from_numpy(np.array(resume.arrays["rng"], dtype=np.uint8)))
+        first, offset = resume.step + 1, float(resume.meta.get("elapsed", 0.0))
+        history = [dict(h) for h in resume.meta.get("history", [])]
     start = time.perf_counter()
-    for step in range(1, config.epochs + 1):
+    for step in range(first, config.epochs + 1):
         if table_np is not None and np_optimizer is not None:
             # Overflow only happens when training diverges, which the finite-loss check below reports.
             with np.errstate(over="ignore", invalid="ignore"):
-                total = _sgd_epoch(table_np, np_optimizer, train, sampler, generator, config, log_q)
+                total = _sgd_epoch(table_np, np_optimizer, train, sampler, generator, config, log_q, interrupt)
         else:
             assert torch_optimizer is not None
             order = fixed_order
             if order is None:
                 order = torch.randperm(train.nnz, generator=generator, device=device)
             total = _minibatch_epoch(
-                table, torch_optimizer, users_t, items_t, order, sampler, generator, config, n_items
+                table, torch_optimizer, users_t, items_t, order, sampler, generator, config, n_items, interrupt
             )
         loss = total / train.nnz
         if not math.isfinite(loss):
@@ -521,10 +566,12 @@ def _fit_sgd(
         if evaluator is not None:
             # Copies, so an evaluator that keeps the arrays never sees later in-place updates.
             metrics = evaluator(table[n_items:].cpu().numpy().copy(), table[:n_items].cpu().numpy().copy())
-        elapsed = time.perf_counter() - start
+        elapsed = offset + time.perf_counter() - start
         history.append(history_entry(step, loss, elapsed, metrics))
         if callback is not None and callback(step, elapsed, loss, metrics):
             break
+        if on_state is not None:
+            on_state(step, _capture(step, table, optimizer_state, generator, history, elapsed))
     return EmbeddingModel(
         user_factors=table[n_items:].cpu().numpy().copy(),
         item_factors=table[:n_items].cpu().numpy().copy(),
@@ -532,3 +579,41 @@ def _fit_sgd(
         config=asdict(config),
         history=history,
     )
+
+
+def _as_numpy(array: torch.Tensor | np.ndarray) -> np.ndarray:
+    return array.cpu().numpy().copy() if isinstance(array, torch.Tensor) else array.copy()
+
+
+def _capture(
+    step: int,
+    table: torch.Tensor,
+    optimizer_state: list[Any],
+    generator: torch.Generator,
+    history: list[dict[str, Any]],
+    elapsed: float,
+) -> Callable[[], TrainingState]:
+    """The state after `step`: parameters, the optimiser's accumulators and the generator's position."""
+
+    def capture() -> TrainingState:
+        arrays = {"table": _as_numpy(table), "rng": generator.get_state().numpy().copy()}
+        arrays |= {f"optimizer_{i}": _as_numpy(a) for i, a in enumerate(optimizer_state)}
+        return TrainingState("sgd", step, arrays, {"elapsed": elapsed, "history": [dict(h) for h in history]})
+
+    return capture
+
+
+def _restore_optimizer(state: list[Any], resume: TrainingState, optimizer: str) -> None:
+    """Copy the saved accumulators into the optimiser's own arrays (in place: the optimiser holds them)."""
+    saved = sorted(name for name in resume.arrays if name.startswith("optimizer_"))
+    if len(saved) != len(state):
+        raise ValueError(f"resumed state has {len(saved)} optimizer arrays, optimizer {optimizer!r} keeps {len(state)}")
+    for i, target in enumerate(state):
+        source = resume.arrays.get(f"optimizer_{i}")
+        if source is None or tuple(source.shape) != tuple(target.shape):
+            got = None if source is None else tuple(source.shape)
+            raise ValueError(f"resumed optimizer array {i} has shape {got}, expected {tuple(target.shape)}")
+        if isinstance(target, torch.Tensor):
+            target.copy_(torch.from_numpy(np.asarray(source)))
+        else:
+            target[...] = source

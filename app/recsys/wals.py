@@ -47,7 +47,16 @@ import numpy as np
 import torch
 
 from app.recsys import cholesky, wals_kernel
-from app.recsys.base import Callback, EmbeddingModel, Evaluator, history_entry
+from app.recsys.base import (
+    Callback,
+    EmbeddingModel,
+    Evaluator,
+    Interrupt,
+    StateCallback,
+    TrainingState,
+    check_resume,
+    history_entry,
+)
 from app.recsys.confidence import confidence, validate_confidence
 from app.recsys.device import pick_device
 from app.recsys.interactions import Interactions
@@ -423,34 +432,57 @@ def fit_wals(
     config: WALSConfig,
     callback: Callback | None = None,
     evaluator: Evaluator | None = None,
+    *,
+    resume: TrainingState | None = None,
+    on_state: StateCallback | None = None,
+    interrupt: Interrupt | None = None,
 ) -> EmbeddingModel:
-    """Train WALS; history "loss" is the objective L divided by train.nnz after each full iteration."""
+    """Train WALS; history "loss" is the objective L divided by train.nnz after each full iteration.
+
+    `resume` (a state from `on_state`, same data and config) continues after its iteration with its factors:
+    WALS draws no random numbers after the start, so the result is the one of an uninterrupted run.
+    """
     device = pick_device(config.device)
-    # Factors are drawn on the CPU so a seed gives the same start on every device.
-    generator = torch.Generator().manual_seed(config.seed)
-    V = init_factors(train.n_items, config, generator).to(device)
-    U = init_factors(train.n_users, config, generator).to(device)
+    history: list[dict[str, Any]] = []
+    first, offset = 1, 0.0
+    if resume is None:
+        # Factors are drawn on the CPU so a seed gives the same start on every device.
+        generator = torch.Generator().manual_seed(config.seed)
+        V = init_factors(train.n_items, config, generator).to(device)
+        U = init_factors(train.n_users, config, generator).to(device)
+    else:
+        shapes = {"user_factors": (train.n_users, config.dim), "item_factors": (train.n_items, config.dim)}
+        check_resume(resume, "wals", shapes)
+        U = torch.tensor(resume.arrays["user_factors"], dtype=torch.float32, device=device)
+        V = torch.tensor(resume.arrays["item_factors"], dtype=torch.float32, device=device)
+        first, offset = resume.step + 1, float(resume.meta.get("elapsed", 0.0))
+        history = [dict(h) for h in resume.meta.get("history", [])]
     users = _prepare(train, config, device)
     items = _prepare(train.transpose(), config, device)
     threads = torch.get_num_threads() if device.type == "cpu" else 1
     wals_kernel.set_threads(threads)
     user_blocks = _blocks(users, threads * BLOCKS_PER_THREAD, config.dim)
     item_blocks = _blocks(items, threads * BLOCKS_PER_THREAD, config.dim)
-    history: list[dict[str, Any]] = []
     start = time.perf_counter()
     with _RowPool(threads).running() as pool:
-        for step in range(1, config.iterations + 1):
+        for step in range(first, config.iterations + 1):
+            if interrupt is not None:
+                interrupt()
             U = _solve(users, user_blocks, V, U, config, pool)
+            if interrupt is not None:
+                interrupt()
             observed: list[float] = []
             V = _solve(items, item_blocks, U, V, config, pool, observed)
             total = _objective(user_blocks, items, U, V, config, pool, observed[0] if observed else None)
             loss = total / max(train.nnz, 1)
             # Copies, so an evaluator that keeps the arrays never sees later in-place updates.
             metrics = evaluator(U.cpu().numpy().copy(), V.cpu().numpy().copy()) if evaluator is not None else {}
-            elapsed = time.perf_counter() - start
+            elapsed = offset + time.perf_counter() - start
             history.append(history_entry(step, loss, elapsed, metrics))
             if callback is not None and callback(step, elapsed, loss, metrics):
                 break
+            if on_state is not None:
+                on_state(step, _capture(step, U, V, history, elapsed))
     return EmbeddingModel(
         user_factors=np.ascontiguousarray(U.cpu().numpy(), dtype=np.float32),
         item_factors=np.ascontiguousarray(V.cpu().numpy(), dtype=np.float32),
@@ -458,3 +490,15 @@ def fit_wals(
         config=asdict(config),
         history=history,
     )
+
+
+def _capture(
+    step: int, U: torch.Tensor, V: torch.Tensor, history: list[dict[str, Any]], elapsed: float
+) -> Callable[[], TrainingState]:
+    """The state after `step`: both factor matrices are all WALS carries from one iteration to the next."""
+
+    def capture() -> TrainingState:
+        arrays = {"user_factors": U.cpu().numpy().copy(), "item_factors": V.cpu().numpy().copy()}
+        return TrainingState("wals", step, arrays, {"elapsed": elapsed, "history": [dict(h) for h in history]})
+
+    return capture
