@@ -15,6 +15,7 @@ from app.api.routes import datasets, health, jobs, models, queries, tuning
 from app.config import Settings, get_settings
 from app.services.serving import ModelCache
 from app.storage import open_store
+from app.web.dashboard import install_dashboard
 
 log = logging.getLogger(__name__)
 JSON_BODY_LIMIT = 64 * 1024 * 1024
@@ -66,4 +67,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, upload_bytes=settings.max_upload_bytes, other_bytes=JSON_BODY_LIMIT)
     for module in (health, datasets, jobs, models, queries, tuning):
         app.include_router(module.router)
+    install_dashboard(app)  # the page at / (no key needed: it holds no data) and its static files
     return app

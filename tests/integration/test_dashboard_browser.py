@@ -1,0 +1,164 @@
+"""The dashboard in a real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright).
+
+A real Unfold API on a loopback port (the embedded server: SQLite, training in a thread behind the
+API, as `unfold demo` runs it) gets planted data and a small WALS job; the browser opens `/`, sees
+the job finish, its curves, metrics and embedding map, asks for recommendations through the query
+box, and leaves a screenshot in test-artifacts/dashboard.png.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.client.embedded import EmbeddedServer, embedded_server
+from app.recsys.synth import PlantedConfig, planted_communities, write_planted_csv
+from app.services.embedding_maps import EMBEDDING_MAP_FILE
+from tests.conftest import REPO
+from tests.helpers import upload, wait_for_job
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = Path(os.environ.get("UNFOLD_TEST_CHROMIUM", "/usr/bin/chromium"))
+ARTIFACTS = REPO / "test-artifacts"
+GROUPS = 4
+TIMEOUT_MS = 60_000
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _missing(what: str) -> None:
+    """Skip on a developer's machine without the browser; in CI a missing browser is a failure."""
+    if _in_ci():
+        pytest.fail(f"{what}; .ci/run installs Debian's chromium and the dev extra installs playwright")
+    pytest.skip(what)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    if not CHROMIUM.exists():
+        _missing(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright is not installed (pip install -e '.[dev]')")
+    with sync_playwright() as p:
+        # Debian's browser, never one Playwright downloads (`playwright install` is not used).
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[EmbeddedServer]:
+    with embedded_server(tmp_path / "var") as running:
+        yield running
+
+
+def _planted_dataset(client: httpx.Client, folder: Path) -> dict:
+    config = PlantedConfig(n_groups=GROUPS, users_per_group=100, items_per_group=50, noise=0.05, seed=0)
+    write_planted_csv(planted_communities(config), folder / "planted.csv")
+    response = upload(client, folder / "planted.csv")
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def _submit(client: httpx.Client, dataset_id: str) -> dict:
+    spec = {"dataset_id": dataset_id, "algorithm": "wals", "dim": 16, "wals": {"iterations": 6}}
+    response = client.post("/v1/jobs", json=spec)
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def _watch_errors(page) -> list[str]:
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+    page.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None)
+    return errors
+
+
+def test_dashboard_shows_a_finished_job_its_curves_map_and_answers_a_query(browser, server, tmp_path: Path):
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        dataset = _planted_dataset(client, tmp_path)
+        job = _submit(client, dataset["id"])
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    errors = _watch_errors(page)
+    page.goto(server.url + "/")
+    page.locator("#datasets tbody tr").first.wait_for(timeout=TIMEOUT_MS)
+    assert page.locator("#datasets tbody tr td").first.inner_text() == "planted.csv"
+
+    # The job is picked on its own, followed live, and ends succeeded in the list and the detail.
+    page.locator(f'#jobs tbody tr[data-id="{job["id"]}"][data-status="succeeded"]').wait_for(timeout=TIMEOUT_MS)
+    page.locator("#job-status.succeeded").wait_for(timeout=TIMEOUT_MS)
+    assert page.locator("#job-id").inner_text() == job["id"]
+
+    # Curves: loss for the fit and the refit, held-out metrics per iteration.
+    loss = page.locator("#loss-chart path.series")
+    assert loss.count() == 2
+    assert page.locator("#loss-chart circle.dot").count() == 12  # 6 iterations, fit and refit
+    assert page.locator("#metric-chart path.series").count() >= 2  # recall@k, ndcg@k
+    assert "recall@20" in page.locator("#metric-chart").inner_text()
+
+    # The model's metrics: ranking next to folding diagnostics.
+    page.locator("#model-card:not([hidden])").wait_for(timeout=TIMEOUT_MS)
+    assert page.locator('#quality tr[data-metric="recall@20"]').count() == 1
+    assert page.locator('#folding tr[data-metric="leakage@10"]').count() == 1
+
+    # The embedding map: one circle per point, coloured by the planted groups, with their legend.
+    page.locator("#map circle[data-item]").first.wait_for(timeout=TIMEOUT_MS)
+    n_items = GROUPS * 50
+    assert page.locator("#map circle[data-item]").count() == n_items
+    legend = page.locator("#map-legend li[data-code]")
+    assert legend.count() == GROUPS
+    assert [t.split(" ")[0] for t in legend.all_inner_texts()] == [str(g) for g in range(GROUPS)]
+    colours = set(page.locator("#map circle[data-item]").evaluate_all("cs => cs.map(c => c.getAttribute('fill'))"))
+    assert len(colours) == GROUPS
+    assert page.locator('#folding tr[data-metric="map separation"]').count() == 1
+
+    # A query through the box: recommendations for a user, ringed on the map.
+    page.fill("#query-id", "u0")
+    page.fill("#query-k", "10")
+    page.click("#query-form button")
+    page.locator("#query-results li").nth(9).wait_for(timeout=TIMEOUT_MS)
+    answered = page.locator("#query-results li").evaluate_all("ls => ls.map(l => l.dataset.item)")
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        model_id = client.get(f"/v1/jobs/{job['id']}").json()["model_id"]
+        expected = client.get(f"/v1/models/{model_id}/users/u0/recommendations", params={"k": 10}).json()
+    assert page.locator("#model-id").inner_text() == model_id
+    assert answered == [entry["item"] for entry in expected["items"]]
+    assert page.locator("#map .marks circle.ring").count() == 10
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+    # An unknown user is a message under the box, not a broken page.
+    page.fill("#query-id", "nobody")
+    page.click("#query-form button")
+    page.locator("#query-error:not([hidden])").wait_for(timeout=TIMEOUT_MS)
+    assert "nobody" in page.locator("#query-error").inner_text()
+    # No script error; the only failed request is that 404 (Chromium logs it on the console).
+    assert [e for e in errors if "status of 404" not in e] == [], errors
+    page.close()
+
+
+def test_a_model_without_a_map_says_so(browser, server, tmp_path: Path):
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        dataset = _planted_dataset(client, tmp_path)
+        job = wait_for_job(client, _submit(client, dataset["id"])["id"], timeout=120)
+    assert job["status"] == "succeeded", job
+    # As for a model trained before maps were stored: its artifact has no map file.
+    (server.app.state.store.local_dir(f"models/{job['model_id']}") / EMBEDDING_MAP_FILE).unlink()
+    page = browser.new_page()
+    page.goto(f"{server.url}/#{job['id']}")
+    page.locator("#map-missing:not([hidden])").wait_for(timeout=TIMEOUT_MS)
+    assert "no map for this model" in page.locator("#map-missing").inner_text().lower()
+    assert page.locator("#map circle").count() == 0
+    # The rest of the model still shows, and queries still work.
+    assert page.locator('#quality tr[data-metric="recall@20"]').count() == 1
+    page.close()
