@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app import limits as request_limits
+
 
 class Settings(BaseSettings):
     """Everything the service can be configured with; defaults are the embedded shape."""
@@ -28,8 +30,36 @@ class Settings(BaseSettings):
     queue: str = Field("unfold", description="Celery queue the API sends training tasks to.")
     host: str = "127.0.0.1"
     port: int = 8000
-    max_upload_mb: float = Field(512.0, gt=0, description="Largest accepted upload, in MiB.")
-    max_batch_users: int = Field(10_000, ge=1, description="Users per batch-recommendation call.")
+    # Limits (app.limits): every violation is a problem+json naming the field, the limit and the value.
+    max_upload_mb: float = Field(
+        request_limits.MAX_UPLOAD_MB, gt=0, description="Largest accepted upload, in MiB (413)."
+    )
+    max_body_mb: float = Field(
+        request_limits.MAX_BODY_MB, gt=0, description="Largest request body other than an upload, in MiB (413)."
+    )
+    max_upload_rows: int = Field(
+        request_limits.MAX_UPLOAD_ROWS, ge=1, description="Interactions (data rows) per upload (413)."
+    )
+    # The spec's own bounds are ceilings: these can only lower them.
+    max_dim: int = Field(
+        request_limits.MAX_DIM, ge=1, le=request_limits.MAX_DIM, description="Largest embedding `dim` (422)."
+    )
+    max_wals_iterations: int = Field(
+        request_limits.MAX_WALS_ITERATIONS,
+        ge=1,
+        le=request_limits.MAX_WALS_ITERATIONS,
+        description="Largest wals.iterations of a job (422).",
+    )
+    max_sgd_epochs: int = Field(
+        request_limits.MAX_SGD_EPOCHS,
+        ge=1,
+        le=request_limits.MAX_SGD_EPOCHS,
+        description="Largest sgd.epochs of a job (422).",
+    )
+    max_k: int = Field(request_limits.MAX_K, ge=1, le=1_000_000, description="Largest `k` of a query (422).")
+    max_batch_users: int = Field(
+        request_limits.MAX_BATCH_USERS, ge=1, description="Users per batch-recommendation call (422)."
+    )
     log_format: Literal["text", "json"] = Field(
         "text", description="Log lines as text, or one JSON object per line (with job_id) for a log pipeline."
     )
@@ -72,6 +102,20 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def limits(self) -> request_limits.Limits:
+        """The request limits, as the services take them."""
+        return request_limits.Limits(
+            max_upload_bytes=self.max_upload_bytes,
+            max_body_bytes=int(self.max_body_mb * request_limits.MIB),
+            max_upload_rows=self.max_upload_rows,
+            max_dim=self.max_dim,
+            max_wals_iterations=self.max_wals_iterations,
+            max_sgd_epochs=self.max_sgd_epochs,
+            max_k=self.max_k,
+            max_batch_users=self.max_batch_users,
+        )
 
 
 @lru_cache

@@ -40,3 +40,23 @@ class TooLarge(DomainError):
 class Unavailable(DomainError):
     status = 503
     title = "Service unavailable"
+
+
+class LimitExceeded(DomainError):
+    """A value over a configured limit (app.limits): the problem names the field, limit, value and setting.
+
+    413 for sizes (upload bytes, rows, request body), 422 for spec and query values.
+    """
+
+    status = 422
+    title = "Limit exceeded"
+
+    def __init__(
+        self, field: str, value: object, limit: object, setting: str, *, status: int = 422, detail: str | None = None
+    ) -> None:
+        detail = detail or f"{field} is {value}, over the limit of {limit} (set by {setting})"
+        # `errors` in the shape of request-validation 422s, so a client reads both the same way.
+        errors = [{"field": field, "message": detail, "type": "limit_exceeded"}]
+        super().__init__(detail, field=field, value=value, limit=limit, setting=setting, errors=errors)
+        self.status = status
+        self.title = "Content too large" if status == 413 else "Limit exceeded"

@@ -18,7 +18,6 @@ from app.storage import open_store
 from app.web.dashboard import install_dashboard
 
 log = logging.getLogger(__name__)
-JSON_BODY_LIMIT = 64 * 1024 * 1024
 
 
 def _enqueuer(settings: Settings) -> tuple[object, Callable[[str], None]]:
@@ -62,9 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # Added first, so it sits inside the timing and body-limit middlewares added after it.
     app.state.hot_path = HotPathStats()
-    app.add_middleware(HotRecommendations, cache=app.state.model_cache, stats=app.state.hot_path)
+    app.add_middleware(HotRecommendations, cache=app.state.model_cache, stats=app.state.hot_path, max_k=settings.max_k)
     install_metrics(app)
-    app.add_middleware(BodySizeLimit, upload_bytes=settings.max_upload_bytes, other_bytes=JSON_BODY_LIMIT)
+    app.add_middleware(BodySizeLimit, limits=settings.limits)
     for module in (health, datasets, jobs, models, queries, tuning):
         app.include_router(module.router)
     install_dashboard(app)  # the page at / (no key needed: it holds no data) and its static files

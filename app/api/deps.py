@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.db import get_sessionmaker
+from app.limits import Limits
 from app.services.serving import ModelCache
 from app.storage import ArtifactStore
 
@@ -34,6 +35,10 @@ def _cache(request: Request) -> ModelCache:
     return request.app.state.model_cache  # type: ignore[no-any-return]
 
 
+def _limits(request: Request) -> Limits:
+    return request.app.state.settings.limits  # type: ignore[no-any-return]
+
+
 def _enqueue(request: Request) -> Callable[[str], None]:
     return request.app.state.enqueue  # type: ignore[no-any-return]
 
@@ -43,3 +48,4 @@ SessionDep = Annotated[Session, Depends(_session)]
 StoreDep = Annotated[ArtifactStore, Depends(_store)]
 CacheDep = Annotated[ModelCache, Depends(_cache)]
 EnqueueDep = Annotated[Callable[[str], None], Depends(_enqueue)]
+LimitsDep = Annotated[Limits, Depends(_limits)]

@@ -45,7 +45,7 @@ class HotPathStats:
         self.answered = 0
 
 
-def _parse_query(query_string: bytes) -> tuple[int, bool] | None:
+def _parse_query(query_string: bytes, max_k: int) -> tuple[int, bool] | None:
     """(k, exclude_seen) when the query string is plain and valid; None sends it to the full route."""
     k, exclude_seen = 10, True
     seen: set[str] = set()
@@ -54,7 +54,8 @@ def _parse_query(query_string: bytes) -> tuple[int, bool] | None:
             return None
         seen.add(key)
         if key == "k":
-            if not value.isdigit() or not 1 <= int(value) <= 1000:
+            # The same bounds as the route (1..UNFOLD_MAX_K); the route answers everything else.
+            if not value.isdigit() or not 1 <= int(value) <= max_k:
                 return None
             k = int(value)
         elif key == "exclude_seen":
@@ -114,8 +115,9 @@ class _Coalescer:
 class HotRecommendations:
     """Answer cached GET recommendations directly; pass every other request on unchanged."""
 
-    def __init__(self, app: ASGIApp, cache: serving.ModelCache, stats: HotPathStats) -> None:
+    def __init__(self, app: ASGIApp, cache: serving.ModelCache, stats: HotPathStats, max_k: int) -> None:
         self.app = app
+        self.max_k = max_k
         self.cache = cache
         self.stats = stats
         self.coalescer = _Coalescer()
@@ -143,7 +145,7 @@ class HotRecommendations:
         match = _PATH.fullmatch(scope["path"])
         if match is None:
             return None
-        query = _parse_query(scope["query_string"])
+        query = _parse_query(scope["query_string"], self.max_k)
         if query is None:
             return None
         model = self.cache.peek(match.group(1))

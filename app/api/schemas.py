@@ -7,7 +7,7 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
-from app.spec import MAX_K, TrainingSpec
+from app.spec import TrainingSpec
 from app.tuning_spec import SearchSpec
 
 
@@ -97,7 +97,8 @@ class AliasOut(_Out):
     updated_at: UtcDatetime
 
 
-K = Annotated[int, Field(ge=1, le=MAX_K, description=f"How many items to return (1..{MAX_K}).")]
+# The upper bound is UNFOLD_MAX_K, checked by the route (app.limits), so it can be configured.
+K = Annotated[int, Field(ge=1, description="How many items to return (1..UNFOLD_MAX_K, default 1000).")]
 
 
 class ScoredItem(BaseModel):

@@ -39,6 +39,15 @@ def _sentence(message: str, *, line: int | None, column: str | None, row: int | 
     return f"{', '.join(where)}: {message}" if where else message
 
 
+class RowLimitExceeded(IngestError):
+    """The file holds more interactions than the caller allows (`max_rows` of parse_file)."""
+
+    def __init__(self, rows: int, limit: int) -> None:
+        super().__init__(f"the file has {rows} rows (interactions), more than the limit of {limit}")
+        self.rows = rows
+        self.limit = limit
+
+
 class RowError(Exception):
     """Internal: a bad value at a 0-based data row, before the reader maps the row to a line.
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 from app.ingestion.adjacency import read_adjacency
 from app.ingestion.convert import check_ids, to_timestamps, to_weights
 from app.ingestion.dataset import ParsedDataset
-from app.ingestion.errors import ARROW_ERRORS, IngestError, RowError
+from app.ingestion.errors import ARROW_ERRORS, IngestError, RowError, RowLimitExceeded
 from app.ingestion.formats import Layout, detect_layout
 from app.ingestion.groups import Groups, entity_groups
 from app.ingestion.indexing import encode, merge_duplicates
@@ -24,16 +24,20 @@ def parse_file(
     options: ParseOptions | None = None,
     *,
     filename: str | None = None,
+    max_rows: int | None = None,
 ) -> ParsedDataset:
     """Read an upload (format detected or given), validate it, dense-index ids and merge duplicates.
 
     `filename` is the name the user uploaded under; its extension helps detection when the file
-    on disk has none. Every problem with the file's contents raises IngestError.
+    on disk has none. Every problem with the file's contents raises IngestError; more than
+    `max_rows` interactions raises RowLimitExceeded (one of them) before any indexing work.
     """
     options = options or ParseOptions()
     layout = detect_layout(path, options, filename)
     try:
         raw = _read(path, layout, options)
+        if max_rows is not None and len(raw.users) > max_rows:
+            raise RowLimitExceeded(len(raw.users), max_rows)
         try:
             return _build(raw, options, format=layout.format, has_header=layout.has_header)
         except RowError as exc:

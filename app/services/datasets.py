@@ -12,8 +12,9 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.errors import Conflict, InvalidInput, NotFound, TooLarge
-from app.ingestion import IngestError, ParseOptions, parse_file
+from app.errors import Conflict, InvalidInput, NotFound
+from app.ingestion import IngestError, ParseOptions, RowLimitExceeded, parse_file
+from app.limits import Limits, too_many_rows, upload_too_large
 from app.models import Dataset, Job, new_id
 from app.recsys.interactions import Interactions
 from app.services.pagination import Page, paginate
@@ -36,18 +37,15 @@ class StoredDataset:
     item_group_names: np.ndarray | None = None  # label of each item group code, as written in the file
 
 
-def _stream_to_disk(src: BinaryIO, dest: Path, max_bytes: int) -> tuple[str, int]:
+def _stream_to_disk(src: BinaryIO, dest: Path, limits: Limits) -> tuple[str, int]:
     """Copy in 1 MiB chunks, hashing as we go; refuse once the limit is passed."""
     digest = hashlib.sha256()
     size = 0
     with dest.open("wb") as out:
         while chunk := src.read(CHUNK):
             size += len(chunk)
-            if size > max_bytes:
-                raise TooLarge(
-                    f"upload exceeds the limit of {max_bytes / 2**20:g} MiB (UNFOLD_MAX_UPLOAD_MB)",
-                    limit_bytes=max_bytes,
-                )
+            if size > limits.max_upload_bytes:
+                raise upload_too_large(limits, size)
             digest.update(chunk)
             out.write(chunk)
     return digest.hexdigest(), size
@@ -61,15 +59,17 @@ def create_dataset(
     filename: str | None,
     name: str | None,
     options: ParseOptions,
-    max_bytes: int,
+    limits: Limits,
 ) -> Dataset:
     """Stream an upload to disk, parse it, store its arrays and record the dataset."""
     staged = store.staging_dir()
     try:
         raw = staged / "upload.raw"
-        checksum, size = _stream_to_disk(upload, raw, max_bytes)
+        checksum, size = _stream_to_disk(upload, raw, limits)
         try:
-            parsed = parse_file(raw, options, filename=filename)
+            parsed = parse_file(raw, options, filename=filename, max_rows=limits.max_upload_rows)
+        except RowLimitExceeded as exc:
+            raise too_many_rows(limits, exc.rows) from exc
         except IngestError as exc:
             raise InvalidInput(str(exc), line=exc.line, column=exc.column) from exc
         raw.unlink()

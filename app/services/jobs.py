@@ -8,6 +8,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.errors import InvalidInput, NotFound
+from app.limits import Limits, check_spec
 from app.models import Dataset, Job, new_id, utcnow
 from app.services.pagination import Page, paginate
 from app.spec import TrainingSpec
@@ -18,8 +19,9 @@ FINISHED = ("succeeded", "failed", "cancelled")
 Enqueue = Callable[[str], None]
 
 
-def submit_job(session: Session, spec: TrainingSpec, enqueue: Enqueue) -> Job:
+def submit_job(session: Session, spec: TrainingSpec, enqueue: Enqueue, limits: Limits) -> Job:
     """Record a queued job, commit, and only then hand its id to the queue."""
+    check_spec(spec, limits)
     if session.get(Dataset, spec.dataset_id) is None:
         raise InvalidInput(f"dataset_id: no dataset {spec.dataset_id!r}", field="dataset_id")
     job = Job(

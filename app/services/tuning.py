@@ -18,11 +18,12 @@ from typing import Any, Protocol, cast
 from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.errors import InvalidInput, NotFound
+from app.errors import InvalidInput, LimitExceeded, NotFound
+from app.limits import Limits, check_spec
 from app.models import Dataset, Job, TuningRun, TuningTrial, new_id, utcnow
 from app.services.pagination import Page, paginate
 from app.spec import TrainingSpec
-from app.tuning_spec import MAX_TRIALS, SearchSpaceError, SearchSpec, plan_trials
+from app.tuning_spec import MAX_TRIALS, SearchSpaceError, SearchSpec, Trial, plan_trials
 
 ACTIVE = ("queued", "running")
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -78,7 +79,13 @@ class TuningView:
 
 
 def submit_tuning(
-    session: Session, spec: TrainingSpec, search: SearchSpec, dispatch: Dispatch, max_trials: int = MAX_TRIALS
+    session: Session,
+    spec: TrainingSpec,
+    search: SearchSpec,
+    dispatch: Dispatch,
+    max_trials: int = MAX_TRIALS,
+    *,
+    limits: Limits = Limits(),  # noqa: B008  # frozen: the built-in limits
 ) -> TuningView:
     """Record the run and one queued job per trial, commit, then send every trial at once."""
     if session.get(Dataset, spec.dataset_id) is None:
@@ -87,6 +94,7 @@ def submit_tuning(
         plan = plan_trials(spec, search, max_trials)
     except SearchSpaceError as exc:
         raise InvalidInput(str(exc), field=exc.field) from None
+    _check_limits(plan.trials, limits)
     run = TuningRun(
         id=new_id("tun"),
         dataset_id=spec.dataset_id,
@@ -116,6 +124,19 @@ def submit_tuning(
     # Sent after the commit (workers always find the rows); if the broker is down they stay queued.
     dispatch.trials(job_ids)
     return get_tuning(session, run.id)
+
+
+def _check_limits(trials: Sequence[Trial], limits: Limits) -> None:
+    """Every trial's spec within the limits; the error names the search parameter (or spec field) at fault."""
+    for trial in trials:
+        try:
+            check_spec(trial.spec, limits)
+        except LimitExceeded as exc:
+            path = str(exc.extra["field"])
+            where = f"search.params.{path}" if path in trial.params else f"spec.{path}"
+            raise LimitExceeded(
+                where, exc.extra["value"], exc.extra["limit"], str(exc.extra["setting"]), status=exc.status
+            ) from None
 
 
 def get_tuning(session: Session, tuning_id: str) -> TuningView:

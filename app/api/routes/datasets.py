@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, Query, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 
-from app.api.deps import SessionDep, SettingsDep, StoreDep
+from app.api.deps import LimitsDep, SessionDep, StoreDep
 from app.api.schemas import DatasetOut, Page
 from app.ingestion import ParseOptions
 from app.services import datasets
@@ -21,7 +21,7 @@ Format = Literal["auto", "csv", "tsv", "parquet", "movielens", "adjacency"]
 async def upload_dataset(
     session: SessionDep,
     store: StoreDep,
-    settings: SettingsDep,
+    limits: LimitsDep,
     file: Annotated[UploadFile, File(description="The interactions file.")],
     name: Annotated[str | None, Form(max_length=200)] = None,
     format: Annotated[Format, Form(description="File format; auto-detected by default.")] = "auto",
@@ -56,7 +56,7 @@ async def upload_dataset(
         filename=file.filename,
         name=name,
         options=options,
-        max_bytes=settings.max_upload_bytes,
+        limits=limits,
     )
     return DatasetOut.model_validate(dataset)
 

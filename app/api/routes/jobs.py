@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from app.api.deps import EnqueueDep, SessionDep, SettingsDep
+from app.api.deps import EnqueueDep, LimitsDep, SessionDep, SettingsDep
 from app.api.schemas import JobOut, Page
 from app.db import get_sessionmaker
 from app.services import job_events, jobs
@@ -20,8 +20,10 @@ Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut, summary="Start a training job")
-def submit_job(session: SessionDep, enqueue: EnqueueDep, spec: TrainingSpec, response: Response) -> JobOut:
-    job = jobs.submit_job(session, spec, enqueue)
+def submit_job(
+    session: SessionDep, enqueue: EnqueueDep, limits: LimitsDep, spec: TrainingSpec, response: Response
+) -> JobOut:
+    job = jobs.submit_job(session, spec, enqueue, limits)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     session.refresh(job)
     return JobOut.model_validate(job)

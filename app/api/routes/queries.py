@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from app.api.deps import CacheDep, SettingsDep
+from app.api.deps import CacheDep, LimitsDep
 from app.api.schemas import (
     BatchRecommendations,
     BatchRequest,
@@ -19,12 +19,13 @@ from app.api.schemas import (
     ScoredItem,
 )
 from app.db import get_sessionmaker
-from app.errors import InvalidInput
+from app.limits import check_batch_users, check_k
 from app.services import models, serving
 
 router = APIRouter(prefix="/v1/models/{model_id}", tags=["queries"])
 
-KQuery = Annotated[int, Query(ge=1, le=1000, description="How many items to return (1..1000).")]
+# The upper bound is UNFOLD_MAX_K (app.limits), checked in each route so that it can be configured.
+KQuery = Annotated[int, Query(ge=1, description="How many items to return (1..UNFOLD_MAX_K, default 1000).")]
 
 
 async def _loaded(request: Request, cache: CacheDep, model_id: str) -> serving.LoadedModel:
@@ -56,28 +57,29 @@ def _items(scored: serving.Scored) -> list[ScoredItem]:
 @router.get("/users/{user}/recommendations", response_model=Recommendations, summary="Top-k items for a user")
 async def recommend_user(
     model: ModelDep,
+    limits: LimitsDep,
     user: str,
     k: KQuery = 10,
     exclude_seen: bool = True,
     exclude: Annotated[list[str], Query(max_length=1000, description="Items not to return (repeatable).")] = [],  # noqa: B006
 ) -> Recommendations:
+    check_k(k, limits)
     # Sub-millisecond numpy work: cheaper on the event loop than a threadpool round trip.
     [scored] = serving.recommend_for_users(model, [user], k, exclude_seen, exclude)
     return Recommendations(model_id=model.id, items=_items(scored))
 
 
 @router.post("/recommendations", response_model=FoldInRecommendations, summary="Top-k for a new user (fold-in)")
-def recommend_fold_in(model: ModelDep, body: FoldInRequest) -> FoldInRecommendations:
+def recommend_fold_in(model: ModelDep, limits: LimitsDep, body: FoldInRequest) -> FoldInRecommendations:
+    check_k(body.k, limits)
     scored, unknown = serving.recommend_fold_in(model, body.items, body.weights, body.k, body.exclude_seen)
     return FoldInRecommendations(model_id=model.id, items=_items(scored), unknown_items=unknown)
 
 
 @router.post("/recommendations/batch", response_model=BatchRecommendations, summary="Top-k for many users")
-def recommend_batch(model: ModelDep, settings: SettingsDep, body: BatchRequest) -> Response:
-    if len(body.users) > settings.max_batch_users:
-        raise InvalidInput(
-            f"users has {len(body.users)} entries; at most {settings.max_batch_users} per call", field="users"
-        )
+def recommend_batch(model: ModelDep, limits: LimitsDep, body: BatchRequest) -> Response:
+    check_batch_users(len(body.users), limits)
+    check_k(body.k, limits)
     results, unknown = serving.recommend_batch(model, body.users, body.k, body.exclude_seen, body.exclude)
     # Built as plain dicts and encoded by orjson: validating 100,000 ScoredItem objects through
     # the response model would take longer than the search (the shape is BatchRecommendations).
@@ -90,10 +92,12 @@ def recommend_batch(model: ModelDep, settings: SettingsDep, body: BatchRequest) 
 
 
 @router.get("/items/{item}/similar", response_model=Recommendations, summary="Items similar to an item")
-def similar_items(model: ModelDep, item: str, k: KQuery = 10) -> Recommendations:
+def similar_items(model: ModelDep, limits: LimitsDep, item: str, k: KQuery = 10) -> Recommendations:
+    check_k(k, limits)
     return Recommendations(model_id=model.id, items=_items(serving.similar_items(model, item, k)))
 
 
 @router.post("/neighbors", response_model=Recommendations, summary="Items nearest to a raw vector")
-def neighbors(model: ModelDep, body: NeighborsRequest) -> Recommendations:
+def neighbors(model: ModelDep, limits: LimitsDep, body: NeighborsRequest) -> Recommendations:
+    check_k(body.k, limits)
     return Recommendations(model_id=model.id, items=_items(serving.neighbors(model, body.vector, body.k)))

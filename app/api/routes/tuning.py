@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from app.api.deps import SessionDep
+from app.api.deps import LimitsDep, SessionDep
 from app.api.schemas import Page, TuningIn, TuningOut
 from app.services import tuning
 
@@ -23,8 +23,10 @@ DispatchDep = Annotated[tuning.Dispatch, Depends(_dispatch)]
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=TuningOut, summary="Start a tuning run")
-def submit_tuning(session: SessionDep, dispatch: DispatchDep, body: TuningIn, response: Response) -> TuningOut:
-    run = tuning.submit_tuning(session, body.spec, body.search, dispatch)
+def submit_tuning(
+    session: SessionDep, dispatch: DispatchDep, limits: LimitsDep, body: TuningIn, response: Response
+) -> TuningOut:
+    run = tuning.submit_tuning(session, body.spec, body.search, dispatch, limits=limits)
     response.headers["Location"] = f"/v1/tuning/{run.id}"
     return TuningOut.model_validate(run)
 

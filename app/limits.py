@@ -1,0 +1,125 @@
+"""Configured ceilings on what one request may ask for, and the checks that enforce them.
+
+The values come from Settings (UNFOLD_MAX_*), read by the API and handed to the services as a
+`Limits`; nothing here reads the environment. Every violation is a LimitExceeded naming the
+field, the limit, the value and the setting that raises it: 413 for sizes, 422 for values.
+The static bounds in app.spec stay as the absolute ceilings of the schema.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.errors import LimitExceeded
+from app.spec import TrainingSpec
+
+MIB = 1024 * 1024
+# What Unfold picks when a spec leaves wals.iterations out (WALSConfig.iterations; a test keeps them equal).
+DEFAULT_WALS_ITERATIONS = 15
+
+# Defaults shared with app.config.Settings.
+MAX_UPLOAD_MB = 512.0
+MAX_BODY_MB = 64.0
+MAX_UPLOAD_ROWS = 100_000_000
+# The spec's own bounds (app.spec) are the ceilings: these limits can only lower them.
+MAX_DIM = 4096
+MAX_WALS_ITERATIONS = 1000
+MAX_SGD_EPOCHS = 1000
+MAX_K = 1000
+MAX_BATCH_USERS = 10_000
+
+SETTINGS = {
+    "max_upload_bytes": "UNFOLD_MAX_UPLOAD_MB",
+    "max_body_bytes": "UNFOLD_MAX_BODY_MB",
+    "max_upload_rows": "UNFOLD_MAX_UPLOAD_ROWS",
+    "max_dim": "UNFOLD_MAX_DIM",
+    "max_wals_iterations": "UNFOLD_MAX_WALS_ITERATIONS",
+    "max_sgd_epochs": "UNFOLD_MAX_SGD_EPOCHS",
+    "max_k": "UNFOLD_MAX_K",
+    "max_batch_users": "UNFOLD_MAX_BATCH_USERS",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The ceilings in force; built from Settings by the API (`Settings.limits`)."""
+
+    max_upload_bytes: int = int(MAX_UPLOAD_MB * MIB)
+    max_body_bytes: int = int(MAX_BODY_MB * MIB)
+    max_upload_rows: int = MAX_UPLOAD_ROWS
+    max_dim: int = MAX_DIM
+    max_wals_iterations: int = MAX_WALS_ITERATIONS
+    max_sgd_epochs: int = MAX_SGD_EPOCHS
+    max_k: int = MAX_K
+    max_batch_users: int = MAX_BATCH_USERS
+
+
+def _over(field: str, value: int, limit: int, name: str, *, status: int = 422, detail: str | None = None) -> None:
+    if value > limit:
+        raise LimitExceeded(field, value, limit, SETTINGS[name], status=status, detail=detail)
+
+
+def check_spec(spec: TrainingSpec, limits: Limits, prefix: str = "") -> None:
+    """Refuse a training spec that asks for more than the limits allow (only the chosen algorithm's block)."""
+    _over(f"{prefix}dim", spec.dim, limits.max_dim, "max_dim")
+    if spec.algorithm == "wals":
+        iterations = spec.wals.iterations
+        if iterations is None and limits.max_wals_iterations < DEFAULT_WALS_ITERATIONS:
+            # The default itself is over a lowered limit: say so rather than train past it.
+            field = f"{prefix}wals.iterations"
+            _over(
+                field,
+                DEFAULT_WALS_ITERATIONS,
+                limits.max_wals_iterations,
+                "max_wals_iterations",
+                detail=f"{field} is omitted and Unfold's default {DEFAULT_WALS_ITERATIONS} is over the limit of "
+                f"{limits.max_wals_iterations} (set by {SETTINGS['max_wals_iterations']}); set it explicitly",
+            )
+        elif iterations is not None:
+            _over(f"{prefix}wals.iterations", iterations, limits.max_wals_iterations, "max_wals_iterations")
+    else:
+        _over(f"{prefix}sgd.epochs", spec.sgd.epochs, limits.max_sgd_epochs, "max_sgd_epochs")
+
+
+def check_k(k: int, limits: Limits, field: str = "k") -> None:
+    """Refuse a query asking for more than max_k items."""
+    _over(field, k, limits.max_k, "max_k")
+
+
+def check_batch_users(n_users: int, limits: Limits) -> None:
+    """Refuse a batch query over max_batch_users users."""
+    _over(
+        "users",
+        n_users,
+        limits.max_batch_users,
+        "max_batch_users",
+        detail=f"users has {n_users} entries, over the limit of {limits.max_batch_users} per call "
+        f"(set by {SETTINGS['max_batch_users']})",
+    )
+
+
+def upload_too_large(limits: Limits, received: int) -> LimitExceeded:
+    """The 413 for an upload whose bytes passed max_upload_bytes (`received`: bytes read so far)."""
+    limit = limits.max_upload_bytes
+    return LimitExceeded(
+        "file",
+        received,
+        limit,
+        SETTINGS["max_upload_bytes"],
+        status=413,
+        detail=f"file: the upload exceeds the limit of {limit} bytes ({limit / MIB:g} MiB, set by "
+        f"{SETTINGS['max_upload_bytes']}); {received} bytes were read before it was refused",
+    )
+
+
+def too_many_rows(limits: Limits, rows: int) -> LimitExceeded:
+    """The 413 for an upload with more interactions than max_upload_rows."""
+    return LimitExceeded(
+        "file",
+        rows,
+        limits.max_upload_rows,
+        SETTINGS["max_upload_rows"],
+        status=413,
+        detail=f"file: the upload has {rows} rows (interactions), over the limit of {limits.max_upload_rows} "
+        f"(set by {SETTINGS['max_upload_rows']})",
+    )
