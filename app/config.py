@@ -75,6 +75,16 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(
         30.0, gt=0, description="A running job whose heartbeat is older than 4x this may be resumed."
     )
+    # Crash safety (app/services/recovery.py, checkpoints.py): every worker runs the reaper/reconciler.
+    checkpoint_seconds: float = Field(
+        10.0, ge=0, description="Save a running job's training state at most this often (0: every step)."
+    )
+    max_attempts: int = Field(
+        3, ge=1, description="Claims of a job whose worker keeps dying before it fails as 'worker lost'."
+    )
+    requeue_after_seconds: float = Field(
+        60.0, gt=0, description="Send a job again when it has waited this long and an idle worker never got it."
+    )
     torch_threads: int | None = Field(None, ge=1, description="Threads for training; default all cores.")
     task_always_eager: bool = Field(False, description="Run training inside the API process (tests).")
 

@@ -15,6 +15,7 @@ from app.services import tuning
 from app.services.training import run_job
 from app.services.trials import run_trial
 from app.storage import open_store
+from workers import recovery  # noqa: F401  # connects the reaper/reconciler to worker start
 from workers.celery_app import FINAL_TASK, TRAIN_TASK, TRIAL_TASK, celery_app
 
 
@@ -28,6 +29,7 @@ def train_job(settings: Settings, job_id: str) -> str:
             job_id,
             worker=f"{socket.gethostname()}:{os.getpid()}",
             heartbeat_seconds=settings.heartbeat_seconds,
+            checkpoint_seconds=settings.checkpoint_seconds,
         )
 
 
@@ -47,6 +49,7 @@ def trial_job(settings: Settings, job_id: str, *, worker: str, dispatch: tuning.
             job_id,
             worker=worker,
             heartbeat_seconds=settings.heartbeat_seconds,
+            checkpoint_seconds=settings.checkpoint_seconds,
         )
     if final_id is not None:
         dispatch.final(final_id)  # after the join's commit, like every send

@@ -5,18 +5,31 @@ Imported by the worker only (it pulls in torch through the fit functions).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
-from app.recsys.base import Callback, EmbeddingModel, Evaluator
+from app.recsys.base import Callback, EmbeddingModel, Evaluator, Interrupt, StateCallback, TrainingState
 from app.recsys.interactions import Interactions
 from app.recsys.sgd import fit_sgd
 from app.recsys.sgd_config import SGDConfig, sgd_config_from_spec
 from app.recsys.wals import WALSConfig, fit_wals
 from app.spec import TrainingSpec
 
-Fit = Callable[[Interactions, Any, Callback | None, Evaluator | None], EmbeddingModel]
+
+class Fit(Protocol):
+    """The core's one training interface (fit_wals, fit_sgd)."""
+
+    def __call__(
+        self,
+        train: Interactions,
+        config: Any,
+        callback: Callback | None = None,
+        evaluator: Evaluator | None = None,
+        *,
+        resume: TrainingState | None = None,
+        on_state: StateCallback | None = None,
+        interrupt: Interrupt | None = None,
+    ) -> EmbeddingModel: ...
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,12 @@
 
 Called by the Celery task with a job id; everything it learns about the job comes from the
 database row, and everything it produces goes back there or to the artifact store.
+
+Crash safety: a job checkpoints its training (checkpoints.py) and an attempt that finds a checkpoint
+goes on from it. The one model a job can make has an id derived from the job's, and is published
+whole before its row is committed with the job's success: an attempt that finds the model already
+published (its worker died before the commit) records that model instead of training again, so a
+job never loses a finished model nor makes two.
 """
 
 from __future__ import annotations
@@ -9,22 +15,23 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.models import Dataset, Job, Model, new_id
-from app.recsys.artifact import ModelArtifact, save_model
-from app.recsys.base import EmbeddingModel
+from app.models import Dataset, Job, Model
+from app.recsys.artifact import META, ModelArtifact, save_model
+from app.recsys.base import EmbeddingModel, StateCallback, TrainingState
 from app.recsys.embedding_map import EmbeddingMapConfig, embedding_map
 from app.recsys.folding import folding_diagnostics
 from app.recsys.index import IndexConfig, ItemIndex, build_index
 from app.recsys.interactions import Interactions
 from app.recsys.metrics import popularity_metrics, ranking_metrics
 from app.recsys.split import split
-from app.services import job_state
+from app.services import checkpoints, job_state
 from app.services.algorithms import Plan, plan_for
 from app.services.datasets import StoredDataset, load_dataset
 from app.services.embedding_maps import EMBEDDING_MAP_FILE
@@ -41,18 +48,34 @@ TRACKING_USERS = 1000
 class _Progress:
     """Turns the core's per-step callback into job progress, history and early stopping."""
 
-    def __init__(self, reporter: job_state.JobReporter, phase: str, total: int, unit: str, spec: TrainingSpec) -> None:
+    def __init__(
+        self,
+        reporter: job_state.JobReporter,
+        phase: str,
+        total: int,
+        unit: str,
+        spec: TrainingSpec,
+        resumed: checkpoints.Checkpoint | None = None,
+    ) -> None:
         self.reporter, self.phase, self.total, self.unit = reporter, phase, total, unit
         self.early = spec.early_stopping if phase == "fit" else None
         self.best_value = -np.inf
         self.best_step = 0
+        # A resumed phase starts after its checkpoint's step, with early stopping's best so far.
+        self.first_step = resumed.step if resumed is not None else 0
+        if resumed is not None and resumed.early_stopping:
+            self.best_value = float(resumed.early_stopping["best_value"])
+            self.best_step = int(resumed.early_stopping["best_step"])
         self.started = time.monotonic()
         self.last = self.started
+
+    def early_stopping_state(self) -> dict[str, Any]:
+        return {"best_value": self.best_value, "best_step": self.best_step}
 
     def __call__(self, step: int, elapsed: float, loss: float, metrics: dict[str, float]) -> bool:
         now = time.monotonic()
         seconds, self.last = now - self.last, now
-        eta = (now - self.started) / step * (self.total - step)
+        eta = (now - self.started) / max(step - self.first_step, 1) * (self.total - step)
         progress = {
             "step": step,
             "total_steps": self.total,
@@ -81,6 +104,7 @@ def _fit(
     phase: str,
     spec: TrainingSpec,
     test: Interactions | None,
+    checkpointer: checkpoints.Checkpointer | None = None,
 ) -> tuple[EmbeddingModel, _Progress]:
     ks = tuple(spec.evaluation.k)
     evaluator = None
@@ -89,34 +113,99 @@ def _fit(
         def evaluator(U: np.ndarray, V: np.ndarray) -> dict[str, float]:
             return ranking_metrics(U, V, data, test, ks, max_users=TRACKING_USERS, seed=spec.seed)
 
-    progress = _Progress(reporter, phase, plan.steps, plan.unit, spec)
-    return plan.fit(data, plan.config, progress, evaluator), progress
+    resumed = checkpointer.resume_state(phase) if checkpointer is not None else None
+    progress = _Progress(reporter, phase, plan.steps, plan.unit, spec, resumed)
+    on_state: StateCallback | None = None
+    if checkpointer is not None:
+        saver = checkpointer
+
+        def on_state(step: int, capture: Callable[[], TrainingState]) -> None:
+            if saver.due():
+                state = checkpoints.Checkpoint(
+                    phase, capture(), list(reporter.history), progress.early_stopping_state(), saver.fit_result
+                )
+                saver.save(state)
+
+    model = plan.fit(
+        data,
+        plan.config,
+        progress,
+        evaluator,
+        resume=resumed.state if resumed is not None else None,
+        on_state=on_state,
+        interrupt=reporter.interrupt,
+    )
+    return model, progress
+
+
+def open_checkpoints(
+    store: ArtifactStore, job: Job, dataset: Dataset, reporter: job_state.JobReporter, every: float | None
+) -> checkpoints.Checkpointer | None:
+    """This attempt's checkpointer (None: checkpoints off); a checkpoint found gives the reporter its history back."""
+    if every is None:
+        return None
+    checkpointer = checkpoints.Checkpointer(store, job.id, checkpoints.fingerprint(job.spec, dataset.checksum), every)
+    found = checkpointer.resumed
+    if found is not None:
+        reporter.history = list(found.history)
+        reporter.resumed_from = {"phase": found.phase, "step": found.step, "attempt": reporter.lease.attempt}
+        reporter.write_history()
+        log.info(
+            "job %s: attempt %d resumes from its checkpoint (%s, step %d)",
+            job.id,
+            reporter.lease.attempt,
+            found.phase,
+            found.step,
+        )
+    return checkpointer
 
 
 def fit_and_score(
-    data: Interactions, held_out: Interactions, spec: TrainingSpec, reporter: job_state.JobReporter
+    data: Interactions,
+    held_out: Interactions,
+    spec: TrainingSpec,
+    reporter: job_state.JobReporter,
+    checkpointer: checkpoints.Checkpointer | None = None,
 ) -> dict[str, float]:
     """Fit on `data` with progress and early stopping, score every held-out user; no artifact (tuning trials)."""
-    model, _ = _fit(data, plan_for(spec), reporter, "fit", spec, held_out)
+    model, _ = _fit(data, plan_for(spec), reporter, "fit", spec, held_out, checkpointer)
     return ranking_metrics(model.user_factors, model.item_factors, data, held_out, tuple(spec.evaluation.k))
 
 
 def train_model(
-    sessions: sessionmaker[Session], store: ArtifactStore, job: Job, reporter: job_state.JobReporter
+    sessions: sessionmaker[Session],
+    store: ArtifactStore,
+    job: Job,
+    reporter: job_state.JobReporter,
+    checkpoint_seconds: float | None = None,
 ) -> Model:
-    """Fit, evaluate and (when a split was held out) refit on all data; store the artifact."""
+    """Fit, evaluate and (when a split was held out) refit on all data; store the artifact.
+
+    With `checkpoint_seconds` (None: no checkpoints) the training state is saved at most that often
+    and a checkpoint left by an earlier attempt is resumed; a model an earlier attempt already
+    published is returned as it is.
+    """
+    model_id = job_state.model_id_for(job.id)
+    key = f"models/{model_id}"
+    published = _published_meta(store, key, job.id)
+    if published is not None:
+        reporter.history = list(published.get("history") or [])
+        reporter.write_history()
+        log.info("job %s: model %s was published by an earlier attempt; recording it", job.id, model_id)
+        return _model_row(job, published, key)
     spec = TrainingSpec.model_validate(job.spec)
     with sessions() as session:
         dataset = session.get(Dataset, job.dataset_id)
     if dataset is None:
         raise LookupError(f"dataset {job.dataset_id!r} no longer exists")
+    checkpointer = open_checkpoints(store, job, dataset, reporter, checkpoint_seconds)
     stored = load_dataset(store, dataset)
     full = stored.interactions
     plan = plan_for(spec)
     ev = spec.evaluation
     metrics: dict[str, Any] = {}
     if ev.split == "none":
-        model, _ = _fit(full, plan, reporter, "fit", spec, None)
+        model, _ = _fit(full, plan, reporter, "fit", spec, None, checkpointer)
         metrics["folding"] = folding_diagnostics(
             model.user_factors, model.item_factors, full, None, stored.item_groups, seed=spec.seed
         )
@@ -124,29 +213,50 @@ def train_model(
         train, test = split(full, ev.split, ev.test_fraction, spec.seed)
         if test.nnz == 0:
             raise ValueError(f"evaluation.split {ev.split!r} left no test interactions")
-        model, progress = _fit(train, plan, reporter, "fit", spec, test)
-        ks = tuple(ev.k)
-        metrics.update(ranking_metrics(model.user_factors, model.item_factors, train, test, ks))
-        metrics["baseline"] = {"popularity": popularity_metrics(train, test, ks)}
-        metrics["evaluated_users"] = int(np.count_nonzero(np.diff(test.indptr)))
-        metrics["folding"] = folding_diagnostics(
-            model.user_factors, model.item_factors, train, test, stored.item_groups, seed=spec.seed
-        )
+        fitted = checkpointer.fit_result if checkpointer is not None else None
+        if fitted is None:
+            model, progress = _fit(train, plan, reporter, "fit", spec, test, checkpointer)
+            ks = tuple(ev.k)
+            metrics.update(ranking_metrics(model.user_factors, model.item_factors, train, test, ks))
+            metrics["baseline"] = {"popularity": popularity_metrics(train, test, ks)}
+            metrics["evaluated_users"] = int(np.count_nonzero(np.diff(test.indptr)))
+            metrics["folding"] = folding_diagnostics(
+                model.user_factors, model.item_factors, train, test, stored.item_groups, seed=spec.seed
+            )
+            fitted = {"metrics": metrics, "best_step": progress.best_step if spec.early_stopping else 0}
+            if checkpointer is not None:
+                # The phase boundary, saved whatever the throttle says: a crash in the refit keeps the evaluation.
+                checkpointer.fit_result = fitted
+                checkpointer.save(checkpoints.Checkpoint("refit", None, list(reporter.history), {}, fitted))
+        else:
+            metrics = dict(fitted["metrics"])
         # The served model learns from every interaction; held-out metrics above stay honest
         # because they come from the model that never saw the test split.
-        if spec.early_stopping and progress.best_step:
-            plan = plan.with_steps(progress.best_step)
-        model, _ = _fit(full, plan, reporter, "refit", spec, None)
+        if spec.early_stopping and fitted["best_step"]:
+            plan = plan.with_steps(int(fitted["best_step"]))
+        model, _ = _fit(full, plan, reporter, "refit", spec, None, checkpointer)
     if reporter.cancel_requested():
         raise job_state.JobCancelled("cancelled by request")
 
-    model_id = new_id("mdl")
     resolved = {**spec.model_dump(mode="json"), spec.algorithm: plan.resolved()}
     resolved.pop("sgd" if spec.algorithm == "wals" else "wals", None)
     staged = store.staging_dir()
     try:
         index = _build_index(model, spec)
         index.save(staged)
+        meta: dict[str, Any] = {
+            "id": model_id,
+            "job_id": job.id,
+            "algorithm": spec.algorithm,
+            "dim": spec.dim,
+            "spec": resolved,
+            "fold_in": _fold_in_parameters(resolved),
+            "metrics": metrics,
+            "history": reporter.history,
+            "dataset_id": dataset.id,
+            "index": index.describe(),
+            "resumed_from": reporter.resumed_from,
+        }
         _save_embedding_map(staged, model, full, stored, spec.seed)
         save_model(
             staged,
@@ -157,33 +267,44 @@ def train_model(
                 item_ids=stored.item_ids,
                 seen_indptr=full.indptr,
                 seen_indices=full.indices,
-                meta={
-                    "id": model_id,
-                    "algorithm": spec.algorithm,
-                    "spec": resolved,
-                    "fold_in": _fold_in_parameters(resolved),
-                    "metrics": metrics,
-                    "history": reporter.history,
-                    "dataset_id": dataset.id,
-                },
+                meta=meta,
             ),
         )
-        key = f"models/{model_id}"
         store.publish_dir(key, staged)
     except BaseException:
         store.discard(staged)
         raise
+    return _model_row(job, meta, key)
+
+
+def _model_row(job: Job, meta: dict[str, Any], key: str) -> Model:
+    """The model's row, from the metadata its artifact carries (the same for a fresh and a recovered model)."""
     return Model(
-        id=model_id,
+        id=meta["id"],
+        tenant=job.tenant,  # the model belongs to whoever submitted the job
         job_id=job.id,
-        dataset_id=dataset.id,
-        algorithm=spec.algorithm,
-        dim=spec.dim,
-        spec=resolved,
-        metrics=metrics,
-        index=index.describe(),
+        dataset_id=meta["dataset_id"],
+        algorithm=meta["algorithm"],
+        dim=int(meta["dim"]),
+        spec=meta["spec"],
+        metrics=meta["metrics"],
+        index=meta["index"],
         artifact_key=key,
     )
+
+
+def _published_meta(store: ArtifactStore, key: str, job_id: str) -> dict[str, Any] | None:
+    """The metadata of this job's model when an earlier attempt published it whole, else None."""
+    if not store.exists(key):
+        return None
+    try:
+        meta: dict[str, Any] = json.loads((store.local_dir(key) / META).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    # Without what its row needs (or from another job), the model is trained and published again.
+    if meta.get("job_id") != job_id or not {"index", "dim", "spec", "metrics", "dataset_id"} <= set(meta):
+        return None
+    return meta
 
 
 def _save_embedding_map(
@@ -228,33 +349,74 @@ def run_job(
     *,
     worker: str,
     heartbeat_seconds: float,
+    checkpoint_seconds: float | None = None,
 ) -> str:
-    """Claim and run a job to a final status; returns what happened (for logs and tests)."""
-    if not job_state.claim(sessions, job_id, worker, stale_after=4 * heartbeat_seconds):
-        with sessions() as session:
-            job = session.get(Job, job_id)
-            if job is not None and job.status == "queued" and job.cancel_requested:
-                job_state.finish(sessions, job_id, "cancelled")
+    """Claim and run a job to a final status; returns what happened (for logs and tests).
+
+    "lost" means another worker took the job over while this one ran (it was taken for dead):
+    this attempt then leaves the row, its checkpoint and any published model to that worker.
+    """
+    lease = job_state.claim(sessions, job_id, worker, stale_after=job_state.stale_after(heartbeat_seconds))
+    if lease is None:
+        _after_skip(sessions, store, job_id)
         log.info("job %s not claimed (finished, cancelled or running elsewhere)", job_id)
         return "skipped"
     with sessions() as session:
         job = session.get(Job, job_id)
     assert job is not None
-    model: Model | None = None
+    model_key = f"models/{job_state.model_id_for(job_id)}"
     try:
-        with job_state.JobReporter(sessions, job_id, heartbeat_seconds) as reporter:
-            model = train_model(sessions, store, job, reporter)
-        if job_state.succeed(sessions, job_id, model):
+        with job_state.JobReporter(sessions, lease, heartbeat_seconds) as reporter:
+            model = train_model(sessions, store, job, reporter, checkpoint_seconds)
+            # The published model now survives a crash on its own: the checkpoint is no longer needed.
+            if job_state.holds(sessions, lease):
+                checkpoints.delete(store, job_id)
+        if job_state.succeed(sessions, lease, model):
             log.info("job %s succeeded: model %s", job_id, model.id)
             return "succeeded"
-        store.delete(model.artifact_key)
-        job_state.finish(sessions, job_id, "cancelled")
+        if not job_state.holds(sessions, lease):
+            raise job_state.LeaseLost(f"job {job_id}: lost before its success was recorded")
+        _discard(sessions, store, lease, model_key)
+        job_state.finish(sessions, job_id, "cancelled", lease)
         return "cancelled"
+    except job_state.LeaseLost:
+        log.warning("job %s: attempt %d was taken over by another worker; leaving it", job_id, lease.attempt)
+        return "lost"
     except job_state.JobCancelled:
-        job_state.finish(sessions, job_id, "cancelled")
+        _discard(sessions, store, lease, model_key)
+        job_state.finish(sessions, job_id, "cancelled", lease)
         log.info("job %s cancelled", job_id)
         return "cancelled"
     except Exception as exc:  # the job records every failure; nothing is left "running"
         log.exception("job %s failed", job_id)
-        job_state.finish(sessions, job_id, "failed", error={"type": type(exc).__name__, "message": str(exc)})
+        _discard(sessions, store, lease, model_key)
+        job_state.finish(sessions, job_id, "failed", lease, error={"type": type(exc).__name__, "message": str(exc)})
         return "failed"
+
+
+def _discard(sessions: sessionmaker[Session], store: ArtifactStore, lease: job_state.Lease, model_key: str) -> None:
+    """A job ending without a model leaves nothing behind: no checkpoint, no published model.
+
+    Deleted before the final status is written: a crash in between leaves a running job that is
+    sent again and ends the same way, never a finished job with leftovers nobody will delete.
+    """
+    if not job_state.holds(sessions, lease):
+        return  # another worker's job now: its checkpoint is its own
+    checkpoints.delete(store, lease.job_id)
+    store.delete(model_key)
+
+
+def _after_skip(sessions: sessionmaker[Session], store: ArtifactStore, job_id: str) -> None:
+    """A delivery that did not claim its job: end a cancelled queued job, and clean up after a finished one
+    (a late delivery is how a job cancelled or failed while it waited for a worker loses its checkpoint)."""
+    with sessions() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            return
+        if job.status == "queued" and job.cancel_requested:
+            job_state.finish(sessions, job_id, "cancelled")
+            session.refresh(job)
+        if job.status in job_state.FINISHED:
+            checkpoints.delete(store, job_id)
+            if job.status != "succeeded":
+                store.delete(f"models/{job_state.model_id_for(job_id)}")

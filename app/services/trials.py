@@ -8,15 +8,16 @@ on that training part — reports test metrics that the search did not choose fo
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import Dataset, Job
 from app.recsys.interactions import Interactions
 from app.recsys.split import split
-from app.services import job_state, tuning
+from app.services import checkpoints, job_state, tuning
 from app.services.datasets import load_dataset
-from app.services.training import fit_and_score
+from app.services.training import fit_and_score, open_checkpoints
 from app.spec import TrainingSpec
 from app.storage import ArtifactStore
 
@@ -40,13 +41,24 @@ def run_trial(
     *,
     worker: str,
     heartbeat_seconds: float,
+    checkpoint_seconds: float | None = None,
 ) -> tuple[str, str | None]:
-    """Claim and run one trial to a final status; returns (what happened, a final job id to dispatch)."""
-    if not job_state.claim(sessions, job_id, worker, stale_after=4 * heartbeat_seconds):
+    """Claim and run one trial to a final status; returns (what happened, a final job id to dispatch).
+
+    A trial whose worker died is sent again like any job and resumes from its checkpoint; it joins its
+    run when it ends, whichever attempt that is. "lost": another worker took it over and will join.
+    """
+    lease = job_state.claim(sessions, job_id, worker, stale_after=job_state.stale_after(heartbeat_seconds))
+    if lease is None:
         # Finished, cancelled or running elsewhere: still join, in case this delivery is the one
         # that would otherwise have found every trial ended (a cancelled queued trial).
         log.info("trial %s not claimed (finished, cancelled or running elsewhere)", job_id)
-        return "skipped", tuning.record_trial(sessions, job_id, None)
+        final_id = tuning.record_trial(sessions, job_id, None)
+        with sessions() as session:
+            job = session.get(Job, job_id)
+            if job is not None and job.status in job_state.FINISHED:
+                checkpoints.delete(store, job_id)
+        return "skipped", final_id
     with sessions() as session:
         job = session.get(Job, job_id)
         dataset = session.get(Dataset, job.dataset_id) if job is not None else None
@@ -56,15 +68,35 @@ def run_trial(
         if dataset is None:
             raise LookupError(f"dataset {job.dataset_id!r} no longer exists")
         spec = TrainingSpec.model_validate(job.spec)
-        with job_state.JobReporter(sessions, job_id, heartbeat_seconds) as reporter:
+        with job_state.JobReporter(sessions, lease, heartbeat_seconds) as reporter:
+            checkpointer = open_checkpoints(store, job, dataset, reporter, checkpoint_seconds)
             fit, valid = validation_split(load_dataset(store, dataset).interactions, spec)
-            metrics = fit_and_score(fit, valid, spec, reporter)
+            metrics = fit_and_score(fit, valid, spec, reporter, checkpointer)
         log.info("trial %s succeeded: %s", job_id, metrics)
-        return "succeeded", tuning.record_trial(sessions, job_id, "succeeded", metrics=metrics)
+        return "succeeded", _end(sessions, store, lease, "succeeded", metrics=metrics)
+    except job_state.LeaseLost:
+        log.warning("trial %s: attempt %d was taken over by another worker; leaving it", job_id, lease.attempt)
+        return "lost", None
     except job_state.JobCancelled:
         log.info("trial %s cancelled", job_id)
-        return "cancelled", tuning.record_trial(sessions, job_id, "cancelled")
+        return "cancelled", _end(sessions, store, lease, "cancelled")
     except Exception as exc:  # the trial records every failure; the run goes on with the others
         log.exception("trial %s failed", job_id)
         error = {"type": type(exc).__name__, "message": str(exc)}
-        return "failed", tuning.record_trial(sessions, job_id, "failed", error=error)
+        return "failed", _end(sessions, store, lease, "failed", error=error)
+
+
+def _end(
+    sessions: sessionmaker[Session],
+    store: ArtifactStore,
+    lease: job_state.Lease,
+    status: str,
+    metrics: dict[str, Any] | None = None,
+    error: dict[str, Any] | None = None,
+) -> str | None:
+    """Drop the trial's checkpoint, then record its end and join its run (unless another worker has it now)."""
+    if not job_state.holds(sessions, lease):
+        log.warning("trial %s: attempt %d was taken over before it ended; leaving it", lease.job_id, lease.attempt)
+        return None
+    checkpoints.delete(store, lease.job_id)
+    return tuning.record_trial(sessions, lease.job_id, status, metrics=metrics, error=error)

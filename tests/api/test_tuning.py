@@ -202,10 +202,10 @@ def test_failed_trials_are_ranked_last_and_a_run_without_success_fails(client, s
 
     real = trials.fit_and_score
 
-    def flaky(fit, valid, spec, reporter):
+    def flaky(fit, valid, spec, reporter, *checkpointer):
         if spec.wals.l2 == 666:
             raise ValueError("boom")
-        return real(fit, valid, spec, reporter)
+        return real(fit, valid, spec, reporter, *checkpointer)
 
     monkeypatch.setattr(trials, "fit_and_score", flaky)
     run = _submit(client, dataset, {"params": {"wals.l2": [666, 1.0]}})
