@@ -7,9 +7,12 @@
   const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
                    "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"];
   const UNKNOWN = "#c9c9c9";
+  // Popularity buckets, most popular first: a sequential scale rather than unrelated hues.
+  const POPULARITY = ["#b2182b", "#ef8a62", "#67a9cf", "#2166ac"];
 
-  function colour(code) {
+  function colour(code, scheme) {
     if (code < 0) return UNKNOWN;
+    if (scheme === "popularity") return POPULARITY[Math.min(code, POPULARITY.length - 1)];
     if (code < PALETTE.length) return PALETTE[code];
     return `hsl(${Math.round((code * 137.508) % 360)}, 55%, 50%)`;  // golden angle: distinct hues
   }
@@ -109,7 +112,7 @@
 
   // points: {item: [...], x: [...], y: [...], colour: [...]}; equal scale on both axes (PCA distances).
   function scatter(container, points, options) {
-    const opts = Object.assign({ onClick: null }, options || {});
+    const opts = Object.assign({ onClick: null, scheme: "group" }, options || {});
     container.replaceChildren();
     const W = Math.max(280, container.clientWidth || 520), H = Math.round(Math.min(W * 0.72, 520)), m = 14;
     const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, class: "scatter", role: "img" }, container);
@@ -125,7 +128,7 @@
     for (let i = 0; i < points.x.length; i++) {
       const dot = el("circle", {
         cx: X(points.x[i]).toFixed(1), cy: Y(points.y[i]).toFixed(1), r: 3,
-        fill: colour(points.colour[i]), "data-item": points.item[i], "data-colour": points.colour[i],
+        fill: colour(points.colour[i], opts.scheme), "data-item": points.item[i], "data-colour": points.colour[i],
       }, layer);
       el("title", {}, dot).textContent = `item ${points.item[i]}`;
       if (opts.onClick) dot.addEventListener("click", () => opts.onClick(points.item[i]));

@@ -367,7 +367,10 @@
     if (state.modelShown !== model.id) return;
     $("map-missing").hidden = true;
     state.map = map;
-    state.mapSvg = Charts.scatter($("map"), map.points, { onClick: (item) => ask("item", item) });
+    state.mapSvg = Charts.scatter($("map"), map.points, {
+      onClick: (item) => ask("item", item),
+      scheme: map.colour_by,
+    });
     const [a, b] = map.explained_variance_ratio;
     $("map-caption").textContent =
       `PCA of ${num(map.n_points)} of ${num(map.n_items)} items · axes explain ` +
@@ -377,13 +380,15 @@
     title.className = "legend-title";
     title.textContent = map.colour_by === "group" ? "item group" : "popularity";
     legend.appendChild(title);
+    // Groups by label (1, 2, … 10), unknown last; popularity buckets stay in their order.
     const byLabel = (a, b) => (a.code < 0) - (b.code < 0) || a.label.localeCompare(b.label, "en", { numeric: true });
-    for (const entry of [...map.legend].sort(byLabel)) {
+    const entries = map.colour_by === "group" ? [...map.legend].sort(byLabel) : map.legend;
+    for (const entry of entries) {
       const li = document.createElement("li");
       li.dataset.code = entry.code;
       const swatch = document.createElement("span");
       swatch.className = "swatch";
-      swatch.style.background = Charts.colour(entry.code);
+      swatch.style.background = Charts.colour(entry.code, map.colour_by);
       const label = document.createElement("span");
       label.textContent = `${entry.label} (${entry.count})`;
       li.append(swatch, label);
@@ -426,7 +431,7 @@
         li.dataset.item = item;
         const swatch = document.createElement("span");
         swatch.className = "swatch";
-        if (colourOf.has(item)) swatch.style.background = Charts.colour(colourOf.get(item));
+        if (colourOf.has(item)) swatch.style.background = Charts.colour(colourOf.get(item), state.map.colour_by);
         else swatch.classList.add("off-map");
         const name = document.createElement("span");
         name.className = "item";
