@@ -1,4 +1,4 @@
-"""The `unfold` command: run the service (up, api, worker, migrate)."""
+"""The `unfold` command: run the service (up, api, worker, migrate), manage API keys (keys)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -16,9 +20,18 @@ from app.client import commands as client
 from app.client import demo as client_demo
 from app.config import get_settings
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
 cli = typer.Typer(help="Unfold: train recommendation embeddings and serve them.", no_args_is_help=True)
 datasets_cli = typer.Typer(help="Work with interaction datasets.", no_args_is_help=True)
 cli.add_typer(datasets_cli, name="datasets")
+keys_cli = typer.Typer(
+    help="API keys and their tenants. Admin commands: they act on UNFOLD_DATABASE_URL directly "
+    "(run them where the API's database is, e.g. docker compose exec api unfold keys ...).",
+    no_args_is_help=True,
+)
+cli.add_typer(keys_cli, name="keys")
 console = Console(stderr=True)
 
 
@@ -156,6 +169,80 @@ def datasets_synth(
         seed=seed,
     )
     console.print(f"wrote {out}: {m.n_users} users, {m.n_items} items, {m.nnz} interactions, {groups} groups")
+
+
+@contextmanager
+def _key_admin() -> Iterator[Session]:
+    """A session on the configured database; a refusal or a database error is one line and exit 1."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.db import get_sessionmaker
+    from app.errors import DomainError
+
+    url = get_settings().resolved_database_url
+    try:
+        with get_sessionmaker(url)() as session:
+            yield session
+    except DomainError as exc:
+        console.print(f"[red]error:[/red] {exc.detail}")
+        raise typer.Exit(1) from None
+    except SQLAlchemyError as exc:
+        console.print(f"[red]database error[/red] at {_redact(url)} (is it migrated? unfold migrate): {exc}")
+        raise typer.Exit(1) from None
+
+
+@keys_cli.command("create")
+def keys_create(
+    tenant: str = typer.Option(..., "--tenant", help="The tenant the key acts as (letters, digits, . _ -)."),
+    name: str | None = typer.Option(None, "--name", help="A label to tell keys apart in `keys list`."),
+) -> None:
+    """Create a key and print it, on stdout alone; only its hash is stored, so it is shown this once."""
+    from app.services import api_keys
+
+    with _key_admin() as session:
+        key, plaintext = api_keys.create_key(session, tenant, name)
+    console.print(f"created {key.id} for tenant [bold]{key.tenant}[/bold]; the key is shown only now")
+    typer.echo(plaintext)
+
+
+@keys_cli.command("list")
+def keys_list() -> None:
+    """Every key (revoked ones too), newest first; the keys themselves are never shown, only a prefix."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from app.services import api_keys
+
+    with _key_admin() as session:
+        keys = api_keys.list_keys(session)
+    table = Table(title="API keys", title_justify="left")
+    for column in ("id", "tenant", "name", "prefix", "created", "last used", "revoked"):
+        table.add_column(column, no_wrap=column in ("id", "prefix"))
+    for key in keys:
+        table.add_row(
+            key.id,
+            key.tenant,
+            escape(key.name) if key.name else "–",
+            f"{key.prefix}…",
+            _when(key.created_at),
+            _when(key.last_used_at),
+            _when(key.revoked_at),
+        )
+    client.show(table)
+
+
+@keys_cli.command("revoke")
+def keys_revoke(key_id: str = typer.Argument(..., help="The key's id, as `keys list` shows it.")) -> None:
+    """Revoke a key: the API refuses it within UNFOLD_AUTH_CACHE_SECONDS."""
+    from app.services import api_keys
+
+    with _key_admin() as session:
+        key = api_keys.revoke_key(session, key_id)
+    console.print(f"revoked {key.id} (tenant {key.tenant}) at {_when(key.revoked_at)}")
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value is not None else "–"
 
 
 # The client side: commands that talk to an Unfold API over HTTP (UNFOLD_URL, UNFOLD_API_KEY).

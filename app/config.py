@@ -87,6 +87,19 @@ class Settings(BaseSettings):
     )
     torch_threads: int | None = Field(None, ge=1, description="Threads for training; default all cores.")
     task_always_eager: bool = Field(False, description="Run training inside the API process (tests).")
+    # Tenants (app.services.api_keys): keys are required once one exists, or always with this on.
+    require_auth: bool = Field(
+        False, description="Every /v1 request needs an API key, even before any key exists (docker-compose: true)."
+    )
+    auth_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="How long an API process remembers a key's tenant and whether keys are required "
+        "(a revoked key still works for at most this long).",
+    )
+    max_concurrent_jobs: int = Field(
+        8, ge=1, description="Training jobs queued or running at once per tenant; 429 beyond (a tuning run counts one)."
+    )
 
     @property
     def resolved_database_url(self) -> str:

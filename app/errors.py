@@ -13,11 +13,34 @@ class DomainError(Exception):
         super().__init__(detail)
         self.detail = detail
         self.extra = extra
+        self.headers: dict[str, str] = {}  # response headers the status calls for (WWW-Authenticate...)
 
 
 class NotFound(DomainError):
     status = 404
     title = "Not found"
+
+
+class Unauthorized(DomainError):
+    """No valid API key. Another tenant's resource is a NotFound instead, so ids do not leak."""
+
+    status = 401
+    title = "Unauthorized"
+
+    def __init__(self, detail: str, **extra: object) -> None:
+        super().__init__(detail, **extra)
+        self.headers["WWW-Authenticate"] = "Bearer"
+
+
+class TooManyRequests(DomainError):
+    """Over a rate or concurrency limit; the client may try again after `retry_after` seconds."""
+
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int, **extra: object) -> None:
+        super().__init__(detail, **extra)
+        self.headers["Retry-After"] = str(retry_after)
 
 
 class Conflict(DomainError):

@@ -59,6 +59,15 @@ def test_compose_environment_names_real_settings_and_production_backends():
     )
 
 
+def test_compose_api_requires_keys_and_keeps_the_shared_environment():
+    compose = _compose()
+    api, worker = compose["services"]["api"]["environment"], compose["services"]["worker"]["environment"]
+    assert api["UNFOLD_REQUIRE_AUTH"] == "true" and "require_auth" in Settings.model_fields
+    assert {k: v for k, v in api.items() if k != "UNFOLD_REQUIRE_AUTH"} == worker == compose["x-unfold-env"]
+    assert "keys" in {g.name for g in cli.registered_groups}
+    assert "docker compose exec api unfold keys create --tenant" in (REPO / "README.md").read_text()
+
+
 def test_compose_minio_is_optional_and_matches_the_s3_settings():
     compose = _compose()
     services = compose["services"]

@@ -7,12 +7,14 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 
+from app.api.auth import Authenticator
 from app.api.errors import install_error_handlers
 from app.api.hot_path import HotPathStats, HotRecommendations
 from app.api.limits import BodySizeLimit
 from app.api.observability import install_metrics
 from app.api.routes import datasets, health, jobs, models, queries, tuning
 from app.config import Settings, get_settings
+from app.db import get_sessionmaker
 from app.services.serving import ModelCache
 from app.storage import open_store
 from app.web.dashboard import install_dashboard
@@ -54,6 +56,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store = open_store(settings.resolved_artifact_root, settings)
     app.state.model_cache = ModelCache(app.state.store, int(settings.model_cache_mb * 2**20))
+    app.state.auth = Authenticator(
+        get_sessionmaker(settings.resolved_database_url), settings, ttl=settings.auth_cache_seconds
+    )
     app.state.celery, app.state.enqueue = _enqueuer(settings)
     from workers.dispatch import tuning_dispatch  # imported here, like _enqueuer's: cheap, no torch
 
@@ -61,7 +66,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # Added first, so it sits inside the timing and body-limit middlewares added after it.
     app.state.hot_path = HotPathStats()
-    app.add_middleware(HotRecommendations, cache=app.state.model_cache, stats=app.state.hot_path, max_k=settings.max_k)
+    app.add_middleware(
+        HotRecommendations,
+        cache=app.state.model_cache,
+        stats=app.state.hot_path,
+        max_k=settings.max_k,
+        auth=app.state.auth,
+    )
     install_metrics(app)
     app.add_middleware(BodySizeLimit, limits=settings.limits)
     for module in (health, datasets, jobs, models, queries, tuning):

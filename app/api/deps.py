@@ -6,8 +6,10 @@ from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
+from app.api.auth import Authenticator
 from app.config import Settings
 from app.db import get_sessionmaker
 from app.limits import Limits
@@ -43,9 +45,22 @@ def _enqueue(request: Request) -> Callable[[str], None]:
     return request.app.state.enqueue  # type: ignore[no-any-return]
 
 
+async def _tenant(request: Request) -> str:
+    """The caller's tenant (401 when a key is required and missing or not valid)."""
+    auth: Authenticator = request.app.state.auth
+    header = request.headers.get("authorization")
+    # Remembered answers stay on the event loop; only a lookup goes to a thread (it may read the DB).
+    tenant = auth.peek(header)
+    if tenant is None:
+        tenant = await run_in_threadpool(auth.authenticate, header)
+    return tenant
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 SessionDep = Annotated[Session, Depends(_session)]
 StoreDep = Annotated[ArtifactStore, Depends(_store)]
 CacheDep = Annotated[ModelCache, Depends(_cache)]
 EnqueueDep = Annotated[Callable[[str], None], Depends(_enqueue)]
+# Every /v1 route takes it: the tenant whose datasets, jobs, models and aliases the request sees.
+TenantDep = Annotated[str, Depends(_tenant)]
 LimitsDep = Annotated[Limits, Depends(_limits)]

@@ -45,6 +45,7 @@ def embedded_settings(var_dir: Path) -> Settings:
         broker_url="filesystem://",
         artifact_root=str((var_dir / "artifacts").resolve()),
         task_always_eager=True,
+        require_auth=False,  # a fresh database has no keys: this process is its only client
     )
     return settings if os.environ.get("UNFOLD_TORCH_THREADS") else settings.model_copy(update={"torch_threads": 1})
 

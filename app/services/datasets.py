@@ -59,6 +59,7 @@ def create_dataset(
     filename: str | None,
     name: str | None,
     options: ParseOptions,
+    tenant: str,
     limits: Limits,
 ) -> Dataset:
     """Stream an upload to disk, parse it, store its arrays and record the dataset."""
@@ -99,6 +100,7 @@ def create_dataset(
     n_users, n_items, nnz = len(parsed.user_ids), len(parsed.item_ids), len(parsed.users)
     dataset = Dataset(
         id=dataset_id,
+        tenant=tenant,
         name=name or filename or dataset_id,
         status="ready",
         format=str(stats.get("format", options.format)),
@@ -141,20 +143,21 @@ def load_dataset(store: ArtifactStore, dataset: Dataset) -> StoredDataset:
         )
 
 
-def get_dataset(session: Session, dataset_id: str) -> Dataset:
+def get_dataset(session: Session, dataset_id: str, *, tenant: str) -> Dataset:
+    """A dataset of `tenant`; another tenant's is not found, exactly like a missing one."""
     dataset = session.get(Dataset, dataset_id)
-    if dataset is None:
+    if dataset is None or dataset.tenant != tenant:
         raise NotFound(f"no dataset {dataset_id!r}")
     return dataset
 
 
-def list_datasets(session: Session, limit: int, cursor: str | None) -> Page[Dataset]:
-    return paginate(session, select(Dataset), Dataset.id, limit, cursor)
+def list_datasets(session: Session, limit: int, cursor: str | None, *, tenant: str) -> Page[Dataset]:
+    return paginate(session, select(Dataset).where(Dataset.tenant == tenant), Dataset.id, limit, cursor)
 
 
-def delete_dataset(session: Session, store: ArtifactStore, dataset_id: str) -> None:
+def delete_dataset(session: Session, store: ArtifactStore, dataset_id: str, *, tenant: str) -> None:
     """Delete a dataset unless a queued or running job still needs it."""
-    dataset = get_dataset(session, dataset_id)
+    dataset = get_dataset(session, dataset_id, tenant=tenant)
     busy = session.scalar(
         select(Job.id).where(Job.dataset_id == dataset_id, Job.status.in_(ACTIVE_JOB_STATUSES)).limit(1)
     )

@@ -15,9 +15,11 @@ from app.storage import ArtifactStore
 EMBEDDING_MAP_FILE = "embedding_map.json"
 
 
-def read_embedding_map(session: Session, store: ArtifactStore, model_id_or_alias: str) -> dict[str, Any]:
-    """The stored map of a model (by id or alias); NotFound for models trained before maps were stored."""
-    model = resolve_model(session, model_id_or_alias)
+def read_embedding_map(
+    session: Session, store: ArtifactStore, model_id_or_alias: str, *, tenant: str
+) -> dict[str, Any]:
+    """The stored map of a tenant's model (by id or alias); NotFound for models trained before maps were stored."""
+    model = resolve_model(session, model_id_or_alias, tenant=tenant)
     try:
         path = store.local_dir(model.artifact_key) / EMBEDDING_MAP_FILE
         text = path.read_text()

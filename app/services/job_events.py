@@ -26,10 +26,10 @@ KEEPALIVE_SECONDS = 15.0
 Snapshot = Callable[[], dict[str, Any]]
 
 
-def read_job(sessions: sessionmaker[Session], job_id: str) -> Job:
-    """The job row, read in a session of its own that is closed before returning."""
+def read_job(sessions: sessionmaker[Session], job_id: str, *, tenant: str) -> Job:
+    """The job row of `tenant`, read in a session of its own that is closed before returning."""
     with sessions() as session:
-        return get_job(session, job_id)
+        return get_job(session, job_id, tenant=tenant)
 
 
 def format_event(event: str, data: Any, event_id: int | None = None) -> str:

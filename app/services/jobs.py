@@ -7,9 +7,11 @@ from collections.abc import Callable
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.errors import InvalidInput, NotFound
+from app.errors import NotFound
 from app.limits import Limits, check_spec
-from app.models import Dataset, Job, new_id, utcnow
+from app.models import Job, new_id, utcnow
+from app.services import quotas
+from app.services.datasets import get_dataset
 from app.services.pagination import Page, paginate
 from app.spec import TrainingSpec
 
@@ -19,13 +21,22 @@ FINISHED = ("succeeded", "failed", "cancelled")
 Enqueue = Callable[[str], None]
 
 
-def submit_job(session: Session, spec: TrainingSpec, enqueue: Enqueue, limits: Limits) -> Job:
-    """Record a queued job, commit, and only then hand its id to the queue."""
+def submit_job(
+    session: Session, spec: TrainingSpec, enqueue: Enqueue, limits: Limits, *, tenant: str, max_concurrent_jobs: int
+) -> Job:
+    """Record a queued job of `tenant`, commit, and only then hand its id to the queue.
+
+    404 when the dataset is not one of the tenant's (exactly as when it does not exist), 429 when
+    the tenant already has `max_concurrent_jobs` training jobs queued or running.
+    """
     check_spec(spec, limits)
-    if session.get(Dataset, spec.dataset_id) is None:
-        raise InvalidInput(f"dataset_id: no dataset {spec.dataset_id!r}", field="dataset_id")
+    try:
+        get_dataset(session, spec.dataset_id, tenant=tenant)
+    except NotFound:
+        raise NotFound(f"dataset_id: no dataset {spec.dataset_id!r}", field="dataset_id") from None
     job = Job(
         id=new_id("job"),
+        tenant=tenant,
         dataset_id=spec.dataset_id,
         algorithm=spec.algorithm,
         status="queued",
@@ -33,6 +44,7 @@ def submit_job(session: Session, spec: TrainingSpec, enqueue: Enqueue, limits: L
         history=[],
     )
     session.add(job)
+    quotas.admit(session, tenant, max_concurrent_jobs)
     session.commit()
     # Sent after the commit so the worker always finds the row; if the broker is down the job
     # stays queued in the database, which is the source of truth.
@@ -40,23 +52,24 @@ def submit_job(session: Session, spec: TrainingSpec, enqueue: Enqueue, limits: L
     return job
 
 
-def get_job(session: Session, job_id: str) -> Job:
+def get_job(session: Session, job_id: str, *, tenant: str) -> Job:
+    """A job of `tenant`; another tenant's is not found, exactly like a missing one."""
     job = session.get(Job, job_id)
-    if job is None:
+    if job is None or job.tenant != tenant:
         raise NotFound(f"no job {job_id!r}")
     return job
 
 
-def list_jobs(session: Session, status: str | None, limit: int, cursor: str | None) -> Page[Job]:
-    query = select(Job)
+def list_jobs(session: Session, status: str | None, limit: int, cursor: str | None, *, tenant: str) -> Page[Job]:
+    query = select(Job).where(Job.tenant == tenant)
     if status is not None:
         query = query.where(Job.status == status)
     return paginate(session, query, Job.id, limit, cursor)
 
 
-def cancel_job(session: Session, job_id: str) -> Job:
+def cancel_job(session: Session, job_id: str, *, tenant: str) -> Job:
     """Cancel a queued job at once; ask a running one to stop at its next iteration."""
-    job = get_job(session, job_id)
+    job = get_job(session, job_id, tenant=tenant)
     if job.status in FINISHED:
         return job
     # Conditional updates, so a cancel racing the worker's claim never loses either write.

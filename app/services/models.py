@@ -1,4 +1,8 @@
-"""Trained models and their aliases: list, fetch, delete, point an alias at a model."""
+"""Trained models and their aliases: list, fetch, delete, point an alias at a model.
+
+Everything is scoped to a tenant: another tenant's model or alias is not found, exactly like a
+missing one, and alias names are the tenant's own (two tenants may both have a "prod").
+"""
 
 from __future__ import annotations
 
@@ -11,25 +15,26 @@ from app.services.pagination import Page, paginate
 from app.storage import ArtifactStore
 
 
-def resolve_model(session: Session, model_id_or_alias: str) -> Model:
-    """A model by id, or by the alias that points at it."""
+def resolve_model(session: Session, model_id_or_alias: str, *, tenant: str) -> Model:
+    """A model of `tenant` by id, or by the tenant's alias that points at it."""
     model = session.get(Model, model_id_or_alias)
-    if model is None:
-        alias = session.get(Alias, model_id_or_alias)
+    if model is None or model.tenant != tenant:
+        model = None
+        alias = session.get(Alias, (tenant, model_id_or_alias))
         if alias is not None:
             model = session.get(Model, alias.model_id)
-    if model is None:
+    if model is None or model.tenant != tenant:
         raise NotFound(f"no model or alias {model_id_or_alias!r}")
     return model
 
 
-def list_models(session: Session, limit: int, cursor: str | None) -> Page[Model]:
-    return paginate(session, select(Model), Model.id, limit, cursor)
+def list_models(session: Session, limit: int, cursor: str | None, *, tenant: str) -> Page[Model]:
+    return paginate(session, select(Model).where(Model.tenant == tenant), Model.id, limit, cursor)
 
 
-def delete_model(session: Session, store: ArtifactStore, model_id_or_alias: str) -> Model:
+def delete_model(session: Session, store: ArtifactStore, model_id_or_alias: str, *, tenant: str) -> Model:
     """Delete a model, its aliases and its artifacts."""
-    model = resolve_model(session, model_id_or_alias)
+    model = resolve_model(session, model_id_or_alias, tenant=tenant)
     session.execute(delete(Alias).where(Alias.model_id == model.id))
     session.delete(model)
     session.commit()
@@ -37,12 +42,12 @@ def delete_model(session: Session, store: ArtifactStore, model_id_or_alias: str)
     return model
 
 
-def put_alias(session: Session, name: str, model_id: str) -> Alias:
-    """Create or move an alias to a model (by id or by another alias)."""
-    model = resolve_model(session, model_id)
-    alias = session.get(Alias, name)
+def put_alias(session: Session, name: str, model_id: str, *, tenant: str) -> Alias:
+    """Create or move an alias of `tenant` to one of its models (by id or by another alias)."""
+    model = resolve_model(session, model_id, tenant=tenant)
+    alias = session.get(Alias, (tenant, name))
     if alias is None:
-        alias = Alias(name=name, model_id=model.id)
+        alias = Alias(tenant=tenant, name=name, model_id=model.id)
         session.add(alias)
     else:
         alias.model_id = model.id
@@ -51,13 +56,13 @@ def put_alias(session: Session, name: str, model_id: str) -> Alias:
     return alias
 
 
-def get_alias(session: Session, name: str) -> Alias:
-    alias = session.get(Alias, name)
+def get_alias(session: Session, name: str, *, tenant: str) -> Alias:
+    alias = session.get(Alias, (tenant, name))
     if alias is None:
         raise NotFound(f"no alias {name!r}")
     return alias
 
 
-def delete_alias(session: Session, name: str) -> None:
-    session.delete(get_alias(session, name))
+def delete_alias(session: Session, name: str, *, tenant: str) -> None:
+    session.delete(get_alias(session, name, tenant=tenant))
     session.commit()

@@ -99,7 +99,8 @@ class ModelCache:
 
     It also remembers for a moment which model an id or alias names, so the hot query path
     skips the database; an alias moved or a model deleted elsewhere is seen within NAME_TTL
-    (plus one in-flight lookup).
+    (plus one in-flight lookup). Names are remembered per tenant: the same alias may name
+    different models for two tenants, and a tenant never reaches a model through another's name.
     """
 
     NAME_TTL = 2.0
@@ -112,29 +113,30 @@ class ModelCache:
         self.store = store
         self.max_bytes = max_bytes
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
-        self._names: dict[str, _Name] = {}
+        self._names: dict[tuple[str, str], _Name] = {}  # (tenant, id or alias) -> model
         self._loading: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def resolve(self, name: str, lookup: Callable[[], tuple[str, str]]) -> LoadedModel:
-        """The model an id or alias names; `lookup` returns (model id, artifact key) from the database."""
+    def resolve(self, tenant: str, name: str, lookup: Callable[[], tuple[str, str]]) -> LoadedModel:
+        """The model an id or alias of `tenant` names; `lookup` returns (model id, artifact key) from the
+        database, scoped to that tenant."""
         now = time.monotonic()
-        cached = self._names.get(name)
+        cached = self._names.get((tenant, name))
         if cached is None or cached.verified_until < now:
             model_id, key = lookup()
             cached = _Name(model_id, key, now + self.NAME_TTL, now + self.NAME_TTL)
-            self._names[name] = cached
+            self._names[(tenant, name)] = cached
         return self.get(cached.model_id, cached.artifact_key)
 
-    def peek(self, name: str) -> LoadedModel | None:
+    def peek(self, tenant: str, name: str) -> LoadedModel | None:
         """The loaded model a fresh remembered name points at, without any I/O; None otherwise.
 
         Past its TTL, exactly one caller gets None (and goes through resolve) while later callers
         keep the old answer for REFRESH_GRACE.
         """
-        cached = self._names.get(name)
+        cached = self._names.get((tenant, name))
         if cached is None:
             return None
         now = time.monotonic()
@@ -191,9 +193,9 @@ class ModelCache:
             self._models.pop(model_id, None)
             self._names = {n: v for n, v in self._names.items() if v.model_id != model_id}
 
-    def forget_name(self, name: str) -> None:
+    def forget_name(self, tenant: str, name: str) -> None:
         """Drop a remembered id/alias → model mapping (after this process moved an alias)."""
-        self._names.pop(name, None)
+        self._names.pop((tenant, name), None)
 
 
 def _with_extra(indptr: np.ndarray, indices: np.ndarray, extra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

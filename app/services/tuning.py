@@ -20,7 +20,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.errors import InvalidInput, LimitExceeded, NotFound
 from app.limits import Limits, check_spec
-from app.models import Dataset, Job, TuningRun, TuningTrial, new_id, utcnow
+from app.models import Job, TuningRun, TuningTrial, new_id, utcnow
+from app.services import quotas
+from app.services.datasets import get_dataset
 from app.services.pagination import Page, paginate
 from app.spec import TrainingSpec
 from app.tuning_spec import MAX_TRIALS, SearchSpaceError, SearchSpec, Trial, plan_trials
@@ -86,10 +88,18 @@ def submit_tuning(
     max_trials: int = MAX_TRIALS,
     *,
     limits: Limits = Limits(),  # noqa: B008  # frozen: the built-in limits
+    tenant: str,
+    max_concurrent_jobs: int,
 ) -> TuningView:
-    """Record the run and one queued job per trial, commit, then send every trial at once."""
-    if session.get(Dataset, spec.dataset_id) is None:
-        raise InvalidInput(f"spec.dataset_id: no dataset {spec.dataset_id!r}", field="spec.dataset_id")
+    """Record the run of `tenant` and one queued job per trial, commit, then send every trial at once.
+
+    404 when the dataset is not the tenant's; 429 when the tenant already has `max_concurrent_jobs`
+    training jobs queued or running (the run counts as one, see app.services.quotas).
+    """
+    try:
+        get_dataset(session, spec.dataset_id, tenant=tenant)
+    except NotFound:
+        raise NotFound(f"spec.dataset_id: no dataset {spec.dataset_id!r}", field="spec.dataset_id") from None
     try:
         plan = plan_trials(spec, search, max_trials)
     except SearchSpaceError as exc:
@@ -97,6 +107,7 @@ def submit_tuning(
     _check_limits(plan.trials, limits)
     run = TuningRun(
         id=new_id("tun"),
+        tenant=tenant,
         dataset_id=spec.dataset_id,
         status="queued",
         spec=spec.model_dump(mode="json"),
@@ -109,6 +120,7 @@ def submit_tuning(
     for trial in plan.trials:
         job = Job(
             id=new_id("job"),
+            tenant=tenant,
             dataset_id=spec.dataset_id,
             algorithm=trial.spec.algorithm,
             status="queued",
@@ -120,10 +132,11 @@ def submit_tuning(
         session.add(job)
         session.add(TuningTrial(job_id=job.id, tuning_id=run.id, number=trial.number, params=trial.params))
         job_ids.append(job.id)
+    quotas.admit(session, tenant, max_concurrent_jobs)
     session.commit()
     # Sent after the commit (workers always find the rows); if the broker is down they stay queued.
     dispatch.trials(job_ids)
-    return get_tuning(session, run.id)
+    return get_tuning(session, run.id, tenant=tenant)
 
 
 def _check_limits(trials: Sequence[Trial], limits: Limits) -> None:
@@ -139,27 +152,30 @@ def _check_limits(trials: Sequence[Trial], limits: Limits) -> None:
             ) from None
 
 
-def get_tuning(session: Session, tuning_id: str) -> TuningView:
+def get_tuning(session: Session, tuning_id: str, *, tenant: str) -> TuningView:
+    """A run of `tenant`; another tenant's is not found, exactly like a missing one."""
     session.expire_all()  # trials may have run inline since the caller last looked
     run = session.get(TuningRun, tuning_id)
-    if run is None:
+    if run is None or run.tenant != tenant:
         raise NotFound(f"no tuning run {tuning_id!r}")
     return _views(session, [run])[0]
 
 
-def list_tuning(session: Session, status: str | None, limit: int, cursor: str | None) -> Page[TuningView]:
-    query = select(TuningRun)
+def list_tuning(
+    session: Session, status: str | None, limit: int, cursor: str | None, *, tenant: str
+) -> Page[TuningView]:
+    query = select(TuningRun).where(TuningRun.tenant == tenant)
     if status is not None:
         query = query.where(TuningRun.status == status)
     page = paginate(session, query, TuningRun.id, limit, cursor)
     return Page(_views(session, page.items), page.next_cursor)
 
 
-def cancel_tuning(session: Session, tuning_id: str) -> TuningView:
+def cancel_tuning(session: Session, tuning_id: str, *, tenant: str) -> TuningView:
     """Cancel the run: queued trials at once, running ones at their next step, and the final job."""
-    run = get_tuning(session, tuning_id).run
+    run = get_tuning(session, tuning_id, tenant=tenant).run
     if run.status in FINISHED:
-        return get_tuning(session, tuning_id)
+        return get_tuning(session, tuning_id, tenant=tenant)
     now = utcnow()
     session.execute(
         update(TuningRun)
@@ -176,7 +192,7 @@ def cancel_tuning(session: Session, tuning_id: str) -> TuningView:
         update(Job).where(Job.tuning_id == tuning_id, Job.status == "running").values(cancel_requested=True)
     )
     session.commit()
-    return get_tuning(session, tuning_id)
+    return get_tuning(session, tuning_id, tenant=tenant)
 
 
 def mark_started(sessions: sessionmaker[Session], tuning_id: str) -> None:
@@ -263,6 +279,7 @@ def _join(session: Session, run: TuningRun) -> str | None:
         return None
     final = Job(
         id=new_id("job"),
+        tenant=run.tenant,  # the run's own work: admitted with the run, not counted again
         dataset_id=run.dataset_id,
         algorithm=best.algorithm,
         status="queued",

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
+from app.api.app import create_app
 from tests.helpers import planted_csv, upload
 
 
@@ -30,7 +32,7 @@ def _get(client, url: str, **params) -> tuple[object, bool]:
 )
 def test_same_bytes_as_the_full_route(client, model, params):
     url = f"/v1/models/{model}/users/u5/recommendations"
-    client.app.state.model_cache.forget_name(model)  # the next request takes the full route...
+    client.app.state.model_cache.forget_name("default", model)  # the next request takes the full route...
     slow, hot = _get(client, url, **params)
     assert slow.status_code == 200 and not hot
     fast, hot = _get(client, url, **params)  # ...which leaves the model where the hot path finds it
@@ -103,3 +105,41 @@ def test_parameters_it_does_not_know_go_to_the_full_route(client, model):
     client.get(f"/v1/models/{model}/users/u5/recommendations")
     response, hot = _get(client, f"/v1/models/{model}/users/u5/recommendations", exclude="i1")
     assert response.status_code == 200 and not hot
+
+
+def test_keys_and_tenants_get_the_same_answers_on_both_paths(tmp_path: Path):
+    from tests.api.test_tenants import as_tenant, bearer, make_settings, new_key, train
+
+    settings = make_settings(tmp_path)
+    acme_key, globex_key = new_key(settings, "acme")[1], new_key(settings, "globex")[1]
+    app = create_app(settings)
+    acme, globex = as_tenant(app, acme_key), as_tenant(app, globex_key)
+    anonymous = TestClient(app, raise_server_exceptions=False)
+    _, _, model = train(acme, tmp_path, "acme")
+    url = f"/v1/models/{model}/users/u5/recommendations"
+
+    def get(client: TestClient, path: str, **headers: str) -> tuple[object, bool]:
+        before = app.state.hot_path.answered
+        response = client.get(path, headers=headers or None)
+        return response, app.state.hot_path.answered == before + 1
+
+    slow, hot = get(acme, url)
+    assert slow.status_code == 200 and not hot
+    fast, hot = get(acme, url)
+    assert hot and fast.content == slow.content
+    # The same key with the scheme spelled differently: both paths accept it alike.
+    fast, hot = get(anonymous, url, Authorization=f"bearer {acme_key}")
+    assert hot and fast.content == slow.content
+    # Another tenant, no key, a wrong key: never the hot path, and the route's 404 / 401.
+    theirs, hot = get(globex, url)
+    assert theirs.status_code == 404 and not hot
+    missing, _ = get(globex, "/v1/models/mdl_nope/users/u5/recommendations")
+    assert theirs.text.replace(model, "mdl_nope") == missing.text
+    for headers in ({}, {"Authorization": "Bearer unf_wrong"}, {"Authorization": f"Basic {acme_key}"}):
+        refused, hot = get(anonymous, url, **headers)
+        assert refused.status_code == 401 and not hot, headers
+        assert refused.headers["www-authenticate"] == "Bearer"
+    # globex looking the name up did not make acme's model reachable for it, nor change acme's answer.
+    assert get(globex, url)[0].status_code == 404
+    again, hot = get(anonymous, url, **bearer(acme_key))
+    assert hot and again.content == slow.content

@@ -55,7 +55,6 @@ def test_bad_specs_are_422_naming_the_field(client, tmp_path: Path):
         ({"dataset_id": ds, "evaluation": {"k": [0]}}, "evaluation"),
         ({"dataset_id": ds, "wals": {"l2_reg": 1}}, "wals.l2_reg"),
         ({"dataset_id": ds, "early_stopping": {"metric": "recall@50"}}, "early_stopping"),
-        ({"dataset_id": "ds_missing"}, "dataset_id"),
         ({}, "dataset_id"),
     ]
     for body, field in cases:
@@ -63,6 +62,9 @@ def test_bad_specs_are_422_naming_the_field(client, tmp_path: Path):
         assert r.status_code == 422, (body, r.text)
         problem = r.json()
         assert field in problem["detail"], (field, problem)
+    # A dataset that is not there (or is another tenant's: the same answer) is not found.
+    r = client.post("/v1/jobs", json={"dataset_id": "ds_missing"})
+    assert r.status_code == 404 and r.json()["field"] == "dataset_id", r.text
 
 
 def test_unknown_job_is_404_and_list_filters_by_status(client, tmp_path: Path):

@@ -108,23 +108,35 @@ def test_expired_name_sends_one_request_to_the_database_while_others_keep_answer
         lookups.append(1)
         return "a", key
 
-    assert cache.peek("live") is None  # never looked up
-    cache.resolve("live", lookup)
-    assert cache.peek("live") is not None and len(lookups) == 1
+    assert cache.peek("t", "live") is None  # never looked up
+    cache.resolve("t", "live", lookup)
+    assert cache.peek("t", "live") is not None and len(lookups) == 1
     time.sleep(0.1)
-    assert cache.peek("live") is None  # expired: this caller goes to resolve...
-    assert cache.peek("live") is not None  # ...while the next ones are answered from the old entry
-    cache.resolve("live", lookup)
+    assert cache.peek("t", "live") is None  # expired: this caller goes to resolve...
+    assert cache.peek("t", "live") is not None  # ...while the next ones are answered from the old entry
+    cache.resolve("t", "live", lookup)
     assert len(lookups) == 2  # the expired entry was really looked up again
-    cache.resolve("live", lookup)
+    cache.resolve("t", "live", lookup)
     assert len(lookups) == 2  # and is fresh now
 
 
 def test_evict_forgets_the_model_and_every_name_for_it(store):
     key = _publish(store, "a", 0)
     cache = serving.ModelCache(store, max_bytes=1 << 30)
-    cache.resolve("a", lambda: ("a", key))
-    cache.resolve("live", lambda: ("a", key))
+    cache.resolve("t", "a", lambda: ("a", key))
+    cache.resolve("u", "live", lambda: ("a", key))
     cache.evict("a")
     assert cache.loaded_ids() == []
-    assert cache.peek("a") is None and cache.peek("live") is None
+    assert cache.peek("t", "a") is None and cache.peek("u", "live") is None
+
+
+def test_names_are_remembered_per_tenant(store):
+    """One tenant's lookup of a name never answers another tenant's query for the same name."""
+    key_a, key_b = _publish(store, "a", 0), _publish(store, "b", 1)
+    cache = serving.ModelCache(store, max_bytes=1 << 30)
+    assert cache.resolve("t1", "prod", lambda: ("a", key_a)).id == "a"
+    assert cache.peek("t2", "prod") is None  # t2 has not looked "prod" up: it must go to the database
+    assert cache.resolve("t2", "prod", lambda: ("b", key_b)).id == "b"
+    assert cache.peek("t1", "prod").id == "a" and cache.peek("t2", "prod").id == "b"
+    cache.forget_name("t1", "prod")
+    assert cache.peek("t1", "prod") is None and cache.peek("t2", "prod").id == "b"

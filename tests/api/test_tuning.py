@@ -131,7 +131,6 @@ def test_sgd_parameters_and_a_grid_sample(client, dataset: str):
         ({"params": {}}, {}, "search.params"),
         ({"metric": "ndcg@50", "params": {"dim": [8]}}, {}, "search.metric"),
         ({"params": {"dim": [8]}}, {"evaluation": {"split": "none"}}, "spec.evaluation.split"),
-        ({"params": {"dim": [8]}}, {"dataset_id": "ds_missing"}, "spec.dataset_id"),
         ({"params": {"dim": [8]}}, {"wals": {"l2": -1}}, "spec.wals.l2"),
         (
             {"params": {"sgd.negatives.strategy": ["uniform", "none"]}},
@@ -145,6 +144,12 @@ def test_bad_searches_are_422_naming_the_parameter(client, dataset: str, search:
     assert r.status_code == 422, r.text
     assert r.headers["content-type"] == "application/problem+json"
     assert field in r.json()["detail"], r.json()
+    assert client.get("/v1/tuning").json()["items"] == []
+
+
+def test_a_missing_dataset_is_404_naming_the_field(client):
+    r = client.post("/v1/tuning", json={"spec": {"dataset_id": "ds_missing"}, "search": {"params": {"dim": [8]}}})
+    assert r.status_code == 404 and r.json()["field"] == "spec.dataset_id", r.text
     assert client.get("/v1/tuning").json()["items"] == []
 
 
@@ -264,7 +269,8 @@ def _join_race(url: str, dataset_id: str) -> None:
     sent = Recorder()
     with sessions() as session:
         spec = TrainingSpec(dataset_id=dataset_id, dim=4)
-        submit_tuning(session, spec, SearchSpec(params={"wals.l2": [float(i) for i in range(8)]}), sent)
+        search = SearchSpec(params={"wals.l2": [float(i) for i in range(8)]})
+        submit_tuning(session, spec, search, sent, tenant="default", max_concurrent_jobs=1)
     for i, job_id in enumerate(sent.sent_trials):
         assert job_state.claim(sessions, job_id, f"w{i}", stale_after=60)
     barrier = threading.Barrier(len(sent.sent_trials))

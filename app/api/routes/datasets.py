@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, Query, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 
-from app.api.deps import LimitsDep, SessionDep, StoreDep
+from app.api.deps import LimitsDep, SessionDep, StoreDep, TenantDep
 from app.api.schemas import DatasetOut, Page
 from app.ingestion import ParseOptions
 from app.services import datasets
@@ -20,6 +20,7 @@ Format = Literal["auto", "csv", "tsv", "parquet", "movielens", "adjacency"]
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetOut, summary="Upload interactions")
 async def upload_dataset(
     session: SessionDep,
+    tenant: TenantDep,
     store: StoreDep,
     limits: LimitsDep,
     file: Annotated[UploadFile, File(description="The interactions file.")],
@@ -56,6 +57,7 @@ async def upload_dataset(
         filename=file.filename,
         name=name,
         options=options,
+        tenant=tenant,
         limits=limits,
     )
     return DatasetOut.model_validate(dataset)
@@ -63,17 +65,20 @@ async def upload_dataset(
 
 @router.get("", response_model=Page[DatasetOut], summary="List datasets, newest first")
 def list_datasets(
-    session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50, cursor: str | None = None
+    session: SessionDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
 ) -> Page[DatasetOut]:
-    page = datasets.list_datasets(session, limit, cursor)
+    page = datasets.list_datasets(session, limit, cursor, tenant=tenant)
     return Page[DatasetOut](items=[DatasetOut.model_validate(d) for d in page.items], next_cursor=page.next_cursor)
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut, summary="One dataset")
-def get_dataset(session: SessionDep, dataset_id: str) -> DatasetOut:
-    return DatasetOut.model_validate(datasets.get_dataset(session, dataset_id))
+def get_dataset(session: SessionDep, tenant: TenantDep, dataset_id: str) -> DatasetOut:
+    return DatasetOut.model_validate(datasets.get_dataset(session, dataset_id, tenant=tenant))
 
 
 @router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a dataset")
-def delete_dataset(session: SessionDep, store: StoreDep, dataset_id: str) -> None:
-    datasets.delete_dataset(session, store, dataset_id)
+def delete_dataset(session: SessionDep, store: StoreDep, tenant: TenantDep, dataset_id: str) -> None:
+    datasets.delete_dataset(session, store, dataset_id, tenant=tenant)

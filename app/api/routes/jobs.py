@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from app.api.deps import EnqueueDep, LimitsDep, SessionDep, SettingsDep
+from app.api.deps import EnqueueDep, LimitsDep, SessionDep, SettingsDep, TenantDep
 from app.api.schemas import JobOut, Page
 from app.db import get_sessionmaker
 from app.services import job_events, jobs
@@ -21,9 +21,17 @@ Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut, summary="Start a training job")
 def submit_job(
-    session: SessionDep, enqueue: EnqueueDep, limits: LimitsDep, spec: TrainingSpec, response: Response
+    session: SessionDep,
+    enqueue: EnqueueDep,
+    limits: LimitsDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
+    spec: TrainingSpec,
+    response: Response,
 ) -> JobOut:
-    job = jobs.submit_job(session, spec, enqueue, limits)
+    job = jobs.submit_job(
+        session, spec, enqueue, limits, tenant=tenant, max_concurrent_jobs=settings.max_concurrent_jobs
+    )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     session.refresh(job)
     return JobOut.model_validate(job)
@@ -32,22 +40,23 @@ def submit_job(
 @router.get("", response_model=Page[JobOut], summary="List jobs, newest first")
 def list_jobs(
     session: SessionDep,
+    tenant: TenantDep,
     status: Status | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
 ) -> Page[JobOut]:
-    page = jobs.list_jobs(session, status, limit, cursor)
+    page = jobs.list_jobs(session, status, limit, cursor, tenant=tenant)
     return Page[JobOut](items=[JobOut.model_validate(j) for j in page.items], next_cursor=page.next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobOut, summary="A job's status, progress and history")
-def get_job(session: SessionDep, job_id: str) -> JobOut:
-    return JobOut.model_validate(jobs.get_job(session, job_id))
+def get_job(session: SessionDep, tenant: TenantDep, job_id: str) -> JobOut:
+    return JobOut.model_validate(jobs.get_job(session, job_id, tenant=tenant))
 
 
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut, summary="Cancel a job")
-def cancel_job(session: SessionDep, job_id: str) -> JobOut:
-    return JobOut.model_validate(jobs.cancel_job(session, job_id))
+def cancel_job(session: SessionDep, tenant: TenantDep, job_id: str) -> JobOut:
+    return JobOut.model_validate(jobs.cancel_job(session, job_id, tenant=tenant))
 
 
 @router.get(
@@ -56,13 +65,13 @@ def cancel_job(session: SessionDep, job_id: str) -> JobOut:
     responses={200: {"content": {"text/event-stream": {}}, "description": "progress events, then one end event"}},
     summary="Follow a job: server-sent events until it ends",
 )
-async def follow_job(settings: SettingsDep, job_id: str) -> StreamingResponse:
+async def follow_job(settings: SettingsDep, tenant: TenantDep, job_id: str) -> StreamingResponse:
     """`event: progress` (data {id, status, progress}) on every change, then `event: end` with the job."""
     # No SessionDep: the stream outlives the request's dependencies; each poll opens its own session.
     sessions = get_sessionmaker(settings.resolved_database_url)
 
     def snapshot() -> dict[str, Any]:
-        return JobOut.model_validate(job_events.read_job(sessions, job_id)).model_dump(mode="json")
+        return JobOut.model_validate(job_events.read_job(sessions, job_id, tenant=tenant)).model_dump(mode="json")
 
     first = await run_in_threadpool(snapshot)  # an unknown job is a 404 before the stream starts
     return StreamingResponse(

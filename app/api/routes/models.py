@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
 
-from app.api.deps import CacheDep, SessionDep, StoreDep
+from app.api.deps import CacheDep, SessionDep, StoreDep, TenantDep
 from app.api.schemas import AliasIn, AliasOut, EmbeddingMapOut, ModelOut, Page
 from app.services import embedding_maps, models
 
@@ -17,15 +17,18 @@ AliasName = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[A-Za-z
 
 @router.get("/v1/models", response_model=Page[ModelOut], summary="List models, newest first")
 def list_models(
-    session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50, cursor: str | None = None
+    session: SessionDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
 ) -> Page[ModelOut]:
-    page = models.list_models(session, limit, cursor)
+    page = models.list_models(session, limit, cursor, tenant=tenant)
     return Page[ModelOut](items=[ModelOut.model_validate(m) for m in page.items], next_cursor=page.next_cursor)
 
 
 @router.get("/v1/models/{model_id}", response_model=ModelOut, summary="One model, by id or alias")
-def get_model(session: SessionDep, model_id: str) -> ModelOut:
-    return ModelOut.model_validate(models.resolve_model(session, model_id))
+def get_model(session: SessionDep, tenant: TenantDep, model_id: str) -> ModelOut:
+    return ModelOut.model_validate(models.resolve_model(session, model_id, tenant=tenant))
 
 
 @router.get(
@@ -37,29 +40,29 @@ def get_model(session: SessionDep, model_id: str) -> ModelOut:
     "(as planted data do), else its popularity bucket. `group_separation` says how far apart the groups lie "
     "(folding shows as groups on top of each other). 404 for models trained before maps were stored.",
 )
-def get_embedding_map(session: SessionDep, store: StoreDep, model_id: str) -> EmbeddingMapOut:
-    return EmbeddingMapOut.model_validate(embedding_maps.read_embedding_map(session, store, model_id))
+def get_embedding_map(session: SessionDep, store: StoreDep, tenant: TenantDep, model_id: str) -> EmbeddingMapOut:
+    return EmbeddingMapOut.model_validate(embedding_maps.read_embedding_map(session, store, model_id, tenant=tenant))
 
 
 @router.delete("/v1/models/{model_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a model")
-def delete_model(session: SessionDep, store: StoreDep, cache: CacheDep, model_id: str) -> None:
-    deleted = models.delete_model(session, store, model_id)
+def delete_model(session: SessionDep, store: StoreDep, cache: CacheDep, tenant: TenantDep, model_id: str) -> None:
+    deleted = models.delete_model(session, store, model_id, tenant=tenant)
     cache.evict(deleted.id)
 
 
 @router.put("/v1/aliases/{name}", response_model=AliasOut, summary="Point an alias at a model")
-def put_alias(session: SessionDep, cache: CacheDep, name: AliasName, body: AliasIn) -> AliasOut:
-    alias = models.put_alias(session, name, body.model_id)
-    cache.forget_name(name)
+def put_alias(session: SessionDep, cache: CacheDep, tenant: TenantDep, name: AliasName, body: AliasIn) -> AliasOut:
+    alias = models.put_alias(session, name, body.model_id, tenant=tenant)
+    cache.forget_name(tenant, name)
     return AliasOut.model_validate(alias)
 
 
 @router.get("/v1/aliases/{name}", response_model=AliasOut, summary="Where an alias points")
-def get_alias(session: SessionDep, name: AliasName) -> AliasOut:
-    return AliasOut.model_validate(models.get_alias(session, name))
+def get_alias(session: SessionDep, tenant: TenantDep, name: AliasName) -> AliasOut:
+    return AliasOut.model_validate(models.get_alias(session, name, tenant=tenant))
 
 
 @router.delete("/v1/aliases/{name}", status_code=status.HTTP_204_NO_CONTENT, summary="Remove an alias")
-def delete_alias(session: SessionDep, cache: CacheDep, name: AliasName) -> None:
-    models.delete_alias(session, name)
-    cache.forget_name(name)
+def delete_alias(session: SessionDep, cache: CacheDep, tenant: TenantDep, name: AliasName) -> None:
+    models.delete_alias(session, name, tenant=tenant)
+    cache.forget_name(tenant, name)

@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from app.api.deps import CacheDep, LimitsDep
+from app.api.deps import CacheDep, LimitsDep, TenantDep
 from app.api.schemas import (
     BatchRecommendations,
     BatchRequest,
@@ -28,10 +28,10 @@ router = APIRouter(prefix="/v1/models/{model_id}", tags=["queries"])
 KQuery = Annotated[int, Query(ge=1, description="How many items to return (1..UNFOLD_MAX_K, default 1000).")]
 
 
-async def _loaded(request: Request, cache: CacheDep, model_id: str) -> serving.LoadedModel:
+async def _loaded(request: Request, cache: CacheDep, tenant: TenantDep, model_id: str) -> serving.LoadedModel:
     # The hot path stays on the event loop: a remembered name and a loaded model need no I/O.
     # Only a miss (database lookup, loading an artifact) goes to the threadpool.
-    loaded = cache.peek(model_id)
+    loaded = cache.peek(tenant, model_id)
     if loaded is not None:
         return loaded
 
@@ -39,10 +39,10 @@ async def _loaded(request: Request, cache: CacheDep, model_id: str) -> serving.L
         with get_sessionmaker(request.app.state.settings.resolved_database_url)() as session:
 
             def lookup() -> tuple[str, str]:
-                row = models.resolve_model(session, model_id)
+                row = models.resolve_model(session, model_id, tenant=tenant)
                 return row.id, row.artifact_key
 
-            return cache.resolve(model_id, lookup)
+            return cache.resolve(tenant, model_id, lookup)
 
     return await run_in_threadpool(resolve)
 

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from app.api.deps import LimitsDep, SessionDep
+from app.api.deps import LimitsDep, SessionDep, SettingsDep, TenantDep
 from app.api.schemas import Page, TuningIn, TuningOut
 from app.services import tuning
 
@@ -24,9 +24,23 @@ DispatchDep = Annotated[tuning.Dispatch, Depends(_dispatch)]
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=TuningOut, summary="Start a tuning run")
 def submit_tuning(
-    session: SessionDep, dispatch: DispatchDep, limits: LimitsDep, body: TuningIn, response: Response
+    session: SessionDep,
+    dispatch: DispatchDep,
+    limits: LimitsDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
+    body: TuningIn,
+    response: Response,
 ) -> TuningOut:
-    run = tuning.submit_tuning(session, body.spec, body.search, dispatch, limits=limits)
+    run = tuning.submit_tuning(
+        session,
+        body.spec,
+        body.search,
+        dispatch,
+        limits=limits,
+        tenant=tenant,
+        max_concurrent_jobs=settings.max_concurrent_jobs,
+    )
     response.headers["Location"] = f"/v1/tuning/{run.id}"
     return TuningOut.model_validate(run)
 
@@ -34,21 +48,22 @@ def submit_tuning(
 @router.get("", response_model=Page[TuningOut], summary="List tuning runs, newest first")
 def list_tuning(
     session: SessionDep,
+    tenant: TenantDep,
     status: Status | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
 ) -> Page[TuningOut]:
-    page = tuning.list_tuning(session, status, limit, cursor)
+    page = tuning.list_tuning(session, status, limit, cursor, tenant=tenant)
     return Page[TuningOut](items=[TuningOut.model_validate(r) for r in page.items], next_cursor=page.next_cursor)
 
 
 @router.get("/{tuning_id}", response_model=TuningOut, summary="A run's progress, leaderboard, best trial and model")
-def get_tuning(session: SessionDep, tuning_id: str) -> TuningOut:
-    return TuningOut.model_validate(tuning.get_tuning(session, tuning_id))
+def get_tuning(session: SessionDep, tenant: TenantDep, tuning_id: str) -> TuningOut:
+    return TuningOut.model_validate(tuning.get_tuning(session, tuning_id, tenant=tenant))
 
 
 @router.post(
     "/{tuning_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=TuningOut, summary="Cancel a run"
 )
-def cancel_tuning(session: SessionDep, tuning_id: str) -> TuningOut:
-    return TuningOut.model_validate(tuning.cancel_tuning(session, tuning_id))
+def cancel_tuning(session: SessionDep, tenant: TenantDep, tuning_id: str) -> TuningOut:
+    return TuningOut.model_validate(tuning.cancel_tuning(session, tuning_id, tenant=tenant))
