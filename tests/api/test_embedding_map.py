@@ -63,3 +63,18 @@ def test_a_model_without_a_map_is_404_saying_so(client, settings, tmp_path: Path
     assert r.headers["content-type"].startswith("application/problem+json")
     assert "no embedding map" in r.json()["detail"]
     assert client.get("/v1/models/mdl_missing/embedding-map").status_code == 404
+
+
+def test_the_map_of_another_tenants_model_is_404(client, settings, tmp_path: Path):
+    from app.db import get_sessionmaker
+    from app.services import api_keys
+
+    with get_sessionmaker(settings.resolved_database_url)() as session:
+        _, ours = api_keys.create_key(session, "acme")
+        _, theirs = api_keys.create_key(session, "globex")
+    client.headers["Authorization"] = f"Bearer {ours}"
+    job = _train(client, planted_csv(tmp_path / "p.csv"))
+    path = f"/v1/models/{job['model_id']}/embedding-map"
+    assert client.get(path).status_code == 200
+    assert client.get(path, headers={"Authorization": f"Bearer {theirs}"}).status_code == 404
+    assert client.get(path, headers={"Authorization": ""}).status_code == 401

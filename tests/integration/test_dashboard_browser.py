@@ -84,19 +84,29 @@ def _watch_errors(page) -> list[str]:
 
 
 def test_dashboard_shows_a_finished_job_its_curves_map_and_answers_a_query(browser, server, tmp_path: Path):
+    # Hold the job in the queue until the page is open, so the page sees it queued and follows it.
+    train, held = server.app.state.enqueue, []
+    server.app.state.enqueue = held.append
     with httpx.Client(base_url=server.url, timeout=60) as client:
         dataset = _planted_dataset(client, tmp_path)
         job = _submit(client, dataset["id"])
     page = browser.new_page(viewport={"width": 1440, "height": 1000})
     errors = _watch_errors(page)
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
     page.goto(server.url + "/")
     page.locator("#datasets tbody tr").first.wait_for(timeout=TIMEOUT_MS)
     assert page.locator("#datasets tbody tr td").first.inner_text() == "planted.csv"
 
-    # The job is picked on its own, followed live, and ends succeeded in the list and the detail.
+    # The job is picked on its own and shown queued; once it runs, the page follows it live to the end.
+    page.locator("#job-status.queued").wait_for(timeout=TIMEOUT_MS)
+    assert page.locator("#job-id").inner_text() == job["id"]
+    assert held == [job["id"]]
+    train(job["id"])
     page.locator(f'#jobs tbody tr[data-id="{job["id"]}"][data-status="succeeded"]').wait_for(timeout=TIMEOUT_MS)
     page.locator("#job-status.succeeded").wait_for(timeout=TIMEOUT_MS)
-    assert page.locator("#job-id").inner_text() == job["id"]
+    assert f"{server.url}/v1/jobs/{job['id']}/events" in requests  # the server-sent events, not a reload
+    assert page.locator("#job-progress").inner_text() == "refit iteration 6 of 6"
 
     # Curves: loss for the fit and the refit, held-out metrics per iteration.
     loss = page.locator("#loss-chart path.series")
@@ -161,4 +171,58 @@ def test_a_model_without_a_map_says_so(browser, server, tmp_path: Path):
     assert page.locator("#map circle").count() == 0
     # The rest of the model still shows, and queries still work.
     assert page.locator('#quality tr[data-metric="recall@20"]').count() == 1
+    page.close()
+
+
+def test_with_api_keys_the_page_asks_for_a_key_and_shows_only_that_tenants_data(browser, server, tmp_path: Path):
+    from app.db import get_sessionmaker
+    from app.services.api_keys import create_key
+
+    # Keys exist before the first request, so the API requires one from the start.
+    with get_sessionmaker(server.settings.resolved_database_url)() as session:
+        _, ours = create_key(session, "acme", name="dashboard test")
+        _, theirs = create_key(session, "globex")
+    with httpx.Client(base_url=server.url, timeout=60, headers={"Authorization": f"Bearer {theirs}"}) as other:
+        (tmp_path / "theirs").mkdir()
+        assert _planted_dataset(other, tmp_path / "theirs")["name"] == "planted.csv"
+        other_job = _submit(other, other.get("/v1/datasets").json()["items"][0]["id"])
+    with httpx.Client(base_url=server.url, timeout=60, headers={"Authorization": f"Bearer {ours}"}) as client:
+        path = tmp_path / "ours.csv"
+        config = PlantedConfig(n_groups=GROUPS, users_per_group=60, items_per_group=30, noise=0.05, seed=1)
+        write_planted_csv(planted_communities(config), path)
+        dataset = upload(client, path).json()
+        job = wait_for_job(client, _submit(client, dataset["id"])["id"], timeout=120)
+    assert job["status"] == "succeeded", job
+
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    errors = _watch_errors(page)
+    page.goto(server.url + "/")
+    page.locator("#auth-banner:not([hidden])").wait_for(timeout=TIMEOUT_MS)
+    assert page.locator("#jobs tbody tr").count() == 0
+
+    page.fill("#api-key", ours)
+    page.click("#key-form button[type=submit]")
+    page.locator(f'#jobs tbody tr[data-id="{job["id"]}"]').wait_for(timeout=TIMEOUT_MS)
+    assert page.locator("#auth-banner").is_hidden()
+    # Only this tenant's dataset and job: the other tenant's are not listed.
+    assert page.locator("#datasets tbody tr td:first-child").all_inner_texts() == ["ours.csv"]
+    assert page.locator(f'#jobs tbody tr[data-id="{other_job["id"]}"]').count() == 0
+    page.locator("#map circle[data-item]").first.wait_for(timeout=TIMEOUT_MS)
+    assert page.locator("#map circle[data-item]").count() == GROUPS * 30
+    page.fill("#query-id", "u1")
+    page.click("#query-form button")
+    page.locator("#query-results li").nth(4).wait_for(timeout=TIMEOUT_MS)
+
+    # The key stays in this browser: a reload needs no typing; forgetting it brings the question back.
+    page.reload()
+    page.locator(f'#jobs tbody tr[data-id="{job["id"]}"]').wait_for(timeout=TIMEOUT_MS)
+    assert page.locator("#auth-banner").is_hidden()
+    page.click("#forget-key")
+    page.reload()
+    page.locator("#auth-banner:not([hidden])").wait_for(timeout=TIMEOUT_MS)
+    # A wrong key is refused the same way.
+    page.fill("#api-key", "unf_not-a-key")
+    page.click("#key-form button[type=submit]")
+    page.locator("#key-state", has_text="key refused").wait_for(timeout=TIMEOUT_MS)
+    assert [e for e in errors if "status of 401" not in e] == [], errors
     page.close()
