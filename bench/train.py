@@ -76,8 +76,8 @@ def _synth10m() -> tuple[Any, Any]:
             for name, part in (("train", train), ("test", test))
             for field in ("indptr", "indices", "weights")
         }
-        np.savez(path, n_users=train.n_users, n_items=train.n_items, **arrays)
-    with np.load(path) as z:
+        np.savez(path, allow_pickle=False, n_users=train.n_users, n_items=train.n_items, **arrays)
+    with np.load(path, allow_pickle=False) as z:
         shape = {"n_users": int(z["n_users"]), "n_items": int(z["n_items"])}
         parts = [
             Interactions(indptr=z[f"{p}_indptr"], indices=z[f"{p}_indices"], weights=z[f"{p}_weights"], **shape)

@@ -51,6 +51,7 @@ def save_model(directory: Path, artifact: ModelArtifact) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     np.savez(
         directory / ARRAYS,
+        allow_pickle=False,  # an object array is an error here, never a pickle on disk
         user_factors=np.ascontiguousarray(artifact.user_factors, dtype=np.float32),
         item_factors=np.ascontiguousarray(artifact.item_factors, dtype=np.float32),
         user_ids=artifact.user_ids,

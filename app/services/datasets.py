@@ -88,7 +88,8 @@ def create_dataset(
             "item_group_names": parsed.item_group_names,
         }
         arrays.update({name: values for name, values in optional.items() if values is not None})
-        np.savez(staged / ARRAYS_FILE, **arrays)  # type: ignore[arg-type]  # numpy's stub mistypes **kwds
+        # allow_pickle=False: an object array (ids that were not strings) fails here instead of pickling.
+        np.savez(staged / ARRAYS_FILE, allow_pickle=False, **arrays)
         dataset_id = new_id("ds")
         stats = parsed.stats
         (staged / "dataset.json").write_text(json.dumps({"id": dataset_id, "stats": stats}, indent=1))
