@@ -21,6 +21,8 @@ _SLICE = 1 << 16  # rows per Python batch on the slow paths, to bound the Python
 # Integers, then naive ISO 8601 (read as UTC), then ISO 8601 with a zone: (Arrow type, ticks a second).
 _STRING_CASTS = ((pa.int64(), 1), (pa.timestamp("ns"), 10**9), (pa.timestamp("ns", tz="UTC"), 10**9))
 TIMESTAMP_HINT = "expected integer seconds or an ISO 8601 date such as 2024-01-31T12:00:00Z"
+# Weights are stored (and trained on) as float32: a larger one would become infinite.
+MAX_WEIGHT = float(np.finfo(np.float32).max)
 
 
 def check_ids(ids: pa.ChunkedArray, role: str, noun: str = "id") -> None:
@@ -63,6 +65,12 @@ def to_weights(weights: pa.ChunkedArray | None, n_rows: int) -> np.ndarray:
         row = int(np.argmax(negative))
         raise RowError(
             row, "weight", f"the weight {values[row]:g} is negative; weights are confidences and must be >= 0"
+        )
+    huge = values > MAX_WEIGHT
+    if huge.any():
+        row = int(np.argmax(huge))
+        raise RowError(
+            row, "weight", f"the weight {values[row]:g} is too large; weights must be at most {MAX_WEIGHT:g}"
         )
     return values
 

@@ -8,7 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from app.ingestion.errors import IngestError
+from app.ingestion.convert import MAX_WEIGHT
+from app.ingestion.errors import IngestError, RowError
 
 # numpy unicode arrays pad every id to the longest (4 bytes a character): cap what that may cost.
 MAX_ID_ARRAY_BYTES = 1 << 30
@@ -56,6 +57,14 @@ def merge_duplicates(
     if merged:
         codes = np.asarray(pair.indices.to_numpy(), dtype=np.int64)
         weights = np.bincount(codes, weights=weights, minlength=len(unique_keys))
+        huge = weights > MAX_WEIGHT
+        if huge.any():  # each weight fits in float32 (to_weights), but their sum may not
+            row = int(np.argmax(codes == np.argmax(huge)))
+            raise RowError(
+                row,
+                "weight",
+                f"the weights of this (user, item) pair and its duplicates add up to more than {MAX_WEIGHT:g}",
+            )
         if timestamps is not None:
             latest = np.full(len(unique_keys), np.iinfo(np.int64).min, dtype=np.int64)
             np.maximum.at(latest, codes, timestamps)
