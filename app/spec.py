@@ -30,11 +30,15 @@ class ConfidenceSpec(_Strict):
 
 class WALSSpec(_Strict):
     iterations: int | None = Field(None, ge=1, le=1000, description="Alternating sweeps (users, then items).")
-    l2: float | None = Field(None, ge=0, le=1e6, description="λ; default 100, or 0.01 with frequency scaling.")
-    # Not the default: with w0·n_items ≫ |I_u| the penalty grows with the catalogue, and λ 0.01, w0 2 (fine on
-    # ml-1m and lastfm) collapsed a 200k-user, 50k-item set to recall@20 0.010 (bench/train.py, synth10m).
+    l2: float | None = Field(
+        None,
+        ge=0,
+        le=1e6,
+        description="λ; default 0.01 with frequency scaling, lowered from the data's counts where that would "
+        "over-shrink (README, 'How the defaults are chosen'); 100 with one λ.",
+    )
     l2_scaling: Literal["none", "frequency"] = Field(
-        "none",
+        "frequency",
         description="frequency: each row's λ_u = λ·(|I_u| + w0·n_items)^l2_exponent (Rendle et al. 2022); none: one λ.",
     )
     l2_exponent: float = Field(1.0, ge=0, le=2, description="ν of the frequency scaling.")

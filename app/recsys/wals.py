@@ -162,27 +162,58 @@ class _Rows:
             )
 
 
-def _prepare(rows: Interactions, config: WALSConfig, device: torch.device, with_plan: bool = True) -> _Rows:
-    """Move one side to the device; with_plan also plans the Cholesky chunks when that solver is chosen."""
+def _c_minus_w0(rows: Interactions, config: WALSConfig) -> np.ndarray:
     c = confidence(rows.weights, config.confidence, config.alpha, config.eps)
-    c_minus_w0 = c
-    c_minus_w0 -= np.float32(config.unobserved_weight)  # in place: c itself is not kept
+    c -= np.float32(config.unobserved_weight)  # in place: c itself is not kept
+    return c
+
+
+def _prepare_rows(rows: Interactions, config: WALSConfig, device: torch.device, with_plan: bool = True) -> _Rows:
+    """One side (the rows of `rows`) on the device."""
+    values = _c_minus_w0(rows, config)
+    return _side(rows.n_users, rows.n_items, rows.indptr, rows.indices, values, config, device, with_plan)
+
+
+def _prepare(
+    train: Interactions, config: WALSConfig, device: torch.device, with_plan: bool = True
+) -> tuple[_Rows, _Rows]:
+    """Both sides on the device (users, items); with_plan also plans the Cholesky chunks when that solver is chosen."""
+    c_minus_w0 = _c_minus_w0(train, config)
+    # The item side is the transpose of the user side's pattern and values, built without temporaries.
+    t_indptr, t_indices, t_values = wals_kernel.transpose(train.indptr, train.indices, c_minus_w0, train.n_items)
+    users = _side(train.n_users, train.n_items, train.indptr, train.indices, c_minus_w0, config, device, with_plan)
+    items = _side(train.n_items, train.n_users, t_indptr, t_indices, t_values, config, device, with_plan)
+    return users, items
+
+
+def _side(
+    n_rows: int,
+    n_cols: int,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    c_minus_w0: np.ndarray,
+    config: WALSConfig,
+    device: torch.device,
+    with_plan: bool,
+) -> _Rows:
+    """One side as a _Rows: int32 indices on the CPU shared with the arrays given, not copied."""
     plan = None
     if with_plan and config.solver == "cholesky":
-        plan = cholesky.plan(rows, c_minus_w0, config.dim, device)
-    lengths = rows.user_counts()
-    # On the CPU the indices stay int32 and are shared with `rows`, not copied (10M interactions: 64 MB a
-    # side); torch's CPU sparse kernels take int32 at the same speed. CUDA keeps int64.
-    index_dtype = np.int32 if device.type == "cpu" and rows.nnz < 2**31 - 1 else np.int64
+        pattern = Interactions(n_users=n_rows, n_items=n_cols, indptr=indptr, indices=indices, weights=c_minus_w0)
+        plan = cholesky.plan(pattern, c_minus_w0, config.dim, device)
+    lengths = np.diff(indptr)
+    # On the CPU the indices stay int32 (10M interactions: 64 MB a side less than int64); torch's CPU sparse
+    # kernels take int32 at the same speed. CUDA keeps int64.
+    index_dtype = np.int32 if device.type == "cpu" and len(indices) < 2**31 - 1 else np.int64
     l2 = None
     if config.l2_scaling == "frequency":
-        mass = lengths + config.unobserved_weight * rows.n_items
+        mass = lengths + config.unobserved_weight * n_cols
         l2 = torch.from_numpy((config.l2 * mass**config.l2_exponent).astype(np.float32)).to(device)
     return _Rows(
-        n_rows=rows.n_users,
-        n_cols=rows.n_items,
-        crow=torch.from_numpy(rows.indptr.astype(index_dtype, copy=False)).to(device),
-        col=torch.from_numpy(rows.indices.astype(index_dtype, copy=False)).to(device),
+        n_rows=n_rows,
+        n_cols=n_cols,
+        crow=torch.from_numpy(indptr.astype(index_dtype, copy=False)).to(device),
+        col=torch.from_numpy(indices.astype(index_dtype, copy=False)).to(device),
         c_minus_w0=torch.from_numpy(c_minus_w0).to(device),
         w0=config.unobserved_weight,
         lengths=torch.from_numpy(lengths).to(device),
@@ -312,13 +343,16 @@ def _solve(
     observed_loss: list[float] | None = None,
 ) -> torch.Tensor:
     """One half-step; with the compiled CPU loop, appends the objective's observed part at the new factors
-    to observed_loss when a list is given (other paths leave it empty: the caller computes it then)."""
+    to observed_loss when a list is given (other paths leave it empty: the caller computes it then).
+
+    The compiled loop updates X0 in place (a second 200k × 64 matrix is 50 MB of peak), so callers pass
+    factors they own and use the returned tensor."""
     shared = _shared(rows, Y, config)
     if rows.plan is not None:
         b = rows.csr(rows.c_minus_w0 + rows.w0) @ Y
         return cholesky.solve(rows.plan, shared, Y, b, pool.map, row_diagonal=rows.l2)
     if X0.device.type == "cpu" and USE_KERNEL:
-        X = X0.to(torch.float32, copy=True).contiguous()
+        X = X0.to(torch.float32).contiguous()
         l2 = rows.l2.numpy() if rows.l2 is not None else np.empty(0, dtype=np.float32)
         row_loss = np.zeros(rows.n_rows, dtype=np.float64) if observed_loss is not None else None
         wals_kernel.half_step(
@@ -353,8 +387,8 @@ def solve_rows(
         initial = torch.zeros(rows.n_users, fixed.shape[1], dtype=torch.float32, device=fixed.device)
     elif tuple(initial.shape) != (rows.n_users, fixed.shape[1]):
         raise ValueError(f"initial must have shape ({rows.n_users}, {fixed.shape[1]}), got {tuple(initial.shape)}")
-    prepared = _prepare(rows, config, fixed.device)
-    X0 = initial.to(device=fixed.device, dtype=torch.float32)
+    prepared = _prepare_rows(rows, config, fixed.device)
+    X0 = initial.to(device=fixed.device, dtype=torch.float32, copy=True)
     return _solve(prepared, [_Block(0, prepared.n_rows, prepared)], fixed, X0, config, _SERIAL)
 
 
@@ -416,8 +450,7 @@ def wals_loss(
             f"U and V must have shapes ({train.n_users}, {config.dim}) and ({train.n_items}, {config.dim}), "
             f"got {tuple(U_t.shape)} and {tuple(V_t.shape)}"
         )
-    rows = _prepare(train, config, U_t.device, with_plan=False)
-    items = _prepare(train.transpose(), config, U_t.device, with_plan=False)
+    rows, items = _prepare(train, config, U_t.device, with_plan=False)
     return _objective([_Block(0, rows.n_rows, rows)], items, U_t, V_t.to(U_t.device), config)
 
 
@@ -457,8 +490,7 @@ def fit_wals(
         V = torch.tensor(resume.arrays["item_factors"], dtype=torch.float32, device=device)
         first, offset = resume.step + 1, float(resume.meta.get("elapsed", 0.0))
         history = [dict(h) for h in resume.meta.get("history", [])]
-    users = _prepare(train, config, device)
-    items = _prepare(train.transpose(), config, device)
+    users, items = _prepare(train, config, device)
     threads = torch.get_num_threads() if device.type == "cpu" else 1
     wals_kernel.set_threads(threads)
     user_blocks = _blocks(users, threads * BLOCKS_PER_THREAD, config.dim)

@@ -173,3 +173,31 @@ def loss(
 def set_threads(n: int) -> None:
     """Threads for the row loops (at most the cores numba saw at start-up)."""
     numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+
+
+@numba.njit(cache=True, nogil=True)
+def transpose(
+    indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, n_cols: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The transpose of a CSR matrix as (indptr int64, indices int32, values float32), rows ascending.
+
+    A counting sort that allocates its outputs and nothing nnz-sized besides: scipy's CSR → CSC route
+    made int64 copies of the indices and a permutation, 200 MB of transient peak at 10M interactions.
+    """
+    nnz = indices.shape[0]
+    t_indptr = np.zeros(n_cols + 1, np.int64)
+    for k in range(nnz):
+        t_indptr[indices[k] + 1] += 1
+    for col in range(n_cols):
+        t_indptr[col + 1] += t_indptr[col]
+    fill = t_indptr[:-1].copy()
+    t_indices = np.empty(nnz, np.int32)
+    t_values = np.empty(nnz, np.float32)
+    for row in range(indptr.shape[0] - 1):
+        for k in range(indptr[row], indptr[row + 1]):
+            col = indices[k]
+            at = fill[col]
+            t_indices[at] = row
+            t_values[at] = values[k]
+            fill[col] = at + 1
+    return t_indptr, t_indices, t_values

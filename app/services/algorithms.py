@@ -13,6 +13,7 @@ from app.recsys.interactions import Interactions
 from app.recsys.sgd import fit_sgd
 from app.recsys.sgd_config import SGDConfig, sgd_config_from_spec
 from app.recsys.wals import WALSConfig, fit_wals
+from app.recsys.wals_defaults import capped_l2, interaction_shrinkage
 from app.spec import TrainingSpec
 
 
@@ -63,7 +64,9 @@ class Plan:
 
 
 # Defaults with frequency-scaled λ, chosen on validation splits (train → valid) of ml-1m-implicit and
-# hetrec-lastfm at dim 64 (bench/README): within 2 % of the best grid point on both.
+# hetrec-lastfm at dim 64 (bench/defaults.py): within 2 % of the best grid point on both. An omitted λ is
+# then lowered from the data where this one would over-shrink (wals_defaults.py); one λ 100 is the
+# `"l2_scaling": "none"` default.
 FREQUENCY_SCALED_L2 = 0.01
 FREQUENCY_SCALED_W0 = 2.0
 
@@ -77,15 +80,23 @@ def wals_config(spec: TrainingSpec, data: Interactions | None = None) -> WALSCon
         return default if value is None else value
 
     scaled = w.l2_scaling == "frequency"
+    unobserved_weight = pick(w.unobserved_weight, FREQUENCY_SCALED_W0 if scaled else base.unobserved_weight)
+    alpha = pick(w.confidence.alpha, base.alpha)
+    l2 = pick(w.l2, FREQUENCY_SCALED_L2 if scaled else base.l2)
+    if w.l2 is None and data is not None and data.nnz:
+        shrinkage = interaction_shrinkage(
+            data, l2, unobserved_weight, w.l2_scaling, w.l2_exponent, w.confidence.scheme, alpha, w.confidence.eps
+        )
+        l2 = capped_l2(l2, shrinkage)
     return WALSConfig(
         dim=spec.dim,
         iterations=pick(w.iterations, base.iterations),
-        l2=pick(w.l2, FREQUENCY_SCALED_L2 if scaled else base.l2),
+        l2=l2,
         l2_scaling=w.l2_scaling,
         l2_exponent=w.l2_exponent,
-        unobserved_weight=pick(w.unobserved_weight, FREQUENCY_SCALED_W0 if scaled else base.unobserved_weight),
+        unobserved_weight=unobserved_weight,
         confidence=w.confidence.scheme,
-        alpha=pick(w.confidence.alpha, base.alpha),
+        alpha=alpha,
         eps=w.confidence.eps,
         solver=w.solver,
         cg_steps=w.cg_steps,
@@ -93,9 +104,9 @@ def wals_config(spec: TrainingSpec, data: Interactions | None = None) -> WALSCon
     )
 
 
-def plan_for(spec: TrainingSpec) -> Plan:
-    """The training plan of a spec."""
+def plan_for(spec: TrainingSpec, data: Interactions | None = None) -> Plan:
+    """The training plan of a spec; omitted values that depend on the data are chosen from `data`."""
     if spec.algorithm == "wals":
-        return Plan(wals_config(spec), fit_wals, "iteration")
+        return Plan(wals_config(spec, data), fit_wals, "iteration")
     config: SGDConfig = sgd_config_from_spec(spec.sgd.model_dump(), dim=spec.dim, seed=spec.seed)
     return Plan(config, fit_sgd, "epoch")

@@ -168,7 +168,7 @@ def fit_and_score(
     checkpointer: checkpoints.Checkpointer | None = None,
 ) -> dict[str, float]:
     """Fit on `data` with progress and early stopping, score every held-out user; no artifact (tuning trials)."""
-    model, _ = _fit(data, plan_for(spec), reporter, "fit", spec, held_out, checkpointer)
+    model, _ = _fit(data, plan_for(spec, data), reporter, "fit", spec, held_out, checkpointer)
     return ranking_metrics(model.user_factors, model.item_factors, data, held_out, tuple(spec.evaluation.k))
 
 
@@ -201,16 +201,18 @@ def train_model(
     checkpointer = open_checkpoints(store, job, dataset, reporter, checkpoint_seconds)
     stored = load_dataset(store, dataset)
     full = stored.interactions
-    plan = plan_for(spec)
     ev = spec.evaluation
     metrics: dict[str, Any] = {}
     if ev.split == "none":
+        plan = plan_for(spec, full)
         model, _ = _fit(full, plan, reporter, "fit", spec, None, checkpointer)
         metrics["folding"] = folding_diagnostics(
             model.user_factors, model.item_factors, full, None, stored.item_groups, seed=spec.seed
         )
     else:
         train, test = split(full, ev.split, ev.test_fraction, spec.seed)
+        # Values chosen from the data look at the training part only; the refit keeps them.
+        plan = plan_for(spec, train)
         if test.nnz == 0:
             raise ValueError(f"evaluation.split {ev.split!r} left no test interactions")
         fitted = checkpointer.fit_result if checkpointer is not None else None
