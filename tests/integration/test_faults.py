@@ -41,7 +41,7 @@ from tests.services import postgres_database
 pytestmark = pytest.mark.integration
 
 # About 0.2 s per WALS iteration on one quiet thread (cholesky, dim 32): long enough to act mid-run,
-# short enough for CI; the API test trains at dim 64 (0.45 s) so the job outlives an API restart.
+# short enough for CI; the API test trains longer (dim 48, 40 iterations) so the job outlives an API restart.
 DATA = {"n_users": 3000, "n_items": 1000, "per_user": 30}
 SPEC = {"algorithm": "wals", "dim": 32, "wals": {"iterations": 16, "solver": "cholesky", "l2": 1.0}}
 FAST = {
@@ -309,7 +309,7 @@ def test_api_restarted_mid_job_keeps_status_and_progress_right(shape: dict[str, 
     port = free_port()
     env = shape["env"] | {"UNFOLD_PORT": str(port), "UNFOLD_API_WORKERS": "1"}
     tmp = shape["tmp"]
-    spec = {**SPEC, "dim": 64, "wals": {**SPEC["wals"], "iterations": 30}, "evaluation": {"split": "none"}}
+    spec = {**SPEC, "dim": 48, "wals": {**SPEC["wals"], "iterations": 40}, "evaluation": {"split": "none"}}
 
     def answers(client: httpx.Client) -> bool:
         try:
@@ -342,8 +342,8 @@ def test_api_restarted_mid_job_keeps_status_and_progress_right(shape: dict[str, 
         _wait(lambda: answers(client), 60, "the second API", [second_log])
         back_at = time.monotonic()
         after = client.get(f"/v1/jobs/{job_id}").json()
-        # The worker never noticed: the same attempt, further on, still running (or just finished).
-        assert after["attempts"] == 1 and after["status"] in ("running", "succeeded")
+        # The worker never noticed: the same attempt, further on, still running.
+        assert after["attempts"] == 1 and after["status"] == "running", after
         assert (after["progress"]["phase"], after["progress"]["step"]) >= ("fit", before["progress"]["step"])
         assert after["started_at"] == before["started_at"]
         seen = [after["progress"]["step"]]
