@@ -12,6 +12,7 @@ from app.api.errors import install_error_handlers
 from app.api.hot_path import HotPathStats, HotRecommendations
 from app.api.limits import BodySizeLimit
 from app.api.observability import install_metrics
+from app.api.problems import install_openapi
 from app.api.routes import datasets, health, jobs, models, queries, tuning
 from app.config import Settings, get_settings
 from app.db import get_sessionmaker
@@ -77,5 +78,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, limits=settings.limits)
     for module in (health, datasets, jobs, models, queries, tuning):
         app.include_router(module.router)
+    install_openapi(app)  # error bodies documented as application/problem+json
     install_dashboard(app)  # the page at / (no key needed: it holds no data) and its static files
     return app

@@ -24,6 +24,8 @@ from app.recsys.search import gather_exclusions
 from app.storage import ArtifactStore
 
 Scored = list[tuple[str, float]]
+# Factors and queries are float32: inputs are checked against its range before the cast.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -254,10 +256,15 @@ def neighbors(model: LoadedModel, vector: list[float], k: int) -> Scored:
         raise InvalidInput(
             f"vector has length {len(vector)}, the model's dimension is {model.artifact.dim}", field="vector"
         )
-    q = np.asarray(vector, dtype=np.float32)
-    if not np.all(np.isfinite(q)):
-        raise InvalidInput("vector must hold finite numbers", field="vector")
-    [(idx, scores)] = model.index.search(q, k)
+    # Checked in float64: a number beyond float32's range would become inf in the cast.
+    q64 = np.asarray(vector, dtype=np.float64)
+    if not np.all(np.isfinite(q64)) or np.any(np.abs(q64) > FLOAT32_MAX):
+        raise InvalidInput(f"vector must hold finite numbers of magnitude at most {FLOAT32_MAX:g}", field="vector")
+    q = q64.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        [(idx, scores)] = model.index.search(q, k)
+    if not np.all(np.isfinite(scores)):
+        raise InvalidInput("vector is too large: its scores overflow float32; scale it down", field="vector")
     return model.named(idx, scores)
 
 
@@ -268,8 +275,8 @@ def recommend_fold_in(
     if weights is not None and len(weights) != len(items):
         raise InvalidInput(f"weights has {len(weights)} values for {len(items)} items", field="weights")
     w = np.ones(len(items)) if weights is None else np.asarray(weights, dtype=np.float64)
-    if np.any(~np.isfinite(w)) or np.any(w < 0):
-        raise InvalidInput("weights must be finite and non-negative", field="weights")
+    if np.any(~np.isfinite(w)) or np.any(w < 0) or np.any(w > FLOAT32_MAX):
+        raise InvalidInput(f"weights must be finite, non-negative and at most {FLOAT32_MAX:g}", field="weights")
     known = [(model.item_index[it], wt) for it, wt in zip(items, w, strict=True) if it in model.item_index]
     unknown = [it for it in items if it not in model.item_index]
     if not known:
@@ -278,6 +285,8 @@ def recommend_fold_in(
     # Repeated items are merged by summing their weights, as at ingestion.
     idx, inverse = np.unique(idx, return_inverse=True)
     r = np.bincount(inverse, weights=np.array([wt for _, wt in known]))
+    if np.any(r > FLOAT32_MAX):
+        raise InvalidInput(f"the weights of a repeated item add up to more than {FLOAT32_MAX:g}", field="weights")
     params = model.artifact.meta["fold_in"]
     conf = params["confidence"]
     c = confidence(r, conf["scheme"], conf["alpha"], conf["eps"])

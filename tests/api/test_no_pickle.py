@@ -174,7 +174,9 @@ def test_celery_messages_are_json_only():
 @pytest.fixture
 def trained(client, tmp_path: Path) -> tuple[Any, dict[str, Any]]:
     """A planted upload (with group columns) and three models: WALS with an HNSW index, WALS exact, SGD."""
-    data = planted_communities(PlantedConfig(n_groups=3, users_per_group=30, items_per_group=15, interactions_per_user=8, seed=2))
+    data = planted_communities(
+        PlantedConfig(n_groups=3, users_per_group=30, items_per_group=15, interactions_per_user=8, seed=2)
+    )
     write_planted_csv(data, tmp_path / "planted.csv")
     r = upload(client, tmp_path / "planted.csv")
     assert r.status_code == 201, r.text

@@ -8,16 +8,23 @@ from fastapi import APIRouter, File, Form, Query, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import LimitsDep, SessionDep, StoreDep, TenantDep
+from app.api.problems import V1_ERRORS, problems
 from app.api.schemas import DatasetOut, Page
 from app.ingestion import ParseOptions
 from app.services import datasets
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=V1_ERRORS)
 
 Format = Literal["auto", "csv", "tsv", "parquet", "movielens", "adjacency"]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetOut, summary="Upload interactions")
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DatasetOut,
+    responses=problems(400, 413),
+    summary="Upload interactions",
+)
 async def upload_dataset(
     session: SessionDep,
     tenant: TenantDep,
@@ -74,11 +81,13 @@ def list_datasets(
     return Page[DatasetOut](items=[DatasetOut.model_validate(d) for d in page.items], next_cursor=page.next_cursor)
 
 
-@router.get("/{dataset_id}", response_model=DatasetOut, summary="One dataset")
+@router.get("/{dataset_id}", response_model=DatasetOut, responses=problems(404), summary="One dataset")
 def get_dataset(session: SessionDep, tenant: TenantDep, dataset_id: str) -> DatasetOut:
     return DatasetOut.model_validate(datasets.get_dataset(session, dataset_id, tenant=tenant))
 
 
-@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a dataset")
+@router.delete(
+    "/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problems(404, 409), summary="Delete a dataset"
+)
 def delete_dataset(session: SessionDep, store: StoreDep, tenant: TenantDep, dataset_id: str) -> None:
     datasets.delete_dataset(session, store, dataset_id, tenant=tenant)

@@ -9,17 +9,24 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import EnqueueDep, LimitsDep, SessionDep, SettingsDep, TenantDep
+from app.api.problems import V1_ERRORS, problems
 from app.api.schemas import JobOut, Page
 from app.db import get_sessionmaker
 from app.services import job_events, jobs
 from app.spec import TrainingSpec
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=V1_ERRORS)
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut, summary="Start a training job")
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    responses=problems(400, 404, 413, 429),
+    summary="Start a training job",
+)
 def submit_job(
     session: SessionDep,
     enqueue: EnqueueDep,
@@ -49,12 +56,18 @@ def list_jobs(
     return Page[JobOut](items=[JobOut.model_validate(j) for j in page.items], next_cursor=page.next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobOut, summary="A job's status, progress and history")
+@router.get("/{job_id}", response_model=JobOut, responses=problems(404), summary="A job's status, progress and history")
 def get_job(session: SessionDep, tenant: TenantDep, job_id: str) -> JobOut:
     return JobOut.model_validate(jobs.get_job(session, job_id, tenant=tenant))
 
 
-@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut, summary="Cancel a job")
+@router.post(
+    "/{job_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    responses=problems(404),
+    summary="Cancel a job",
+)
 def cancel_job(session: SessionDep, tenant: TenantDep, job_id: str) -> JobOut:
     return JobOut.model_validate(jobs.cancel_job(session, job_id, tenant=tenant))
 
@@ -62,7 +75,10 @@ def cancel_job(session: SessionDep, tenant: TenantDep, job_id: str) -> JobOut:
 @router.get(
     "/{job_id}/events",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "progress events, then one end event"}},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "progress events, then one end event"},
+        **problems(404),
+    },
     summary="Follow a job: server-sent events until it ends",
 )
 async def follow_job(settings: SettingsDep, tenant: TenantDep, job_id: str) -> StreamingResponse:

@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, status
 
 from app.api.deps import CacheDep, SessionDep, StoreDep, TenantDep
+from app.api.problems import V1_ERRORS, problems
 from app.api.schemas import AliasIn, AliasOut, EmbeddingMapOut, ModelOut, Page
 from app.services import embedding_maps, models
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], responses=V1_ERRORS)
 
 AliasName = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 
@@ -26,7 +27,9 @@ def list_models(
     return Page[ModelOut](items=[ModelOut.model_validate(m) for m in page.items], next_cursor=page.next_cursor)
 
 
-@router.get("/v1/models/{model_id}", response_model=ModelOut, summary="One model, by id or alias")
+@router.get(
+    "/v1/models/{model_id}", response_model=ModelOut, responses=problems(404), summary="One model, by id or alias"
+)
 def get_model(session: SessionDep, tenant: TenantDep, model_id: str) -> ModelOut:
     return ModelOut.model_validate(models.resolve_model(session, model_id, tenant=tenant))
 
@@ -34,6 +37,7 @@ def get_model(session: SessionDep, tenant: TenantDep, model_id: str) -> ModelOut
 @router.get(
     "/v1/models/{model_id}/embedding-map",
     response_model=EmbeddingMapOut,
+    responses=problems(404),
     summary="A 2-D map of the model's item embeddings",
     description="PCA of at most 2,000 of the model's item factors (a seeded sample), computed when the model "
     "was trained, with one colour per point: the item's group when the dataset has an item group column "
@@ -44,25 +48,34 @@ def get_embedding_map(session: SessionDep, store: StoreDep, tenant: TenantDep, m
     return EmbeddingMapOut.model_validate(embedding_maps.read_embedding_map(session, store, model_id, tenant=tenant))
 
 
-@router.delete("/v1/models/{model_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a model")
+@router.delete(
+    "/v1/models/{model_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problems(404), summary="Delete a model"
+)
 def delete_model(session: SessionDep, store: StoreDep, cache: CacheDep, tenant: TenantDep, model_id: str) -> None:
     deleted = models.delete_model(session, store, model_id, tenant=tenant)
     cache.evict(deleted.id)
 
 
-@router.put("/v1/aliases/{name}", response_model=AliasOut, summary="Point an alias at a model")
+@router.put(
+    "/v1/aliases/{name}",
+    response_model=AliasOut,
+    responses=problems(400, 404, 413),
+    summary="Point an alias at a model",
+)
 def put_alias(session: SessionDep, cache: CacheDep, tenant: TenantDep, name: AliasName, body: AliasIn) -> AliasOut:
     alias = models.put_alias(session, name, body.model_id, tenant=tenant)
     cache.forget_name(tenant, name)
     return AliasOut.model_validate(alias)
 
 
-@router.get("/v1/aliases/{name}", response_model=AliasOut, summary="Where an alias points")
+@router.get("/v1/aliases/{name}", response_model=AliasOut, responses=problems(404), summary="Where an alias points")
 def get_alias(session: SessionDep, tenant: TenantDep, name: AliasName) -> AliasOut:
     return AliasOut.model_validate(models.get_alias(session, name, tenant=tenant))
 
 
-@router.delete("/v1/aliases/{name}", status_code=status.HTTP_204_NO_CONTENT, summary="Remove an alias")
+@router.delete(
+    "/v1/aliases/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=problems(404), summary="Remove an alias"
+)
 def delete_alias(session: SessionDep, cache: CacheDep, tenant: TenantDep, name: AliasName) -> None:
     models.delete_alias(session, name, tenant=tenant)
     cache.forget_name(tenant, name)

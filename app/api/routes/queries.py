@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import CacheDep, LimitsDep, TenantDep
+from app.api.problems import V1_ERRORS, problems
 from app.api.schemas import (
     BatchRecommendations,
     BatchRequest,
@@ -22,7 +23,8 @@ from app.db import get_sessionmaker
 from app.limits import check_batch_users, check_k
 from app.services import models, serving
 
-router = APIRouter(prefix="/v1/models/{model_id}", tags=["queries"])
+# Every query names a model (or alias) that may not exist: 404 on all of them.
+router = APIRouter(prefix="/v1/models/{model_id}", tags=["queries"], responses={**V1_ERRORS, **problems(404)})
 
 # The upper bound is UNFOLD_MAX_K (app.limits), checked in each route so that it can be configured.
 KQuery = Annotated[int, Query(ge=1, description="How many items to return (1..UNFOLD_MAX_K, default 1000).")]
@@ -69,14 +71,24 @@ async def recommend_user(
     return Recommendations(model_id=model.id, items=_items(scored))
 
 
-@router.post("/recommendations", response_model=FoldInRecommendations, summary="Top-k for a new user (fold-in)")
+@router.post(
+    "/recommendations",
+    response_model=FoldInRecommendations,
+    responses=problems(400, 413),
+    summary="Top-k for a new user (fold-in)",
+)
 def recommend_fold_in(model: ModelDep, limits: LimitsDep, body: FoldInRequest) -> FoldInRecommendations:
     check_k(body.k, limits)
     scored, unknown = serving.recommend_fold_in(model, body.items, body.weights, body.k, body.exclude_seen)
     return FoldInRecommendations(model_id=model.id, items=_items(scored), unknown_items=unknown)
 
 
-@router.post("/recommendations/batch", response_model=BatchRecommendations, summary="Top-k for many users")
+@router.post(
+    "/recommendations/batch",
+    response_model=BatchRecommendations,
+    responses=problems(400, 413),
+    summary="Top-k for many users",
+)
 def recommend_batch(model: ModelDep, limits: LimitsDep, body: BatchRequest) -> Response:
     check_batch_users(len(body.users), limits)
     check_k(body.k, limits)
@@ -97,7 +109,9 @@ def similar_items(model: ModelDep, limits: LimitsDep, item: str, k: KQuery = 10)
     return Recommendations(model_id=model.id, items=_items(serving.similar_items(model, item, k)))
 
 
-@router.post("/neighbors", response_model=Recommendations, summary="Items nearest to a raw vector")
+@router.post(
+    "/neighbors", response_model=Recommendations, responses=problems(400, 413), summary="Items nearest to a raw vector"
+)
 def neighbors(model: ModelDep, limits: LimitsDep, body: NeighborsRequest) -> Recommendations:
     check_k(body.k, limits)
     return Recommendations(model_id=model.id, items=_items(serving.neighbors(model, body.vector, body.k)))

@@ -7,10 +7,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from app.api.deps import LimitsDep, SessionDep, SettingsDep, TenantDep
+from app.api.problems import V1_ERRORS, problems
 from app.api.schemas import Page, TuningIn, TuningOut
 from app.services import tuning
 
-router = APIRouter(prefix="/v1/tuning", tags=["tuning"])
+router = APIRouter(prefix="/v1/tuning", tags=["tuning"], responses=V1_ERRORS)
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -22,7 +23,13 @@ def _dispatch(request: Request) -> tuning.Dispatch:
 DispatchDep = Annotated[tuning.Dispatch, Depends(_dispatch)]
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=TuningOut, summary="Start a tuning run")
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TuningOut,
+    responses=problems(400, 404, 413, 429),
+    summary="Start a tuning run",
+)
 def submit_tuning(
     session: SessionDep,
     dispatch: DispatchDep,
@@ -57,13 +64,22 @@ def list_tuning(
     return Page[TuningOut](items=[TuningOut.model_validate(r) for r in page.items], next_cursor=page.next_cursor)
 
 
-@router.get("/{tuning_id}", response_model=TuningOut, summary="A run's progress, leaderboard, best trial and model")
+@router.get(
+    "/{tuning_id}",
+    response_model=TuningOut,
+    responses=problems(404),
+    summary="A run's progress, leaderboard, best trial and model",
+)
 def get_tuning(session: SessionDep, tenant: TenantDep, tuning_id: str) -> TuningOut:
     return TuningOut.model_validate(tuning.get_tuning(session, tuning_id, tenant=tenant))
 
 
 @router.post(
-    "/{tuning_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=TuningOut, summary="Cancel a run"
+    "/{tuning_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TuningOut,
+    responses=problems(404),
+    summary="Cancel a run",
 )
 def cancel_tuning(session: SessionDep, tenant: TenantDep, tuning_id: str) -> TuningOut:
     return TuningOut.model_validate(tuning.cancel_tuning(session, tuning_id, tenant=tenant))
