@@ -7,13 +7,73 @@ Unknown fields are refused so a typo (`"l2_reg"`) is a 422, not a silently ignor
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.recsys.sgd_config import sgd_config_from_spec
 
 MAX_K = 1000
+
+# The dataset id the examples below (and the API's other examples, app/api/examples.py) use.
+EXAMPLE_DATASET_ID = "ds_018f3db998a07c41e2d9b5"
+
+# Named examples shown by /docs for POST /v1/jobs (openapi_examples) and listed on the schema;
+# tests/api/test_openapi_manual.py submits each of them.
+SPEC_EXAMPLES: dict[str, dict[str, Any]] = {
+    "minimal": {
+        "summary": "WALS with every default",
+        "description": "A complete spec: dim 64, 15 iterations, w0 2, α 10 and λ chosen from the data's counts; "
+        "metrics on a random 80/20 split at k 10 and 20, then a refit on every interaction. The model's `spec` "
+        "shows every value used.",
+        "value": {"dataset_id": EXAMPLE_DATASET_ID, "algorithm": "wals"},
+    },
+    "wals_explicit": {
+        "summary": "WALS with explicit settings and early stopping",
+        "description": "Every WALS setting given; training stops when ndcg@20 has not improved for 3 iterations "
+        "and the refit runs the best iteration count.",
+        "value": {
+            "dataset_id": EXAMPLE_DATASET_ID,
+            "algorithm": "wals",
+            "dim": 128,
+            "seed": 42,
+            "wals": {
+                "iterations": 25,
+                "l2": 0.01,
+                "l2_scaling": "frequency",
+                "l2_exponent": 1.0,
+                "unobserved_weight": 2.0,
+                "confidence": {"scheme": "log", "alpha": 10.0, "eps": 1.0},
+                "solver": "cg",
+                "cg_steps": 3,
+            },
+            "evaluation": {"split": "random", "test_fraction": 0.2, "k": [10, 20]},
+            "early_stopping": {"metric": "ndcg@20", "patience": 3},
+            "index": {"metric": "dot", "target_recall": 0.98},
+        },
+    },
+    "sgd_negatives": {
+        "summary": "SGD with uniformly sampled negatives",
+        "description": "Shuffled mini-batches of 1024 positives, 4 uniform negatives each, binary cross-entropy, "
+        "adagrad; without negatives (`strategy: none`) the embeddings of unrelated groups fold together.",
+        "value": {
+            "dataset_id": EXAMPLE_DATASET_ID,
+            "algorithm": "sgd",
+            "dim": 64,
+            "sgd": {
+                "variant": "minibatch_sgd",
+                "batch_size": 1024,
+                "epochs": 20,
+                "learning_rate": 0.05,
+                "optimizer": "adagrad",
+                "loss": "bce",
+                "l2": 0.0001,
+                "negatives": {"strategy": "uniform", "per_positive": 4},
+            },
+            "evaluation": {"split": "random", "k": [10, 20]},
+        },
+    },
+}
 
 
 class _Strict(BaseModel):
@@ -24,12 +84,18 @@ class ConfidenceSpec(_Strict):
     scheme: Literal["linear", "log"] = Field(
         "log", description="c = 1 + α·log(1 + r/ε) (robust to heavy-tailed counts), or c = 1 + α·r."
     )
-    alpha: float | None = Field(None, ge=0, le=1e6, description="α; chosen by Unfold when omitted.")
-    eps: float = Field(1.0, gt=0, le=1e9, description="ε of the log scheme.")
+    alpha: float | None = Field(None, ge=0, le=1e6, description="α (0..1e6); Unfold uses 10 when omitted.")
+    eps: float = Field(1.0, gt=0, le=1e9, description="ε of the log scheme, in the weights' units (ignored by linear).")
 
 
 class WALSSpec(_Strict):
-    iterations: int | None = Field(None, ge=1, le=1000, description="Alternating sweeps (users, then items).")
+    iterations: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="Alternating sweeps (users, then items); default 15. UNFOLD_MAX_WALS_ITERATIONS may lower the "
+        "ceiling of 1000.",
+    )
     l2: float | None = Field(
         None,
         ge=0,
@@ -43,18 +109,33 @@ class WALSSpec(_Strict):
     )
     l2_exponent: float = Field(1.0, ge=0, le=2, description="ν of the frequency scaling.")
     unobserved_weight: float | None = Field(
-        None, ge=0, le=1e3, description="w0: weight of every unobserved (user, item) pair."
+        None,
+        ge=0,
+        le=1e3,
+        description="w0: weight of every unobserved (user, item) pair; default 2 with frequency scaling, 1 with one "
+        "λ. Near 0 the model learns from positives only and unrelated groups fold together.",
     )
-    confidence: ConfidenceSpec = Field(default_factory=ConfidenceSpec)
+    confidence: ConfidenceSpec = Field(
+        default_factory=ConfidenceSpec,
+        description="How an interaction's weight r (rating, count) becomes its confidence c.",
+    )
     solver: Literal["cg", "cholesky"] = Field("cg", description="Row solver: a few CG steps or exact Cholesky.")
     cg_steps: int = Field(3, ge=1, le=100, description="CG steps per row solve.")
 
 
 class NegativesSpec(_Strict):
     strategy: Literal["none", "uniform", "popularity", "in_batch", "hard", "mixed"] = Field(
-        "in_batch", description="How negatives are drawn; `none` trains on positives only (folds)."
+        "in_batch",
+        description="How negatives are drawn. none: positives only (folds); uniform: random items the user has not "
+        "interacted with; popularity: drawn ∝ count^popularity_power; in_batch: the other positives of the batch; "
+        "hard: the best-scoring of hard_candidates random items; mixed: in_batch plus per_positive uniform ones.",
     )
-    per_positive: int = Field(4, ge=1, le=1024, description="Sampled negatives per positive.")
+    per_positive: int = Field(
+        4,
+        ge=1,
+        le=1024,
+        description="Sampled negatives per positive (uniform, popularity, hard, and the uniform part of mixed).",
+    )
     popularity_power: float = Field(0.75, ge=0, le=2, description="popularity: P(j) ∝ count_j^power.")
     logq_correction: bool = Field(True, description="Subtract log Q(j) from logits of non-uniform samplers.")
     hard_candidates: int = Field(64, ge=1, le=100_000, description="hard: random items scored per positive.")
@@ -68,19 +149,49 @@ class SGDSpec(_Strict):
         "minibatch_sgd",
         description="sgd: one example per update; minibatch: fixed-order batches; minibatch_sgd: shuffled batches.",
     )
-    batch_size: int = Field(1024, ge=1, le=1_000_000)
-    epochs: int = Field(20, ge=1, le=1000)
-    learning_rate: float = Field(0.005, gt=0, le=100)
-    optimizer: Literal["sgd", "adagrad", "adam"] = "adam"
-    loss: Literal["bce", "bpr", "softmax", "mse"] = "softmax"
+    batch_size: int = Field(
+        1024,
+        ge=1,
+        le=1_000_000,
+        description="Positive examples per update of the mini-batch variants (variant sgd uses 1); in_batch and "
+        "mixed negatives need at least 2.",
+    )
+    epochs: int = Field(
+        20,
+        ge=1,
+        le=1000,
+        description="Passes over every positive interaction; UNFOLD_MAX_SGD_EPOCHS may lower the ceiling of 1000.",
+    )
+    learning_rate: float = Field(0.005, gt=0, le=100, description="η, the optimiser's step size (> 0).")
+    optimizer: Literal["sgd", "adagrad", "adam"] = Field(
+        "adam", description="Row-wise and lazy (only touched rows change): sgd, adagrad, or adam with β (0.9, 0.999)."
+    )
+    loss: Literal["bce", "bpr", "softmax", "mse"] = Field(
+        "softmax",
+        description="bce / mse: the positive towards 1, each negative towards 0 (work without negatives); "
+        "bpr: the positive above each negative; softmax: sampled softmax of the positive against its negatives "
+        "(bpr and softmax need a negative strategy other than none).",
+    )
     l2: float = Field(0.05, ge=0, le=1e3, description="λ on the positive pair's user and item rows.")
-    negatives: NegativesSpec = Field(default_factory=NegativesSpec)
+    negatives: NegativesSpec = Field(
+        default_factory=NegativesSpec, description="Which items serve as negatives for each positive example."
+    )
 
 
 class EvaluationSpec(_Strict):
-    split: Literal["random", "leave_last_out", "temporal", "none"] = "random"
+    split: Literal["random", "leave_last_out", "temporal", "none"] = Field(
+        "random",
+        description="random: each interaction held out with probability test_fraction; leave_last_out: each "
+        "user's latest interaction; temporal: everything at or after the (1 − test_fraction) time quantile "
+        "(both need a timestamp column); none: no held-out metrics, no early stopping.",
+    )
     test_fraction: float = Field(0.2, gt=0, lt=1, description="Share held out by `random`/`temporal`.")
-    k: list[int] = Field(default_factory=lambda: [10, 20], min_length=1, max_length=10)
+    k: list[int] = Field(
+        default_factory=lambda: [10, 20],
+        min_length=1,
+        max_length=10,
+        description=f"Cut-offs at which recall@k and ndcg@k are computed (1 to 10 values, each 1..{MAX_K}).",
+    )
 
     @model_validator(mode="after")
     def _check_k(self) -> EvaluationSpec:
@@ -116,15 +227,40 @@ class EarlyStoppingSpec(_Strict):
 
 
 class TrainingSpec(_Strict):
-    dataset_id: str = Field(min_length=1, max_length=40)
-    algorithm: Literal["wals", "sgd"] = "wals"
-    dim: int = Field(64, ge=1, le=4096, description="Embedding dimension.")
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    wals: WALSSpec = Field(default_factory=WALSSpec)
-    sgd: SGDSpec = Field(default_factory=SGDSpec)
-    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
-    early_stopping: EarlyStoppingSpec | None = None
-    index: IndexSpec = Field(default_factory=IndexSpec)
+    """What to train (API.md, "Training spec"): every field but dataset_id has a default, and only the block
+    of the chosen algorithm is read. Unknown fields and out-of-range values are a 422 naming the field."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [e["value"] for e in SPEC_EXAMPLES.values()]})
+
+    dataset_id: str = Field(
+        min_length=1, max_length=40, description="An uploaded dataset of yours (`ds_…`); 404 when there is none."
+    )
+    algorithm: Literal["wals", "sgd"] = Field(
+        "wals", description="wals (reads the `wals` block) or sgd (reads the `sgd` block)."
+    )
+    dim: int = Field(
+        64, ge=1, le=4096, description="Embedding dimension; UNFOLD_MAX_DIM may lower the ceiling of 4096."
+    )
+    seed: int = Field(
+        0,
+        ge=0,
+        le=2**31 - 1,
+        description="Seeds the initial factors, the evaluation split and all sampling, so a run can be repeated.",
+    )
+    wals: WALSSpec = Field(
+        default_factory=WALSSpec, description="WALS settings, read when algorithm is wals; omitted ones are chosen."
+    )
+    sgd: SGDSpec = Field(default_factory=SGDSpec, description="SGD settings, read when algorithm is sgd.")
+    evaluation: EvaluationSpec = Field(
+        default_factory=EvaluationSpec,
+        description="The held-out split the metrics come from; the served model is then refit on every interaction.",
+    )
+    early_stopping: EarlyStoppingSpec | None = Field(
+        None,
+        description="Optional: stop fitting when `metric` has not improved for `patience` steps; the refit then "
+        "runs the best step count. Needs a split other than none.",
+    )
+    index: IndexSpec = Field(default_factory=IndexSpec, description="The nearest-neighbour index built for serving.")
 
     @model_validator(mode="after")
     def _check_sgd_combination(self) -> TrainingSpec:

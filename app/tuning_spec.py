@@ -34,8 +34,8 @@ class _Strict(BaseModel):
 class Range(_Strict):
     """A numeric interval for random search; integer fields get rounded draws."""
 
-    low: float
-    high: float
+    low: float = Field(description="Smallest value drawn (inclusive); > 0 when log.")
+    high: float = Field(description="Largest value drawn (inclusive), >= low.")
     log: bool = Field(False, description="Draw uniformly in log space (for l2, learning rates).")
 
     @model_validator(mode="after")
@@ -51,6 +51,27 @@ Values = Annotated[list[Scalar], Field(min_length=1, max_length=MAX_TRIALS)]
 
 
 class SearchSpec(_Strict):
+    """Which training-spec fields vary across trials, and how (API.md's "Training spec" names the fields)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"method": "grid", "params": {"wals.l2": [0.003, 0.01, 0.03], "wals.unobserved_weight": [1.0, 2.0]}},
+                {
+                    "method": "random",
+                    "trials": 12,
+                    "seed": 7,
+                    "metric": "recall@20",
+                    "params": {
+                        "dim": [32, 64, 128],
+                        "sgd.learning_rate": {"low": 0.001, "high": 0.1, "log": True},
+                        "sgd.negatives.strategy": ["uniform", "in_batch"],
+                    },
+                },
+            ]
+        }
+    )
+
     method: Literal["grid", "random"] = Field("grid", description="grid: every combination; random: `trials` draws.")
     trials: int | None = Field(
         None,
