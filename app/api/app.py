@@ -8,6 +8,7 @@ from collections.abc import Callable
 from fastapi import FastAPI
 
 from app.api.auth import Authenticator
+from app.api.docs import install_examples
 from app.api.errors import install_error_handlers
 from app.api.hot_path import HotPathStats, HotRecommendations
 from app.api.limits import BodySizeLimit
@@ -79,5 +80,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, datasets, jobs, models, queries, tuning):
         app.include_router(module.router)
     install_openapi(app)  # error bodies documented as application/problem+json
+    install_examples(app)  # examples with their nulls, which FastAPI's encoding drops
     install_dashboard(app)  # the page at / (no key needed: it holds no data) and its static files
     return app

@@ -28,17 +28,36 @@ DESCRIPTIONS = {
 
 class FieldError(BaseModel):
     field: str = Field(description="Dotted path of the offending field, e.g. `wals.l2` or `k`.")
-    message: str
-    type: str
+    message: str = Field(description="What is wrong with it.")
+    type: str = Field(description="pydantic's error type (e.g. greater_than_equal, missing, extra_forbidden).")
 
 
 class Problem(BaseModel):
     """RFC 9457 problem details; further members say more (field, line, column, limit, value, setting...)."""
 
-    model_config = ConfigDict(extra="allow")
-    type: str = "about:blank"
-    title: str
-    status: int
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "about:blank",
+                    "title": "Validation failed",
+                    "status": 422,
+                    "detail": "wals.l2: Input should be greater than or equal to 0",
+                    "errors": [
+                        {
+                            "field": "wals.l2",
+                            "message": "Input should be greater than or equal to 0",
+                            "type": "greater_than_equal",
+                        }
+                    ],
+                }
+            ]
+        },
+    )
+    type: str = Field("about:blank", description="Always about:blank: the status and title say what kind it is.")
+    title: str = Field(description="Short and fixed per kind, e.g. Not found, Validation failed, Limit exceeded.")
+    status: int = Field(description="The HTTP status code, repeated.")
     detail: str = Field(description="What is wrong, in one sentence a user can act on.")
     errors: list[FieldError] | None = Field(None, description="Every offending field (validation and limits).")
 

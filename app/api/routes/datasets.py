@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Query, UploadFile, status
+from fastapi import APIRouter, File, Form, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 
+from app.api import examples
 from app.api.deps import LimitsDep, SessionDep, StoreDep, TenantDep
+from app.api.params import Cursor, DatasetId, Limit
 from app.api.problems import V1_ERRORS, problems
 from app.api.schemas import DatasetOut, Page
 from app.ingestion import ParseOptions
@@ -24,25 +26,67 @@ Format = Literal["auto", "csv", "tsv", "parquet", "movielens", "adjacency"]
     response_model=DatasetOut,
     responses=problems(400, 413),
     summary="Upload interactions",
+    openapi_extra={"requestBody": {"content": {"multipart/form-data": {"example": examples.UPLOAD_FORM}}}},
 )
 async def upload_dataset(
     session: SessionDep,
     tenant: TenantDep,
     store: StoreDep,
     limits: LimitsDep,
-    file: Annotated[UploadFile, File(description="The interactions file.")],
-    name: Annotated[str | None, Form(max_length=200)] = None,
-    format: Annotated[Format, Form(description="File format; auto-detected by default.")] = "auto",
-    user_column: Annotated[str | None, Form(description="Column name, or 0-based index.")] = None,
-    item_column: Annotated[str | None, Form()] = None,
-    weight_column: Annotated[str | None, Form()] = None,
-    timestamp_column: Annotated[str | None, Form()] = None,
+    file: Annotated[
+        UploadFile,
+        File(
+            description="The interactions file: one (user, item[, weight[, timestamp]]) per row, streamed; over "
+            "UNFOLD_MAX_UPLOAD_MB or UNFOLD_MAX_UPLOAD_ROWS is a 413."
+        ),
+    ],
+    name: Annotated[str | None, Form(max_length=200, description="A name to show; default the file's name.")] = None,
+    format: Annotated[
+        Format,
+        Form(
+            description="csv, tsv, parquet, movielens (`::`-separated .dat), adjacency (lines `user item item …`); "
+            "auto (default) detects it from the name and the content."
+        ),
+    ] = "auto",
+    user_column: Annotated[
+        str | None,
+        Form(
+            description="Header name or 0-based index; default a known name (userId, user_id, user, uid), else the "
+            "first free column."
+        ),
+    ] = None,
+    item_column: Annotated[
+        str | None,
+        Form(
+            description="Header name or 0-based index; default a known name (itemId, item_id, movieId, artistId, "
+            "item, iid), else the next free column."
+        ),
+    ] = None,
+    weight_column: Annotated[
+        str | None,
+        Form(
+            description="Header name or 0-based index; default a known name (rating, weight, count, plays, "
+            "playcount, score), or column 2 of a file without a header; without one every interaction weighs 1."
+        ),
+    ] = None,
+    timestamp_column: Annotated[
+        str | None,
+        Form(
+            description="Header name or 0-based index; default a known name (timestamp, ts, time, datetime), or "
+            "column 3 of a file without a header. The leave_last_out and temporal splits need it."
+        ),
+    ] = None,
     user_group_column: Annotated[str | None, Form(description="Known group per user (e.g. user_group).")] = None,
     item_group_column: Annotated[
         str | None, Form(description="Known group per item (e.g. item_group); enables leakage@k.")
     ] = None,
-    has_header: Annotated[bool | None, Form(description="Detected when omitted.")] = None,
-    min_weight: Annotated[float | None, Form(description="Drop rows whose weight is below this.")] = None,
+    has_header: Annotated[
+        bool | None, Form(description="Whether the first row names the columns; detected when omitted.")
+    ] = None,
+    min_weight: Annotated[
+        float | None,
+        Form(description="Drop rows whose weight is below this, e.g. 4 keeps ratings of 4 and 5 as positives."),
+    ] = None,
 ) -> DatasetOut:
     options = ParseOptions(
         format=format,
@@ -74,20 +118,20 @@ async def upload_dataset(
 def list_datasets(
     session: SessionDep,
     tenant: TenantDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: str | None = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> Page[DatasetOut]:
     page = datasets.list_datasets(session, limit, cursor, tenant=tenant)
     return Page[DatasetOut](items=[DatasetOut.model_validate(d) for d in page.items], next_cursor=page.next_cursor)
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut, responses=problems(404), summary="One dataset")
-def get_dataset(session: SessionDep, tenant: TenantDep, dataset_id: str) -> DatasetOut:
+def get_dataset(session: SessionDep, tenant: TenantDep, dataset_id: DatasetId) -> DatasetOut:
     return DatasetOut.model_validate(datasets.get_dataset(session, dataset_id, tenant=tenant))
 
 
 @router.delete(
     "/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problems(404, 409), summary="Delete a dataset"
 )
-def delete_dataset(session: SessionDep, store: StoreDep, tenant: TenantDep, dataset_id: str) -> None:
+def delete_dataset(session: SessionDep, store: StoreDep, tenant: TenantDep, dataset_id: DatasetId) -> None:
     datasets.delete_dataset(session, store, dataset_id, tenant=tenant)

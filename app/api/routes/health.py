@@ -6,28 +6,41 @@ from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 
+from app.api import examples
 from app.db import get_engine
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="The process is up")
+@router.get(
+    "/healthz",
+    summary="The process is up",
+    responses={200: {"content": {"application/json": {"example": examples.HEALTH}}, "description": "Always ok."}},
+)
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
 class Readiness(BaseModel):
-    status: Literal["ok", "unavailable"]
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.READY]})
+
+    status: Literal["ok", "unavailable"] = Field(description="ok (200) when every check is ok, else unavailable (503).")
     checks: dict[str, str] = Field(description='"ok" or the error, for "database" and "broker".')
 
 
 @router.get(
     "/readyz",
     response_model=Readiness,
-    responses={503: {"model": Readiness, "description": "The database or the broker does not answer (which one)."}},
+    responses={
+        503: {
+            "model": Readiness,
+            "description": "The database or the broker does not answer (which one).",
+            "content": {"application/json": {"example": examples.NOT_READY}},
+        }
+    },
     summary="The database and the broker answer",
 )
 def readyz(request: Request) -> JSONResponse:

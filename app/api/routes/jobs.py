@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Body, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
+from app.api import examples
 from app.api.deps import EnqueueDep, LimitsDep, SessionDep, SettingsDep, TenantDep
+from app.api.params import Cursor, JobId, Limit, StatusFilter
 from app.api.problems import V1_ERRORS, problems
 from app.api.schemas import JobOut, Page
 from app.db import get_sessionmaker
 from app.services import job_events, jobs
-from app.spec import TrainingSpec
+from app.spec import SPEC_EXAMPLES, TrainingSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=V1_ERRORS)
-
-Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
 @router.post(
@@ -33,7 +33,7 @@ def submit_job(
     limits: LimitsDep,
     settings: SettingsDep,
     tenant: TenantDep,
-    spec: TrainingSpec,
+    spec: Annotated[TrainingSpec, Body(openapi_examples=SPEC_EXAMPLES)],
     response: Response,
 ) -> JobOut:
     job = jobs.submit_job(
@@ -48,16 +48,16 @@ def submit_job(
 def list_jobs(
     session: SessionDep,
     tenant: TenantDep,
-    status: Status | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: str | None = None,
+    status: StatusFilter = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> Page[JobOut]:
     page = jobs.list_jobs(session, status, limit, cursor, tenant=tenant)
     return Page[JobOut](items=[JobOut.model_validate(j) for j in page.items], next_cursor=page.next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=problems(404), summary="A job's status, progress and history")
-def get_job(session: SessionDep, tenant: TenantDep, job_id: str) -> JobOut:
+def get_job(session: SessionDep, tenant: TenantDep, job_id: JobId) -> JobOut:
     return JobOut.model_validate(jobs.get_job(session, job_id, tenant=tenant))
 
 
@@ -68,7 +68,7 @@ def get_job(session: SessionDep, tenant: TenantDep, job_id: str) -> JobOut:
     responses=problems(404),
     summary="Cancel a job",
 )
-def cancel_job(session: SessionDep, tenant: TenantDep, job_id: str) -> JobOut:
+def cancel_job(session: SessionDep, tenant: TenantDep, job_id: JobId) -> JobOut:
     return JobOut.model_validate(jobs.cancel_job(session, job_id, tenant=tenant))
 
 
@@ -76,12 +76,16 @@ def cancel_job(session: SessionDep, tenant: TenantDep, job_id: str) -> JobOut:
     "/{job_id}/events",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"text/event-stream": {}}, "description": "progress events, then one end event"},
+        200: {
+            "content": {"text/event-stream": {"example": examples.JOB_EVENTS}},
+            "description": "`event: progress` (data {id, status, progress}) on every change, comment lines as "
+            "keep-alives, then `event: end` with the whole job; each message carries an `id:`.",
+        },
         **problems(404),
     },
     summary="Follow a job: server-sent events until it ends",
 )
-async def follow_job(settings: SettingsDep, tenant: TenantDep, job_id: str) -> StreamingResponse:
+async def follow_job(settings: SettingsDep, tenant: TenantDep, job_id: JobId) -> StreamingResponse:
     """`event: progress` (data {id, status, progress}) on every change, then `event: end` with the job."""
     # No SessionDep: the stream outlives the request's dependencies; each poll opens its own session.
     sessions = get_sessionmaker(settings.resolved_database_url)

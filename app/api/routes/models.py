@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, status
 
 from app.api.deps import CacheDep, SessionDep, StoreDep, TenantDep
+from app.api.params import AliasName, Cursor, Limit, ModelId
 from app.api.problems import V1_ERRORS, problems
 from app.api.schemas import AliasIn, AliasOut, EmbeddingMapOut, ModelOut, Page
 from app.services import embedding_maps, models
 
 router = APIRouter(tags=["models"], responses=V1_ERRORS)
 
-AliasName = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
-
 
 @router.get("/v1/models", response_model=Page[ModelOut], summary="List models, newest first")
 def list_models(
     session: SessionDep,
     tenant: TenantDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: str | None = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> Page[ModelOut]:
     page = models.list_models(session, limit, cursor, tenant=tenant)
     return Page[ModelOut](items=[ModelOut.model_validate(m) for m in page.items], next_cursor=page.next_cursor)
@@ -30,7 +27,7 @@ def list_models(
 @router.get(
     "/v1/models/{model_id}", response_model=ModelOut, responses=problems(404), summary="One model, by id or alias"
 )
-def get_model(session: SessionDep, tenant: TenantDep, model_id: str) -> ModelOut:
+def get_model(session: SessionDep, tenant: TenantDep, model_id: ModelId) -> ModelOut:
     return ModelOut.model_validate(models.resolve_model(session, model_id, tenant=tenant))
 
 
@@ -44,14 +41,14 @@ def get_model(session: SessionDep, tenant: TenantDep, model_id: str) -> ModelOut
     "(as planted data do), else its popularity bucket. `group_separation` says how far apart the groups lie "
     "(folding shows as groups on top of each other). 404 for models trained before maps were stored.",
 )
-def get_embedding_map(session: SessionDep, store: StoreDep, tenant: TenantDep, model_id: str) -> EmbeddingMapOut:
+def get_embedding_map(session: SessionDep, store: StoreDep, tenant: TenantDep, model_id: ModelId) -> EmbeddingMapOut:
     return EmbeddingMapOut.model_validate(embedding_maps.read_embedding_map(session, store, model_id, tenant=tenant))
 
 
 @router.delete(
     "/v1/models/{model_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problems(404), summary="Delete a model"
 )
-def delete_model(session: SessionDep, store: StoreDep, cache: CacheDep, tenant: TenantDep, model_id: str) -> None:
+def delete_model(session: SessionDep, store: StoreDep, cache: CacheDep, tenant: TenantDep, model_id: ModelId) -> None:
     deleted = models.delete_model(session, store, model_id, tenant=tenant)
     cache.evict(deleted.id)
 

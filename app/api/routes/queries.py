@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import CacheDep, LimitsDep, TenantDep
+from app.api.params import ExcludeSeen, ItemId, ModelId, UserId
 from app.api.problems import V1_ERRORS, problems
 from app.api.schemas import (
     BatchRecommendations,
@@ -30,7 +31,7 @@ router = APIRouter(prefix="/v1/models/{model_id}", tags=["queries"], responses={
 KQuery = Annotated[int, Query(ge=1, description="How many items to return (1..UNFOLD_MAX_K, default 1000).")]
 
 
-async def _loaded(request: Request, cache: CacheDep, tenant: TenantDep, model_id: str) -> serving.LoadedModel:
+async def _loaded(request: Request, cache: CacheDep, tenant: TenantDep, model_id: ModelId) -> serving.LoadedModel:
     # The hot path stays on the event loop: a remembered name and a loaded model need no I/O.
     # Only a miss (database lookup, loading an artifact) goes to the threadpool.
     loaded = cache.peek(tenant, model_id)
@@ -60,9 +61,9 @@ def _items(scored: serving.Scored) -> list[ScoredItem]:
 async def recommend_user(
     model: ModelDep,
     limits: LimitsDep,
-    user: str,
+    user: UserId,
     k: KQuery = 10,
-    exclude_seen: bool = True,
+    exclude_seen: ExcludeSeen = True,
     exclude: Annotated[list[str], Query(max_length=1000, description="Items not to return (repeatable).")] = [],  # noqa: B006
 ) -> Recommendations:
     check_k(k, limits)
@@ -104,7 +105,7 @@ def recommend_batch(model: ModelDep, limits: LimitsDep, body: BatchRequest) -> R
 
 
 @router.get("/items/{item}/similar", response_model=Recommendations, summary="Items similar to an item")
-def similar_items(model: ModelDep, limits: LimitsDep, item: str, k: KQuery = 10) -> Recommendations:
+def similar_items(model: ModelDep, limits: LimitsDep, item: ItemId, k: KQuery = 10) -> Recommendations:
     check_k(k, limits)
     return Recommendations(model_id=model.id, items=_items(serving.similar_items(model, item, k)))
 

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 
 from app.api.deps import LimitsDep, SessionDep, SettingsDep, TenantDep
+from app.api.params import Cursor, Limit, StatusFilter, TuningId
 from app.api.problems import V1_ERRORS, problems
 from app.api.schemas import Page, TuningIn, TuningOut
 from app.services import tuning
 
 router = APIRouter(prefix="/v1/tuning", tags=["tuning"], responses=V1_ERRORS)
-
-Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
 def _dispatch(request: Request) -> tuning.Dispatch:
@@ -56,9 +55,9 @@ def submit_tuning(
 def list_tuning(
     session: SessionDep,
     tenant: TenantDep,
-    status: Status | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: str | None = None,
+    status: StatusFilter = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> Page[TuningOut]:
     page = tuning.list_tuning(session, status, limit, cursor, tenant=tenant)
     return Page[TuningOut](items=[TuningOut.model_validate(r) for r in page.items], next_cursor=page.next_cursor)
@@ -70,7 +69,7 @@ def list_tuning(
     responses=problems(404),
     summary="A run's progress, leaderboard, best trial and model",
 )
-def get_tuning(session: SessionDep, tenant: TenantDep, tuning_id: str) -> TuningOut:
+def get_tuning(session: SessionDep, tenant: TenantDep, tuning_id: TuningId) -> TuningOut:
     return TuningOut.model_validate(tuning.get_tuning(session, tuning_id, tenant=tenant))
 
 
@@ -81,5 +80,5 @@ def get_tuning(session: SessionDep, tenant: TenantDep, tuning_id: str) -> Tuning
     responses=problems(404),
     summary="Cancel a run",
 )
-def cancel_tuning(session: SessionDep, tenant: TenantDep, tuning_id: str) -> TuningOut:
+def cancel_tuning(session: SessionDep, tenant: TenantDep, tuning_id: TuningId) -> TuningOut:
     return TuningOut.model_validate(tuning.cancel_tuning(session, tuning_id, tenant=tenant))
