@@ -121,8 +121,12 @@ def load(store: ArtifactStore, job_id: str, print_: str) -> Checkpoint | None:
 
 
 def delete(store: ArtifactStore, job_id: str) -> None:
-    """Remove the job's checkpoint (idempotent)."""
-    store.delete(checkpoint_key(job_id))
+    """Remove the job's checkpoint (idempotent). A store that fails here is logged, not raised: a job's
+    outcome never depends on tidying up (a leftover checkpoint only costs space)."""
+    try:
+        store.delete(checkpoint_key(job_id))
+    except Exception:
+        log.warning("job %s: could not delete its checkpoint", job_id, exc_info=True)
 
 
 class Checkpointer:
@@ -148,15 +152,22 @@ class Checkpointer:
             return self.resumed
         return None
 
-    def save(self, checkpoint: Checkpoint) -> None:
-        """Save now (a phase boundary, or a due step)."""
+    def save(self, checkpoint: Checkpoint) -> bool:
+        """Save now (a phase boundary, or a due step); False when the store failed (logged: training goes on,
+        a checkpoint is a shortcut for a later attempt, not a condition of this one)."""
         started = self.clock()
-        save(self.store, self.job_id, self.print_, checkpoint)
-        self._last = self.clock()
+        try:
+            save(self.store, self.job_id, self.print_, checkpoint)
+        except Exception:
+            log.warning("job %s: could not save a checkpoint; training goes on", self.job_id, exc_info=True)
+            return False
+        finally:
+            self._last = self.clock()
         self.saved += 1
         log.debug(
             "job %s: checkpoint %s/%d in %.3f s", self.job_id, checkpoint.phase, checkpoint.step, self._last - started
         )
+        return True
 
     def due(self) -> bool:
         return self.clock() - self._last >= self.every

@@ -182,7 +182,10 @@ def _ended(
     """After the reaper ended a job: drop what it left, and let its tuning run know."""
     checkpoints.delete(store, job_id)
     if kind != "trial":
-        store.delete(f"models/{job_state.model_id_for(job_id)}")
+        try:
+            store.delete(f"models/{job_state.model_id_for(job_id)}")
+        except Exception:
+            log.warning("job %s: could not delete its unfinished model", job_id, exc_info=True)
     if kind == "trial":
         final_id = tuning.record_trial(sessions, job_id, None)  # the join: this may have been the last trial
         if final_id is not None:

@@ -68,9 +68,25 @@ class _Progress:
             self.best_step = int(resumed.early_stopping["best_step"])
         self.started = time.monotonic()
         self.last = self.started
+        self.reported = 0
 
     def early_stopping_state(self) -> dict[str, Any]:
         return {"best_value": self.best_value, "best_step": self.best_step}
+
+    def resumed_at_the_end(self, resumed: checkpoints.Checkpoint) -> None:
+        """A phase resumed after its last step runs no step: still show where it stands."""
+        last = next((h for h in reversed(resumed.history) if h.get("phase") == self.phase), {})
+        progress = {
+            "step": resumed.step,
+            "total_steps": self.total,
+            "fraction": min(resumed.step / self.total, 1.0),
+            "unit": self.unit,
+            "phase": self.phase,
+            "eta_seconds": 0.0,
+            "loss": last.get("loss"),
+            "metrics": last.get("metrics") or {},
+        }
+        self.reporter.report(progress, None)
 
     def __call__(self, step: int, elapsed: float, loss: float, metrics: dict[str, float]) -> bool:
         now = time.monotonic()
@@ -88,6 +104,7 @@ class _Progress:
         }
         entry = {"step": step, "phase": self.phase, "loss": loss, "seconds": round(seconds, 4), "metrics": metrics}
         self.reporter.report(progress, entry)
+        self.reported += 1
         if self.early is not None and self.early.metric in metrics:
             value = metrics[self.early.metric]
             if value > self.best_value:
@@ -135,6 +152,8 @@ def _fit(
         on_state=on_state,
         interrupt=reporter.interrupt,
     )
+    if resumed is not None and not progress.reported:
+        progress.resumed_at_the_end(resumed)
     return model, progress
 
 
@@ -189,8 +208,7 @@ def train_model(
     key = f"models/{model_id}"
     published = _published_meta(store, key, job.id)
     if published is not None:
-        reporter.history = list(published.get("history") or [])
-        reporter.write_history()
+        _restore_finished(reporter, published)
         log.info("job %s: model %s was published by an earlier attempt; recording it", job.id, model_id)
         return _model_row(job, published, key)
     spec = TrainingSpec.model_validate(job.spec)
@@ -277,6 +295,24 @@ def train_model(
         store.discard(staged)
         raise
     return _model_row(job, meta, key)
+
+
+def _restore_finished(reporter: job_state.JobReporter, meta: dict[str, Any]) -> None:
+    """The job's history and final progress from its published model: it resumes after its last step."""
+    reporter.history = list(meta.get("history") or [])
+    last = reporter.history[-1] if reporter.history else {"step": 0, "phase": "fit", "loss": None, "metrics": {}}
+    reporter.resumed_from = {"phase": last["phase"], "step": last["step"], "attempt": reporter.lease.attempt}
+    progress = {
+        "step": last["step"],
+        "total_steps": last["step"],
+        "fraction": 1.0,
+        "unit": "iteration" if meta.get("algorithm") == "wals" else "epoch",
+        "phase": last["phase"],
+        "eta_seconds": 0.0,
+        "loss": last.get("loss"),
+        "metrics": last.get("metrics") or {},
+    }
+    reporter.report(progress, None)
 
 
 def _model_row(job: Job, meta: dict[str, Any], key: str) -> Model:
@@ -405,7 +441,10 @@ def _discard(sessions: sessionmaker[Session], store: ArtifactStore, lease: job_s
     if not job_state.holds(sessions, lease):
         return  # another worker's job now: its checkpoint is its own
     checkpoints.delete(store, lease.job_id)
-    store.delete(model_key)
+    try:
+        store.delete(model_key)
+    except Exception:  # the outcome is recorded all the same; an orphan artifact is only space
+        log.warning("job %s: could not delete its unfinished model %s", lease.job_id, model_key, exc_info=True)
 
 
 def _after_skip(sessions: sessionmaker[Session], store: ArtifactStore, job_id: str) -> None:
@@ -421,4 +460,7 @@ def _after_skip(sessions: sessionmaker[Session], store: ArtifactStore, job_id: s
         if job.status in job_state.FINISHED:
             checkpoints.delete(store, job_id)
             if job.status != "succeeded":
-                store.delete(f"models/{job_state.model_id_for(job_id)}")
+                try:
+                    store.delete(f"models/{job_state.model_id_for(job_id)}")
+                except Exception:
+                    log.warning("job %s: could not delete its unfinished model", job_id, exc_info=True)

@@ -15,6 +15,7 @@ from app.models import Model
 from app.recsys.artifact import load_model
 from app.services import checkpoints, job_state, training
 from app.services.recovery import recover
+from app.storage import open_store
 from tests.workers.conftest import Killed, Sent, job_row, make_stale
 from workers.tasks import train_job
 
@@ -193,6 +194,9 @@ def test_a_kill_between_artifact_and_row_neither_loses_the_model_nor_makes_two(
     job = api.get(f"/v1/jobs/{job_id}").json()
     assert job["model_id"] == model_id and job["attempts"] == 2
     assert [h["step"] for h in job["history"] if h["phase"] == "fit"] == [1, 2, 3, 4, 5, 6]
+    # Training had ended: the second attempt starts after the last step (from the model, or the last checkpoint).
+    assert job["progress"]["resumed_from"] == {"phase": "refit", "step": 6, "attempt": 2}
+    assert job["progress"]["fraction"] == 1.0
     model = api.get(f"/v1/models/{model_id}").json()
     assert model["job_id"] == job_id and model["index"]["kind"] and "recall@20" in model["metrics"]
     assert api.get(f"/v1/models/{model_id}/users/u0/recommendations", params={"k": 3}).status_code == 200
@@ -212,6 +216,27 @@ def test_a_kill_after_the_commit_leaves_a_finished_job_and_nothing_else(settings
     assert train_job(settings, job_id) == "skipped"
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(Model)) == 1
+
+
+def test_a_store_that_fails_to_checkpoint_or_tidy_up_does_not_fail_the_job(settings, submit, sessions, monkeypatch):
+    def broken(*args: Any) -> None:
+        raise ConnectionError("store away")
+
+    monkeypatch.setattr(checkpoints, "save", broken)
+    job_id = submit(**WALS)
+    assert train_job(settings, job_id) == "succeeded"
+    store_type = type(open_store(settings.resolved_artifact_root, settings))
+    real_delete = store_type.delete
+
+    def delete(self: Any, key: str) -> None:
+        if key.startswith("jobs/"):
+            raise ConnectionError("store away")
+        real_delete(self, key)
+
+    monkeypatch.setattr(store_type, "delete", delete)
+    other = submit(**WALS)
+    assert train_job(settings, other) == "succeeded"
+    assert job_row(sessions, other).model_id == job_state.model_id_for(other)
 
 
 # --- cancellation and failure leave nothing behind --------------------------------------------------------
