@@ -75,7 +75,7 @@ class _Progress:
 
     def resumed_at_the_end(self, resumed: checkpoints.Checkpoint) -> None:
         """A phase resumed after its last step runs no step: still show where it stands."""
-        last = next((h for h in reversed(resumed.history) if h.get("phase") == self.phase), {})
+        last: dict[str, Any] = next((h for h in reversed(resumed.history) if h.get("phase") == self.phase), {})
         progress = {
             "step": resumed.step,
             "total_steps": self.total,
