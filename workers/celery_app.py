@@ -19,9 +19,11 @@ def broker_options(settings: Settings) -> tuple[str, dict[str, object]]:
     url = settings.resolved_broker_url
     if url.startswith("filesystem://"):
         folder = settings.broker_folder
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         return url, {
+            # kombu's default control folder is ./control, relative to wherever the process was started.
+            "control_folder": str(folder / "control"),
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
