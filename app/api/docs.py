@@ -1,8 +1,10 @@
-"""The OpenAPI document as a manual: the schemas' examples exactly as the models declare them.
+"""The OpenAPI document as a manual: every body shows an example, exactly as the models declare it.
 
 FastAPI encodes the whole document with exclude_none, which also deletes every null inside an example
 (fastapi/fastapi#5559): a finished job would be shown without `"error": null`, and that example no
-longer matches its own schema (error is required). `install_examples` puts the models' examples back.
+longer matches its own schema (error is required). `install_examples` puts the models' examples back,
+adds the named examples of app.api.examples as components/examples (routes point at them with
+`examples.ref(name)`), and gives every body without an example its schema's first one.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from typing import Any
 
 from fastapi import FastAPI
 from pydantic import BaseModel
+
+from app.api import examples as named_examples
 
 
 def model_examples() -> dict[str, list[Any]]:
@@ -31,8 +35,27 @@ def model_examples() -> dict[str, list[Any]]:
     return found
 
 
+def _media_examples(document: dict[str, Any]) -> None:
+    """Give each request body and 2xx answer without an example its schema's first one (Swagger UI shows a
+    media type's example; not every version shows a schema's `examples`)."""
+    components = document.get("components", {}).get("schemas", {})
+    for item in document.get("paths", {}).values():
+        for operation in item.values():
+            if not isinstance(operation, dict):
+                continue
+            contents = [operation.get("requestBody", {}).get("content", {})]
+            contents += [r.get("content", {}) for code, r in operation.get("responses", {}).items() if code[:1] == "2"]
+            for content in contents:
+                for media in content.values():
+                    ref = media.get("schema", {}).get("$ref", "")
+                    found = components.get(ref.rsplit("/", 1)[-1], {}).get("examples")
+                    if found and "example" not in media and "examples" not in media:
+                        media["example"] = found[0]
+
+
 def install_examples(app: FastAPI) -> None:
-    """Serve the document with each component schema's examples as its model declares them."""
+    """Serve the document with each component schema's examples as its model declares them, and each body's
+    first example on its media type."""
     build = app.openapi
     restored: dict[str, Any] | None = None
 
@@ -44,6 +67,10 @@ def install_examples(app: FastAPI) -> None:
             for schema in document.get("components", {}).get("schemas", {}).values():
                 if "examples" in schema and schema.get("title") in examples:
                     schema["examples"] = examples[schema["title"]]
+            _media_examples(document)
+            # Added after FastAPI's encoding, so the named examples keep their nulls too.
+            components = document.setdefault("components", {})
+            components["examples"] = {**components.get("examples", {}), **named_examples.NAMED}
             restored = document
         return document
 

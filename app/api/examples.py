@@ -329,6 +329,34 @@ TUNING: dict[str, Any] = {
     "finished_at": "2024-05-03T10:02:45.913000Z",
 }
 
+# Reusable named examples (the document's components/examples): a route shows one with `ref(name)`.
+# They are added to the document after FastAPI encodes it, so their nulls stay (app.api.docs).
+NAMED: dict[str, dict[str, Any]] = {
+    "job_queued": {"summary": "Just submitted: queued, no progress yet", "value": JOB_QUEUED},
+    "job_running": {"summary": "Running: step 2 of 4, with an ETA and metrics", "value": JOB_RUNNING},
+    "job_succeeded": {"summary": "Succeeded: its model, full history (fit, then refit)", "value": JOB_SUCCEEDED},
+    "job_cancelling": {
+        "summary": "A running job asked to stop: it ends cancelled after its current step",
+        "value": {**JOB_RUNNING, "cancel_requested": True},
+    },
+    "job_cancelled": {
+        "summary": "A queued job, cancelled at once",
+        "value": {
+            **JOB_QUEUED,
+            "status": "cancelled",
+            "cancel_requested": True,
+            "finished_at": "2024-05-03T09:13:10.297000Z",
+        },
+    },
+}
+
+
+def ref(name: str) -> dict[str, str]:
+    """A media type's reference to one of NAMED."""
+    assert name in NAMED, name
+    return {"$ref": f"#/components/examples/{name}"}
+
+
 HEALTH: dict[str, Any] = {"status": "ok"}
 READY: dict[str, Any] = {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
 NOT_READY: dict[str, Any] = {

@@ -95,11 +95,12 @@ def _bodies(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]
 
 
 def _examples(document: dict[str, Any], media: dict[str, Any]) -> list[Any]:
-    """The media type's own example(s), else its schema's."""
+    """The media type's own example(s), references to components/examples resolved: what Swagger UI shows."""
     found = [media["example"]] if "example" in media else []
-    found += [example["value"] for example in media.get("examples", {}).values()]
-    if not found and "schema" in media:
-        found = list(_resolve(document, media["schema"]).get("examples", []))
+    for example in media.get("examples", {}).values():
+        if "$ref" in example:
+            example = document["components"]["examples"][example["$ref"].rsplit("/", 1)[-1]]
+        found.append(example["value"])
     return found
 
 
@@ -173,6 +174,15 @@ def test_every_request_body_and_success_answer_has_an_example(document):
     bodies = list(_bodies(document))
     missing = [f"{where} {media_type}" for where, media_type, media in bodies if not _examples(document, media)]
     assert not missing, f"bodies without an example: {missing}"
+    # A body described by a model has the model's examples on its schema too.
+    bare = [
+        f"{where} {media_type}"
+        for where, media_type, media in bodies
+        if media_type == "application/json"
+        and "$ref" in media.get("schema", {})
+        and not _resolve(document, media["schema"]).get("examples")
+    ]
+    assert not bare, f"models without examples: {bare}"
     kinds = {media_type for _, media_type, _ in bodies}
     assert {"application/json", "multipart/form-data", "text/event-stream"} <= kinds
 
@@ -192,6 +202,24 @@ def test_every_json_example_validates_against_the_documents_schema(document):
         for example in schema.get("examples", []):
             errors = _errors(document, {"$ref": f"#/components/schemas/{name}"}, example)
             assert not errors, f"{name}: example does not match its schema: {errors}"
+
+
+def test_examples_in_the_document_keep_their_nulls(document):
+    # FastAPI drops None from the whole document (exclude_none); app.api.docs puts the examples back.
+    page = document["paths"]["/v1/jobs"]["get"]["responses"]["200"]["content"]["application/json"]["example"]
+    assert page["items"] == [examples.JOB_SUCCEEDED] and page["items"][0]["error"] is None
+    cancel = document["paths"]["/v1/jobs/{job_id}/cancel"]["post"]["responses"]["202"]["content"]["application/json"]
+    assert [(j["status"], j["cancel_requested"]) for j in _examples(document, cancel)] == [
+        ("running", True),
+        ("cancelled", True),
+    ]
+    assert document["components"]["schemas"]["JobOut"]["examples"][1]["model_id"] is None
+    [queued] = _examples(
+        document, document["paths"]["/v1/jobs"]["post"]["responses"]["202"]["content"]["application/json"]
+    )
+    assert queued["status"] == "queued" and queued["progress"] is None and queued["started_at"] is None
+    answers = document["paths"]["/v1/jobs/{job_id}"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert [job["status"] for job in _examples(document, answers)] == ["succeeded", "running", "queued"]
 
 
 def test_the_schema_check_would_catch_a_bad_example(document):

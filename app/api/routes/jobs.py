@@ -24,7 +24,13 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=V1_ERRORS)
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobOut,
-    responses=problems(400, 404, 413, 429),
+    responses={
+        202: {
+            "description": "Queued; `Location` is /v1/jobs/{id}. Poll it or follow its events.",
+            "content": {"application/json": {"examples": {"queued": examples.ref("job_queued")}}},
+        },
+        **problems(400, 404, 413, 429),
+    },
     summary="Start a training job",
 )
 def submit_job(
@@ -56,7 +62,22 @@ def list_jobs(
     return Page[JobOut](items=[JobOut.model_validate(j) for j in page.items], next_cursor=page.next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobOut, responses=problems(404), summary="A job's status, progress and history")
+@router.get(
+    "/{job_id}",
+    response_model=JobOut,
+    responses={
+        200: {
+            "description": "The job; `progress` and `history` grow while it runs.",
+            "content": {
+                "application/json": {
+                    "examples": {status: examples.ref(f"job_{status}") for status in ("succeeded", "running", "queued")}
+                }
+            },
+        },
+        **problems(404),
+    },
+    summary="A job's status, progress and history",
+)
 def get_job(session: SessionDep, tenant: TenantDep, job_id: JobId) -> JobOut:
     return JobOut.model_validate(jobs.get_job(session, job_id, tenant=tenant))
 
@@ -65,7 +86,21 @@ def get_job(session: SessionDep, tenant: TenantDep, job_id: JobId) -> JobOut:
     "/{job_id}/cancel",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobOut,
-    responses=problems(404),
+    responses={
+        202: {
+            "description": "The job: a queued one is cancelled at once; a running one has cancel_requested and "
+            "ends cancelled after its current step; a finished one is returned unchanged.",
+            "content": {
+                "application/json": {
+                    "examples": {
+                        "running": examples.ref("job_cancelling"),
+                        "queued": examples.ref("job_cancelled"),
+                    }
+                }
+            },
+        },
+        **problems(404),
+    },
     summary="Cancel a job",
 )
 def cancel_job(session: SessionDep, tenant: TenantDep, job_id: JobId) -> JobOut:
