@@ -24,7 +24,9 @@ from app.recsys.interactions import Interactions
 from app.recsys.metrics import ranking_metrics
 from app.recsys.sampling import NegativeConfig
 from app.recsys.sgd import SGDConfig, fit_sgd
-from app.recsys.wals import WALSConfig, fit_wals
+from app.recsys.wals import fit_wals
+from app.services.algorithms import wals_config
+from app.spec import TrainingSpec
 
 DIM = 64
 Factors = tuple[np.ndarray, np.ndarray]
@@ -40,9 +42,11 @@ def _sgd(epochs: int, **kw: Any) -> Callable[[Interactions], tuple[Factors, int]
     return run
 
 
-def _wals(**kw: Any) -> Callable[[Interactions], tuple[Factors, int]]:
+def _wals(**wals: Any) -> Callable[[Interactions], tuple[Factors, int]]:
+    """The service's WALS spec with these `wals` fields: what a job with them trains (λ chosen from the data)."""
+
     def run(train: Interactions) -> tuple[Factors, int]:
-        config = WALSConfig(dim=DIM, **kw)
+        config = wals_config(TrainingSpec(dataset_id="bench", dim=DIM, wals=wals), train)
         model = fit_wals(train, config)
         return (model.user_factors, model.item_factors), config.iterations
 
