@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 
-from app.api.auth import Authenticator
+from app.api.auth import AuthBeforeBody, Authenticator
 from app.api.docs import install_examples
 from app.api.errors import install_error_handlers
 from app.api.hot_path import HotPathStats, HotRecommendations
@@ -77,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_metrics(app)
     app.add_middleware(BodySizeLimit, limits=settings.limits)
+    # Outermost: a request without a valid key is refused before its body is read or measured.
+    app.add_middleware(AuthBeforeBody, auth=app.state.auth)
     for module in (health, datasets, jobs, models, queries, tuning):
         app.include_router(module.router)
     install_openapi(app)  # error bodies documented as application/problem+json

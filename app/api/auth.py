@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import time
 
+import anyio.to_thread
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.api.errors import problem
 from app.errors import Unauthorized
 from app.models import DEFAULT_TENANT
 from app.services import api_keys
@@ -93,3 +97,35 @@ class Authenticator:
                 required = (api_keys.auth_required(session, self._settings), now + self.ttl)
             self._required = required
         return required[0]
+
+
+class AuthBeforeBody:
+    """401 for a /v1 request with a body before any of the body is read.
+
+    FastAPI resolves dependencies (the key check among them) only after it has parsed a form or JSON
+    body, so without this an unauthenticated client could make the API read a whole upload (up to
+    UNFOLD_MAX_UPLOAD_MB) before being refused. Requests it lets through are authenticated again by the
+    route's dependency, from memory.
+    """
+
+    def __init__(self, app: ASGIApp, auth: Authenticator) -> None:
+        self.app = app
+        self.auth = auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            await self.app(scope, receive, send)
+            return
+        if not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        header = Headers(scope=scope).get("authorization")
+        if self.auth.peek(header) is None:
+            try:
+                await anyio.to_thread.run_sync(self.auth.authenticate, header)
+            except Unauthorized as exc:
+                extra = {k: v for k, v in exc.extra.items() if v is not None}
+                response = problem(exc.status, exc.title, exc.detail, exc.headers, **extra)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
