@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from app.recsys.regularization import row_l2
+
 
 def fold_in(
     item_factors: np.ndarray,
@@ -25,8 +27,7 @@ def fold_in(
     V = item_factors[items].astype(np.float64)
     Cu = np.asarray(confidence, dtype=np.float64)
     w0 = unobserved_weight
-    if l2_scaling == "frequency":
-        l2 = l2 * (len(items) + w0 * item_factors.shape[0]) ** l2_exponent
+    l2 = float(row_l2(l2, np.array([len(items)]), w0 * item_factors.shape[0], l2_scaling, l2_exponent)[0])
     A = w0 * YtY + (V.T * (Cu - w0)) @ V + l2 * np.eye(V.shape[1])
     b = V.T @ Cu
     return np.linalg.solve(A, b).astype(np.float32)

@@ -60,6 +60,7 @@ from app.recsys.base import (
 from app.recsys.confidence import confidence, validate_confidence
 from app.recsys.device import pick_device
 from app.recsys.interactions import Interactions
+from app.recsys.regularization import row_l2
 
 SOLVERS = ("cg", "cholesky")
 # CG on the CPU runs the compiled row loop of wals_kernel; the torch version (used on CUDA) is kept in
@@ -207,8 +208,8 @@ def _side(
     index_dtype = np.int32 if device.type == "cpu" and len(indices) < 2**31 - 1 else np.int64
     l2 = None
     if config.l2_scaling == "frequency":
-        mass = lengths + config.unobserved_weight * n_cols
-        l2 = torch.from_numpy((config.l2 * mass**config.l2_exponent).astype(np.float32)).to(device)
+        per_row = row_l2(config.l2, lengths, config.unobserved_weight * n_cols, "frequency", config.l2_exponent)
+        l2 = torch.from_numpy(per_row.astype(np.float32)).to(device)
     return _Rows(
         n_rows=n_rows,
         n_cols=n_cols,

@@ -20,6 +20,7 @@ import numpy as np
 
 from app.recsys.confidence import confidence
 from app.recsys.interactions import Interactions
+from app.recsys.regularization import row_l2
 
 # Validation recall@20 at dim 64 (train → valid): ml-1m-implicit is best near s = 0.05 and hetrec-lastfm
 # near 0.08–0.16, where the cap is inert and λ stays 0.01; on the planted 10M set recall is flat (0.3128–
@@ -27,13 +28,6 @@ from app.recsys.interactions import Interactions
 # sets that would like a larger s (ML-100K: about 0.1) keep λ 0.01.
 TARGET_SHRINKAGE = 0.25
 SAMPLE_PAIRS = 1_000_000
-
-
-def row_l2(l2: float, counts: np.ndarray, unobserved: float, scaling: str, exponent: float) -> np.ndarray:
-    """Each row's λ: λ alone, or λ·(count + w0·n_other)^ν with frequency scaling."""
-    if scaling == "frequency":
-        return l2 * (counts.astype(np.float64) + unobserved) ** exponent
-    return np.full(len(counts), l2, dtype=np.float64)
 
 
 def _column_sums(
