@@ -39,3 +39,15 @@ def client(settings) -> Iterator:
     upgrade(settings.resolved_database_url)
     with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """A local S3-compatible server (moto) for one test module, with its credentials in the environment."""
+    from tests.s3 import CREDENTIALS, s3_server
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in CREDENTIALS.items():
+            mp.setenv(name, value)
+        with s3_server() as endpoint:
+            yield endpoint

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,16 +9,7 @@ import pytest
 from app.config import Settings
 from app.storage import ArtifactStore, LocalArtifactStore, open_store
 from app.storage.s3 import MARKER, S3ArtifactStore, parse_s3_url
-from tests.s3 import CREDENTIALS, REGION, create_bucket, s3_server
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in CREDENTIALS.items():
-            mp.setenv(name, value)
-        with s3_server() as endpoint:
-            yield endpoint
+from tests.s3 import CREDENTIALS, REGION, create_bucket
 
 
 @pytest.fixture

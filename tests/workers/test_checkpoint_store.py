@@ -4,7 +4,6 @@ and nothing but the job (same spec and data) that wrote it can resume from it.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +14,7 @@ from app.config import Settings
 from app.recsys.base import TrainingState
 from app.services import checkpoints
 from app.storage import ArtifactStore, open_store
-from tests.s3 import CREDENTIALS, REGION, create_bucket, s3_server
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in CREDENTIALS.items():
-            mp.setenv(name, value)
-        with s3_server() as endpoint:
-            yield endpoint
+from tests.s3 import CREDENTIALS, REGION, create_bucket
 
 
 @pytest.fixture(params=["local", "s3"])
