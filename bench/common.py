@@ -42,17 +42,27 @@ def _adjacency_pairs(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(users), np.concatenate(items)
 
 
-def ml1m_implicit() -> tuple[Interactions, Interactions]:
-    """ml-1m-implicit as the README's protocol wants it: train+valid to fit, test to score."""
+def _ml1m_parts(fit: tuple[str, ...], score: str) -> tuple[Interactions, Interactions]:
+    """ml-1m-implicit's named parts joined to fit on, and the one to score; ids sized over all three."""
     folder = require_data("ml-1m-implicit")
     parts = {name: _adjacency_pairs(folder / f"{name}.txt") for name in ("train", "valid", "test")}
-    n_users = 1 + max(int(u.max()) for u, _ in parts.values())
-    n_items = 1 + max(int(i.max()) for _, i in parts.values())
-    fit_u = np.concatenate([parts["train"][0], parts["valid"][0]])
-    fit_i = np.concatenate([parts["train"][1], parts["valid"][1]])
-    train = Interactions.from_coo(fit_u, fit_i, n_users=n_users, n_items=n_items)
-    test = Interactions.from_coo(*parts["test"], n_users=n_users, n_items=n_items)
-    return train, test
+    shape = {
+        "n_users": 1 + max(int(u.max()) for u, _ in parts.values()),
+        "n_items": 1 + max(int(i.max()) for _, i in parts.values()),
+    }
+    fit_u = np.concatenate([parts[name][0] for name in fit])
+    fit_i = np.concatenate([parts[name][1] for name in fit])
+    return Interactions.from_coo(fit_u, fit_i, **shape), Interactions.from_coo(*parts[score], **shape)
+
+
+def ml1m_implicit() -> tuple[Interactions, Interactions]:
+    """ml-1m-implicit as the README's protocol wants it: train+valid to fit, test to score."""
+    return _ml1m_parts(("train", "valid"), "test")
+
+
+def ml1m_validation() -> tuple[Interactions, Interactions]:
+    """ml-1m-implicit's train to fit and valid to score: for choosing settings without seeing test."""
+    return _ml1m_parts(("train",), "valid")
 
 
 def peak_rss_mb() -> float:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import REPO, _adjacency_pairs, machine, print_table, require_data, save_json
+from common import REPO, machine, ml1m_validation, print_table, require_data, save_json
 from train import _lastfm, _synth10m
 
 from app.recsys.interactions import Interactions
@@ -32,15 +32,6 @@ from app.recsys.wals import fit_wals
 from app.recsys.wals_defaults import interaction_shrinkage
 from app.services.algorithms import wals_config
 from app.spec import TrainingSpec
-
-
-def _ml1m() -> tuple[Interactions, Interactions]:
-    folder = require_data("ml-1m-implicit")
-    parts = {name: _adjacency_pairs(folder / f"{name}.txt") for name in ("train", "valid", "test")}
-    n_users = 1 + max(int(u.max()) for u, _ in parts.values())
-    n_items = 1 + max(int(i.max()) for _, i in parts.values())
-    shape = {"n_users": n_users, "n_items": n_items}
-    return Interactions.from_coo(*parts["train"], **shape), Interactions.from_coo(*parts["valid"], **shape)
 
 
 def _again(parts: tuple[Interactions, Interactions]) -> tuple[Interactions, Interactions]:
@@ -56,7 +47,7 @@ def _movielens(path: Path, delimiter: str, skip: int) -> tuple[Interactions, Int
 
 
 DATASETS = {
-    "ml1m": _ml1m,
+    "ml1m": ml1m_validation,
     "lastfm": lambda: _again(_lastfm()),
     "synth10m": lambda: _again(_synth10m()),
     "ml100k": lambda: _movielens(require_data("ml-100k") / "u.data", "\t", 0),
