@@ -33,6 +33,10 @@ from app.services import serving
 # The FastAPI route this path stands in for (also the label its requests get in /metrics).
 ROUTE = "/v1/models/{model_id}/users/{user}/recommendations"
 _PATH = re.compile(r"/v1/models/([^/]+)/users/([^/]+)/recommendations")
+# Set in the scope when this path's cache.peek came back empty: past a name's TTL that empty answer
+# made this request the one that refreshes the name, so the route must not peek again (it would be
+# answered from the old entry during the grace, and the name would never be looked up again).
+PEEK_MISSED = "unfold.peek_missed"
 # What FastAPI accepts as a bool query parameter; anything else falls through to its 422.
 _BOOLS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 _HEADERS = [(b"content-type", b"application/json")]
@@ -167,7 +171,10 @@ class HotRecommendations:
         if tenant is None:
             return None
         model = self.cache.peek(tenant, match.group(1))
+        if model is None:
+            scope[PEEK_MISSED] = True
+            return None
         user = match.group(2)
-        if model is None or user not in model.user_index:
+        if user not in model.user_index:
             return None
         return model, user, *query

@@ -100,8 +100,9 @@ class ModelCache:
     """Thread-safe LRU of loaded models, bounded by their array and index bytes.
 
     It also remembers for a moment which model an id or alias names, so the hot query path
-    skips the database; an alias moved or a model deleted elsewhere is seen within NAME_TTL
-    (plus one in-flight lookup). Names are remembered per tenant: the same alias may name
+    skips the database; an alias moved or a model deleted elsewhere is seen within NAME_TTL +
+    REFRESH_GRACE (plus one in-flight lookup), and a name the database no longer knows is dropped
+    as soon as one refresh says so. Names are remembered per tenant: the same alias may name
     different models for two tenants, and a tenant never reaches a model through another's name.
     """
 
@@ -127,10 +128,22 @@ class ModelCache:
         now = time.monotonic()
         cached = self._names.get((tenant, name))
         if cached is None or cached.verified_until < now:
-            model_id, key = lookup()
+            try:
+                model_id, key = lookup()
+            except NotFound:
+                # Deleted (or the alias removed) through another process: stop answering from the old
+                # entry now, not after the other callers' grace runs out again and again.
+                self._drop(tenant, name, cached)
+                raise
             cached = _Name(model_id, key, now + self.NAME_TTL, now + self.NAME_TTL)
             self._names[(tenant, name)] = cached
         return self.get(cached.model_id, cached.artifact_key)
+
+    def _drop(self, tenant: str, name: str, cached: _Name | None) -> None:
+        """Forget a name the database no longer knows; when it was the model's own id, the model too."""
+        self._names.pop((tenant, name), None)
+        if cached is not None and cached.model_id == name:
+            self.evict(name)
 
     def peek(self, tenant: str, name: str) -> LoadedModel | None:
         """The loaded model a fresh remembered name points at, without any I/O; None otherwise.

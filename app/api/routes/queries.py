@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import CacheDep, LimitsDep, TenantDep
+from app.api.hot_path import PEEK_MISSED
 from app.api.params import ExcludeSeen, ItemId, ModelId, UserId
 from app.api.problems import V1_ERRORS, problems
 from app.api.schemas import (
@@ -34,7 +35,9 @@ KQuery = Annotated[int, Query(ge=1, description="How many items to return (1..UN
 async def _loaded(request: Request, cache: CacheDep, tenant: TenantDep, model_id: ModelId) -> serving.LoadedModel:
     # The hot path stays on the event loop: a remembered name and a loaded model need no I/O.
     # Only a miss (database lookup, loading an artifact) goes to the threadpool.
-    loaded = cache.peek(tenant, model_id)
+    # Unless the hot path already peeked and missed: that miss may have been this request's turn to
+    # refresh an expired name, which a second peek would hand to the next request, and so on forever.
+    loaded = None if request.scope.get(PEEK_MISSED) else cache.peek(tenant, model_id)
     if loaded is not None:
         return loaded
 
