@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from app.recsys.sgd_config import sgd_config_from_spec
 
@@ -261,6 +261,19 @@ class TrainingSpec(_Strict):
         "runs the best step count. Needs a split other than none.",
     )
     index: IndexSpec = Field(default_factory=IndexSpec, description="The nearest-neighbour index built for serving.")
+
+    @field_validator("wals", "sgd")
+    @classmethod
+    def _check_block_is_read(cls, block: BaseModel, info: ValidationInfo) -> BaseModel:
+        # Only the chosen algorithm's block is read, so settings in the other would be silently
+        # ignored. A block equal to its defaults says nothing (a stored spec repeats both) and passes.
+        algorithm = info.data.get("algorithm")
+        if algorithm is not None and algorithm != info.field_name and block != type(block)():
+            raise ValueError(
+                f"the {info.field_name} block is read only when algorithm is {info.field_name!r}, and this spec's "
+                f"algorithm is {algorithm!r}: remove the block or set the algorithm"
+            )
+        return block
 
     @model_validator(mode="after")
     def _check_sgd_combination(self) -> TrainingSpec:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from app.ingestion.errors import IngestError
 from app.ingestion.options import ParseOptions
@@ -12,7 +13,18 @@ from app.ingestion.options import ParseOptions
 KNOWN_NAMES: dict[str, tuple[str, ...]] = {
     "user": ("userid", "user_id", "user", "uid"),
     "item": ("itemid", "item_id", "movieid", "artistid", "artist_id", "item", "iid"),
-    "weight": ("rating", "weight", "count", "plays", "playcount", "score"),
+    "weight": (
+        "rating",
+        "weight",
+        "count",
+        "plays",
+        "playcount",
+        "score",
+        "qty",
+        "quantity",
+        "clicks",
+        "value",
+    ),
     "timestamp": ("timestamp", "ts", "time", "datetime"),
     "user_group": ("user_group", "usergroup", "user_community"),
     "item_group": ("item_group", "itemgroup", "item_community", "group"),
@@ -46,6 +58,7 @@ class ColumnMap:
     timestamp: Column | None
     user_group: Column | None = None
     item_group: Column | None = None
+    ignored: tuple[str | int, ...] = ()  # fields no role uses, as stats report them
 
     def by_role(self) -> dict[str, Column | None]:
         """Columns keyed by role name (the group roles only when the file has a group column)."""
@@ -57,6 +70,18 @@ class ColumnMap:
     def stats(self) -> dict[str, str | int | None]:
         """JSON-friendly description of the mapping."""
         return {role: (col.stat() if col else None) for role, col in self.by_role().items()}
+
+    def report(self) -> dict[str, Any]:
+        """What an upload's answer says beyond the mapping: the unused fields, and a note when that matters."""
+        notes = []
+        if self.weight is None and self.ignored:
+            names = ", ".join(repr(label) for label in self.ignored)
+            notes.append(
+                f"no weight column was recognised, so every interaction weighs 1; {names} "
+                f"{'was' if len(self.ignored) == 1 else 'were'} ignored: give weight_column to use one "
+                f"(names recognised: {', '.join(KNOWN_NAMES['weight'])})"
+            )
+        return {"ignored_columns": list(self.ignored), "notes": notes}
 
 
 def describe(role: str) -> str:
@@ -92,7 +117,7 @@ def resolve_columns(names: Sequence[str] | None, n_fields: int, options: ParseOp
         if role not in chosen:
             free = [i for i in range(n_fields) if i not in chosen.values()]
             if not free:
-                raise IngestError(f"each line needs at least two fields (user and item); found {n_fields}")
+                raise _missing(role, names, chosen, n_fields)
             chosen[role] = free[0]
     # Group labels by name last, so a lone "group" column still serves as the item when nothing else can.
     if lowered is not None:
@@ -103,6 +128,7 @@ def resolve_columns(names: Sequence[str] | None, n_fields: int, options: ParseOp
         index = chosen.get(role)
         return _column(index, names) if index is not None else None
 
+    used = set(chosen.values())
     return ColumnMap(
         user=_column(chosen["user"], names),
         item=_column(chosen["item"], names),
@@ -110,6 +136,21 @@ def resolve_columns(names: Sequence[str] | None, n_fields: int, options: ParseOp
         timestamp=optional("timestamp"),
         user_group=optional("user_group"),
         item_group=optional("item_group"),
+        ignored=tuple(_column(i, names).stat() for i in range(n_fields) if i not in used),
+    )
+
+
+def _missing(role: str, names: Sequence[str] | None, chosen: dict[str, int], n_fields: int) -> IngestError:
+    """No field is left for a required role: say which role took each field, and how to name the missing one."""
+    if n_fields < 2:
+        return IngestError(f"each line needs at least two fields (user and item); found {n_fields}")
+    taken = ", ".join(
+        f"{_column(index, names).label!r} as the {describe(other)}"
+        for other, index in sorted(chosen.items(), key=lambda kv: kv[1])
+    )
+    return IngestError(
+        f"there is no {role} column: the file's {n_fields} columns are taken ({taken}); each line needs a user "
+        f"and an item. Name the {role} column (e.g. {', '.join(KNOWN_NAMES[role][:4])}) or give {role}_column"
     )
 
 

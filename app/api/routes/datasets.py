@@ -66,7 +66,9 @@ async def upload_dataset(
         str | None,
         Form(
             description="Header name or 0-based index; default a known name (rating, weight, count, plays, "
-            "playcount, score), or column 2 of a file without a header; without one every interaction weighs 1."
+            "playcount, score, qty, quantity, clicks, value), or column 2 of a file without a header; without one "
+            "every interaction weighs 1. The answer's stats list the columns used (`columns`) and the ones ignored "
+            "(`ignored_columns`), with `notes` when a column was left unused and no weight was found."
         ),
     ] = None,
     timestamp_column: Annotated[
