@@ -28,6 +28,21 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or ".".join(str(p) for p in loc)
 
 
+def _explain(error: dict[str, Any]) -> dict[str, str]:
+    """One validation error as {field, message, type}, in words a client can act on."""
+    loc, kind = tuple(error.get("loc", ())), error.get("type", "")
+    if kind == "json_invalid":
+        # pydantic reports the character offset as the location ("0: JSON decode error").
+        at = loc[-1] if loc and isinstance(loc[-1], int) else "?"
+        reason = error.get("ctx", {}).get("error", "JSON decode error")
+        message = f"not valid JSON ({reason} at character {at}); send a JSON object"
+        return {"field": "body", "message": message, "type": kind}
+    if loc == ("body",) and kind in ("model_attributes_type", "dict_type", "missing"):
+        message = "a JSON object is needed here, sent with content-type: application/json"
+        return {"field": "body", "message": message, "type": kind}
+    return {"field": _field(loc), "message": error.get("msg", ""), "type": kind}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:
@@ -36,10 +51,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"field": _field(tuple(e.get("loc", ()))), "message": e.get("msg", ""), "type": e.get("type", "")}
-            for e in exc.errors()
-        ]
+        errors = [_explain(e) for e in exc.errors()]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return problem(422, "Validation failed", detail, errors=errors)
 

@@ -16,6 +16,10 @@ from app.ingestion.options import FORMATS, ParseOptions
 PARQUET_MAGIC = b"PAR1"
 SAMPLE_LINES = 20
 MAX_SAMPLE_LINE = 1 << 20  # a longer first line (a huge adjacency row) is sniffed from its prefix
+ACCEPTED = (
+    "CSV, TSV or space-separated columns (user, item[, weight[, timestamp]]), MovieLens '::' files, adjacency "
+    "lists (user item item ...) or Parquet"
+)
 EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet"}
 # Mirrors what Arrow's float parser accepts, so the error-path scan agrees with the fast path.
 NUMBER_RE = re.compile(r"\s*[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|nan|inf|infinity)\s*", re.IGNORECASE)
@@ -75,6 +79,13 @@ def detect_layout(path: str | os.PathLike[str], options: ParseOptions, filename:
     lines = _sample_lines(path)
     if not lines:
         raise IngestError("the file is empty")
+    if options.format == "auto" and lines[0][1].lstrip().startswith(("{", "[")):
+        # Split on commas, JSON lines would "parse" into ids like '{"user":"u2"'; say what is accepted instead.
+        raise IngestError(
+            f"this looks like JSON ({lines[0][1].strip()[:40]!r}); JSON and JSON lines are not accepted. Send "
+            f"{ACCEPTED}, e.g. jq -r '[.user, .item] | @csv' turns JSON lines into CSV",
+            line=lines[0][0],
+        )
     fmt, delimiter = _choose_format(options.format, lines, _extension_format(filename or str(path)))
     if fmt == "adjacency":
         # Adjacency rows hold ids only, so nothing in them reveals a header: trust the option.

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.errors import NotFound
+from app.errors import Conflict, NotFound
 from app.limits import Limits, check_spec
 from app.models import Job, new_id, utcnow
 from app.services import quotas
@@ -68,10 +68,13 @@ def list_jobs(session: Session, status: str | None, limit: int, cursor: str | No
 
 
 def cancel_job(session: Session, job_id: str, *, tenant: str) -> Job:
-    """Cancel a queued job at once; ask a running one to stop at its next iteration."""
+    """Cancel a queued job at once; ask a running one to stop at its next iteration.
+
+    409 when the job has already ended: a cancel that changes nothing must not read as one that worked.
+    """
     job = get_job(session, job_id, tenant=tenant)
     if job.status in FINISHED:
-        return job
+        raise _already_finished(job)
     # Conditional updates, so a cancel racing the worker's claim never loses either write.
     session.execute(
         update(Job)
@@ -81,4 +84,15 @@ def cancel_job(session: Session, job_id: str, *, tenant: str) -> Job:
     session.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(cancel_requested=True))
     session.commit()
     session.refresh(job)
+    if job.status in ("succeeded", "failed"):  # it ended between the read and the updates
+        raise _already_finished(job)
     return job
+
+
+def _already_finished(job: Job) -> Conflict:
+    state = "was already cancelled" if job.status == "cancelled" else f"has already {job.status}"
+    return Conflict(
+        f"job {job.id!r} {state}, so nothing was cancelled; only a queued or running job can be",
+        job_id=job.id,
+        job_status=job.status,
+    )

@@ -138,7 +138,7 @@ EXPLICIT = [
     ("POST", "/v1/jobs", {}, None, {"dataset_id": "{dataset_id}", "dim": 9}, 422),  # over UNFOLD_MAX_DIM
     ("POST", "/v1/jobs", {}, None, {"dataset_id": "ds_nothing", "dim": 4, "wals": {"iterations": 1}}, 404),
     ("POST", "/v1/jobs", {}, None, {"dataset_id": "x" * 40, "pad": ["y" * 1000] * 1100}, 413),
-    ("POST", "/v1/jobs/{job_id}/cancel", {"job_id"}, None, None, 202),
+    ("POST", "/v1/jobs/{job_id}/cancel", {"job_id"}, None, None, 409),  # the seeded job has succeeded
     ("GET", "/v1/jobs/{job_id}/events", {"job_id"}, None, None, 200),
     ("GET", "/v1/models/{model_id}/users/{user}/recommendations", {"model_id", "user"}, {"k": 3}, None, 200),
     ("GET", "/v1/models/{model_id}/users/{user}/recommendations", {"model_id"}, {"k": 3}, None, 404),

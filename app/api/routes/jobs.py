@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from app.api import examples
 from app.api.deps import EnqueueDep, LimitsDep, SessionDep, SettingsDep, TenantDep
 from app.api.params import Cursor, JobId, Limit, StatusFilter
-from app.api.problems import V1_ERRORS, problems
+from app.api.problems import V1_ERRORS, Problem, problems
 from app.api.schemas import JobOut, Page
 from app.db import get_sessionmaker
 from app.services import job_events, jobs
@@ -89,7 +89,7 @@ def get_job(session: SessionDep, tenant: TenantDep, job_id: JobId) -> JobOut:
     responses={
         202: {
             "description": "The job: a queued one is cancelled at once; a running one has cancel_requested and "
-            "ends cancelled after its current step; a finished one is returned unchanged.",
+            "ends cancelled after its current step. A job that has already ended is a 409 instead.",
             "content": {
                 "application/json": {
                     "examples": {
@@ -100,6 +100,11 @@ def get_job(session: SessionDep, tenant: TenantDep, job_id: JobId) -> JobOut:
             },
         },
         **problems(404),
+        409: {
+            "model": Problem,
+            "description": "The job had already ended (succeeded, failed or cancelled): nothing was cancelled. "
+            "The problem's `job_id` and `job_status` say which job and how it ended.",
+        },
     },
     summary="Cancel a job",
 )
