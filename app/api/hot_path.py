@@ -28,6 +28,7 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.auth import Authenticator
+from app.api.params import parse_bool, parse_k
 from app.services import serving
 
 # The FastAPI route this path stands in for (also the label its requests get in /metrics).
@@ -37,8 +38,6 @@ _PATH = re.compile(r"/v1/models/([^/]+)/users/([^/]+)/recommendations")
 # made this request the one that refreshes the name, so the route must not peek again (it would be
 # answered from the old entry during the grace, and the name would never be looked up again).
 PEEK_MISSED = "unfold.peek_missed"
-# What FastAPI accepts as a bool query parameter; anything else falls through to its 422.
-_BOOLS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 _HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -54,24 +53,28 @@ class HotPathStats:
 
 
 def _parse_query(query_string: bytes, max_k: int) -> tuple[int, bool] | None:
-    """(k, exclude_seen) when the query string is plain and valid; None sends it to the full route."""
+    """(k, exclude_seen) when the query string is plain and valid; None sends it to the full route.
+
+    The values are read by the route's own parsers (app.api.params), so both paths agree on what is valid.
+    """
     k, exclude_seen = 10, True
     seen: set[str] = set()
+    # Decoded exactly as Starlette decodes it for the route.
     for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
         if key in seen:
             return None
         seen.add(key)
-        if key == "k":
-            # The same bounds as the route (1..UNFOLD_MAX_K); the route answers everything else.
-            if not value.isdigit() or not 1 <= int(value) <= max_k:
+        try:
+            if key == "k":
+                k = parse_k(value)
+                # The same bounds as the route (1..UNFOLD_MAX_K); the route answers everything else.
+                if not 1 <= k <= max_k:
+                    return None
+            elif key == "exclude_seen":
+                exclude_seen = parse_bool(value)
+            else:  # e.g. `exclude`: the full route handles every other parameter
                 return None
-            k = int(value)
-        elif key == "exclude_seen":
-            parsed = _BOOLS.get(value.lower())
-            if parsed is None:
-                return None
-            exclude_seen = parsed
-        else:  # e.g. `exclude`: the full route handles every other parameter
+        except ValueError:
             return None
     return k, exclude_seen
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import Path, Query
+from pydantic import BeforeValidator
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -28,4 +29,39 @@ AliasName = Annotated[
 Limit = Annotated[int, Query(ge=1, le=500, description="Page size (1..500).")]
 Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page; omitted: start from the newest.")]
 StatusFilter = Annotated[Status | None, Query(description="Only those with this status; omitted: all.")]
-ExcludeSeen = Annotated[bool, Query(description="Leave out items the user interacted with in the training data.")]
+
+# What a bool query parameter may say (pydantic's own words, case-insensitive, nothing around them).
+BOOLS = {
+    **dict.fromkeys(("true", "1", "yes", "on", "t", "y"), True),
+    **dict.fromkeys(("false", "0", "no", "off", "f", "n"), False),
+}
+
+
+def parse_k(value: object) -> int:
+    """A query's `k` from its text: ASCII digits only.
+
+    The one parser of the route and the hot path (app.api.hot_path), so that both take or refuse the
+    same strings: str.isdigit() is true of "²" and "٣", which int() refuses or reads as 3.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if not isinstance(value, str) or not value.isascii() or not value.isdigit():
+        raise ValueError("k must be a whole number written with the digits 0-9")
+    return int(value)
+
+
+def parse_bool(value: object) -> bool:
+    """A bool query parameter from its text (one of BOOLS), shared by the route and the hot path."""
+    if isinstance(value, bool):
+        return value
+    parsed = BOOLS.get(value.lower()) if isinstance(value, str) else None
+    if parsed is None:
+        raise ValueError(f"must be one of {', '.join(BOOLS)}")
+    return parsed
+
+
+ExcludeSeen = Annotated[
+    bool,
+    BeforeValidator(parse_bool),
+    Query(description="Leave out items the user interacted with in the training data."),
+]

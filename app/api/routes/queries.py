@@ -7,10 +7,11 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from pydantic import BeforeValidator
 
 from app.api.deps import CacheDep, LimitsDep, TenantDep
 from app.api.hot_path import PEEK_MISSED
-from app.api.params import ExcludeSeen, ItemId, ModelId, UserId
+from app.api.params import ExcludeSeen, ItemId, ModelId, UserId, parse_k
 from app.api.problems import V1_ERRORS, problems
 from app.api.schemas import (
     BatchRecommendations,
@@ -29,7 +30,9 @@ from app.services import models, serving
 router = APIRouter(prefix="/v1/models/{model_id}", tags=["queries"], responses={**V1_ERRORS, **problems(404)})
 
 # The upper bound is UNFOLD_MAX_K (app.limits), checked in each route so that it can be configured.
-KQuery = Annotated[int, Query(ge=1, description="How many items to return (1..UNFOLD_MAX_K, default 1000).")]
+KQuery = Annotated[
+    int, BeforeValidator(parse_k), Query(ge=1, description="How many items to return (1..UNFOLD_MAX_K, default 1000).")
+]
 
 
 async def _loaded(request: Request, cache: CacheDep, tenant: TenantDep, model_id: ModelId) -> serving.LoadedModel:
