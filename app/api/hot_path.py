@@ -33,7 +33,8 @@ from app.services import serving
 
 # The FastAPI route this path stands in for (also the label its requests get in /metrics).
 ROUTE = "/v1/models/{model_id}/users/{user}/recommendations"
-_PATH = re.compile(r"/v1/models/([^/]+)/users/([^/]+)/recommendations")
+# The user part as the route's `:path` converter reads it: anything, "/" included (ids may hold one).
+_PATH = re.compile(r"/v1/models/([^/]+)/users/(.*)/recommendations", re.DOTALL)
 # Set in the scope when this path's cache.peek came back empty: past a name's TTL that empty answer
 # made this request the one that refreshes the name, so the route must not peek again (it would be
 # answered from the old entry during the grace, and the name would never be looked up again).
@@ -42,7 +43,7 @@ _HEADERS = [(b"content-type", b"application/json")]
 
 
 class _RouteLabel:
-    path = ROUTE
+    path = path_format = ROUTE
 
 
 class HotPathStats:

@@ -92,7 +92,9 @@ class _Timing:
             await self.app(scope, receive, recording_send)
         finally:
             # The route template, not the raw path, so ids do not explode the label set.
-            route = getattr(scope.get("route"), "path", "unmatched")
+            # path_format: without converters ("{user}", not "{user:path}"), as /docs names the route.
+            matched = scope.get("route")
+            route = getattr(matched, "path_format", None) or getattr(matched, "path", "unmatched")
             self.latency.labels(scope["method"], route, str(status)).observe(time.perf_counter() - start)
 
 

@@ -41,8 +41,10 @@ class EventsUnavailable(Exception):
 
 
 def _segment(value: str) -> str:
-    # External ids are arbitrary strings: "a/b" must stay one path segment.
-    return quote(value, safe="")
+    # External ids are arbitrary strings: "a/b" must stay one path segment, and "." or ".." must not
+    # be read as a dot segment (httpx would drop or climb them), so their dots are escaped too.
+    segment = quote(value, safe="")
+    return segment.replace(".", "%2E") if segment in (".", "..") else segment
 
 
 def _form_value(value: str | float | bool) -> str:

@@ -63,7 +63,9 @@ def _items(scored: serving.Scored) -> list[ScoredItem]:
     return [ScoredItem(item=i, score=s) for i, s in scored]
 
 
-@router.get("/users/{user}/recommendations", response_model=Recommendations, summary="Top-k items for a user")
+# `:path`: an external id may hold "/" (sent as %2F, which the server decodes before routing); the
+# converter keeps it one parameter. The literal segment after it makes the match unambiguous.
+@router.get("/users/{user:path}/recommendations", response_model=Recommendations, summary="Top-k items for a user")
 async def recommend_user(
     model: ModelDep,
     limits: LimitsDep,
@@ -110,7 +112,7 @@ def recommend_batch(model: ModelDep, limits: LimitsDep, body: BatchRequest) -> R
     return Response(orjson.dumps(payload), media_type="application/json")
 
 
-@router.get("/items/{item}/similar", response_model=Recommendations, summary="Items similar to an item")
+@router.get("/items/{item:path}/similar", response_model=Recommendations, summary="Items similar to an item")
 def similar_items(model: ModelDep, limits: LimitsDep, item: ItemId, k: KQuery = 10) -> Recommendations:
     check_k(k, limits)
     return Recommendations(model_id=model.id, items=_items(serving.similar_items(model, item, k)))
