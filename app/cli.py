@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -35,10 +37,34 @@ cli.add_typer(keys_cli, name="keys")
 console = Console(stderr=True)
 
 
-def _logging() -> None:
+class KnownNoise(logging.Filter):
+    """Drops log lines that read like problems but are not one (each explained below)."""
+
+    # kombu warns on each connection to a broker URL without a host, and the folder broker of
+    # `unfold up` (filesystem://) has no host to give.
+    DROPPED = ("No hostname was supplied",)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.DROPPED)
+
+
+def log_config(log_format: str) -> dict[str, Any]:
+    """app.logs' configuration, quieter where third-party libraries report non-problems."""
     from app import logs
 
-    logs.configure(get_settings().log_format)
+    config = logs.dict_config(log_format)
+    config["filters"]["known_noise"] = {"()": "app.cli.KnownNoise"}
+    config["loggers"]["kombu.connection"] = {"filters": ["known_noise"]}
+    # faiss tries its AVX2/AVX-512 builds first and logs each one missing from the wheel before
+    # it loads the generic build, which works: INFO lines about a ModuleNotFoundError.
+    config["loggers"]["faiss.loader"] = {"level": "WARNING"}
+    return config
+
+
+def _logging() -> None:
+    import logging.config
+
+    logging.config.dictConfig(log_config(get_settings().log_format))
 
 
 @cli.command()
@@ -64,8 +90,6 @@ def api(
         os.environ.setdefault(var, "1")
     import uvicorn
 
-    from app import logs
-
     settings = get_settings()
     if migrate_first:
         migrate()
@@ -75,7 +99,7 @@ def api(
         host=settings.host,
         port=settings.port,
         log_level="info",
-        log_config=logs.dict_config(settings.log_format),
+        log_config=log_config(settings.log_format),
         # httptools + uvloop parse and schedule in C; per-request access lines cost ~10% of a
         # query's CPU, so they are off unless asked for (request metrics live in /metrics).
         http="httptools",
@@ -95,6 +119,7 @@ def worker(
 
     settings = get_settings()
     _logging()
+    _explain_root()
     argv = [
         "worker",
         f"--queues={settings.queue}",
@@ -106,6 +131,21 @@ def worker(
         # The folder transport has no fanout exchanges: skip the broadcast features.
         argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
     celery_app.worker_main(argv)
+
+
+def _explain_root() -> None:
+    """One plain line instead of Celery's superuser banner, which is about pickle-accepting workers."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return
+    from celery.exceptions import SecurityWarning
+
+    # Celery refuses root outright only when the worker accepts pickle (code a message could run);
+    # this one accepts JSON only, so the banner's alarm does not apply.
+    warnings.filterwarnings("ignore", category=SecurityWarning)
+    logging.getLogger("unfold.worker").info(
+        "running as root: tasks are JSON only, so Celery's superuser warning is silenced; "
+        "the Docker image runs the worker as the unprivileged user unfold"
+    )
 
 
 @cli.command()

@@ -99,3 +99,21 @@ def test_dockerfile_is_multi_stage_cpu_torch_and_non_root():
         assert path in text
     env_names = set(re.findall(r"(UNFOLD_[A-Z_]+)=", text))
     assert env_names <= {f"UNFOLD_{n.upper()}" for n in Settings.model_fields}
+
+
+def _make_dry_run(target: str, clone: Path) -> str:
+    import subprocess
+
+    for name in ("Makefile", "pyproject.toml"):
+        (clone / name).write_bytes((REPO / name).read_bytes())
+    run = subprocess.run(["make", "-n", target], cwd=clone, capture_output=True, text=True, check=True)
+    return run.stdout
+
+
+def test_make_run_installs_no_dev_extra_and_make_test_does(tmp_path: Path):
+    # A fresh clone: no .venv yet. `make -n` prints what each target would run.
+    run = _make_dry_run("run", tmp_path)
+    assert "pip install -e .\n" in run and "[dev]" not in run, run
+    assert run.index("torch==2.13.0") < run.index("pip install -e .") and run.rstrip().endswith("unfold up")
+    test = _make_dry_run("test", tmp_path)
+    assert 'pip install -e ".[dev]"' in test and test.rstrip().endswith("pytest"), test
