@@ -6,15 +6,17 @@ import logging
 from collections.abc import Callable
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app.api.auth import AuthBeforeBody, Authenticator
-from app.api.docs import install_examples
+from app.api.docs import DESCRIPTION, install_examples
 from app.api.errors import install_error_handlers
 from app.api.hot_path import HotPathStats, HotRecommendations
 from app.api.limits import BodySizeLimit
 from app.api.observability import install_metrics
 from app.api.problems import install_openapi
 from app.api.routes import datasets, health, jobs, models, queries, tuning
+from app.api.storable import StorableText
 from app.config import Settings, get_settings
 from app.db import get_sessionmaker
 from app.services.serving import ModelCache
@@ -50,11 +52,8 @@ def _enqueuer(settings: Settings) -> tuple[object, Callable[[str], None]]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The Unfold HTTP API."""
     settings = settings or get_settings()
-    app = FastAPI(
-        title="Unfold",
-        version="0.1.0",
-        description="Train recommendation embeddings (WALS) and query them. Contract: API.md.",
-    )
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the package, so they work offline.
+    app = FastAPIOffline(title="Unfold", version="0.1.0", description=DESCRIPTION)
     app.state.settings = settings
     app.state.store = open_store(settings.resolved_artifact_root, settings)
     app.state.model_cache = ModelCache(app.state.store, int(settings.model_cache_mb * 2**20))
@@ -75,6 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_k=settings.max_k,
         auth=app.state.auth,
     )
+    # Outside the hot path: a NUL in a model id must not reach the database through a cache miss.
+    app.add_middleware(StorableText)
     install_metrics(app)
     app.add_middleware(BodySizeLimit, limits=settings.limits)
     # Outermost: a request without a valid key is refused before its body is read or measured.

@@ -12,6 +12,7 @@ from app.api.deps import LimitsDep, SessionDep, StoreDep, TenantDep
 from app.api.params import Cursor, DatasetId, Limit
 from app.api.problems import V1_ERRORS, problems
 from app.api.schemas import DatasetOut, Page
+from app.api.storable import check_form
 from app.ingestion import ParseOptions
 from app.services import datasets
 
@@ -90,6 +91,7 @@ async def upload_dataset(
         Form(description="Drop rows whose weight is below this, e.g. 4 keeps ratings of 4 and 5 as positives."),
     ] = None,
 ) -> DatasetOut:
+    check_form(name=name, file=file.filename)  # both may become the dataset's name, a database row
     options = ParseOptions(
         format=format,
         user_column=user_column,
