@@ -6,9 +6,10 @@ import logging
 from collections.abc import Callable
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app.api.auth import AuthBeforeBody, Authenticator
-from app.api.docs import install_examples
+from app.api.docs import DESCRIPTION, install_examples
 from app.api.errors import install_error_handlers
 from app.api.hot_path import HotPathStats, HotRecommendations
 from app.api.limits import BodySizeLimit
@@ -51,11 +52,8 @@ def _enqueuer(settings: Settings) -> tuple[object, Callable[[str], None]]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The Unfold HTTP API."""
     settings = settings or get_settings()
-    app = FastAPI(
-        title="Unfold",
-        version="0.1.0",
-        description="Train recommendation embeddings (WALS) and query them. Contract: API.md.",
-    )
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the package, so they work offline.
+    app = FastAPIOffline(title="Unfold", version="0.1.0", description=DESCRIPTION)
     app.state.settings = settings
     app.state.store = open_store(settings.resolved_artifact_root, settings)
     app.state.model_cache = ModelCache(app.state.store, int(settings.model_cache_mb * 2**20))

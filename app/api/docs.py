@@ -1,4 +1,5 @@
-"""The OpenAPI document as a manual: every body shows an example, exactly as the models declare it.
+"""The OpenAPI document as a manual: its description, and every body shows an example, exactly as the models
+declare it. The pages that show it (/docs, /redoc) load their assets from the fastapi-offline package, never a CDN.
 
 FastAPI encodes the whole document with exclude_none, which also deletes every null inside an example
 (fastapi/fastapi#5559): a finished job would be shown without `"error": null`, and that example no
@@ -15,6 +16,21 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from app.api import examples as named_examples
+
+# What /docs shows first: what the service does, in the words a first reader needs.
+DESCRIPTION = """Train recommendation embeddings from interactions and query them over HTTP.
+
+Upload who-interacted-with-what (`POST /v1/datasets`: CSV, TSV, MovieLens `::`, adjacency lists or
+Parquet), start a training job (`POST /v1/jobs`: **WALS**, weighted alternating least squares, or
+**SGD**-family training with sampled negatives), follow it (`GET /v1/jobs/{id}`, or its server-sent
+`/events`), then ask the model: recommendations for a known user, items similar to an item,
+recommendations for a user it has never seen from their items (**fold-in**), many users at once,
+or nearest neighbours of a vector. Aliases (`PUT /v1/aliases/{name}`) stand in for model ids;
+tuning runs (`POST /v1/tuning`) search a spec's settings.
+
+Once an API key exists every `/v1` request needs `Authorization: Bearer <key>`. Errors are RFC 9457
+`application/problem+json` naming the offending field, or the line and column of a bad upload.
+The project's README walks through it with curl and with the `unfold` command line."""
 
 
 def model_examples() -> dict[str, list[Any]]:
