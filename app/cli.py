@@ -93,6 +93,7 @@ def api(
     settings = get_settings()
     if migrate_first:
         migrate()
+    _fresh_metrics_dir(settings.var_dir)
     uvicorn.run(
         "app.api.app:create_app",
         factory=True,
@@ -107,6 +108,19 @@ def api(
         access_log=settings.access_log,
         workers=settings.resolved_api_workers,
     )
+
+
+def _fresh_metrics_dir(var_dir: Path) -> None:
+    """Where each API process writes its metrics for /metrics to sum (app.api.observability).
+
+    Set here, before uvicorn starts the processes and they import prometheus_client (which reads it
+    at import), and emptied, so the sums start from this start-up rather than from earlier runs.
+    """
+    folder = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or var_dir / "metrics").resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 
 @cli.command()
