@@ -14,8 +14,10 @@ RUN pip install .
 
 # Runtime stage: the virtualenv only, run as an unprivileged user.
 FROM python:3.11-slim
+# Every folder docker-compose mounts a volume on is made here, owned by unfold: a named volume
+# mounted on a path the image lacks would be created root-owned and unwritable for this user.
 RUN useradd --create-home --uid 10001 unfold \
-    && mkdir -p /srv/unfold/var \
+    && mkdir -p /srv/unfold/var /srv/unfold/var/artifacts \
     && chown -R unfold:unfold /srv/unfold
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
@@ -27,6 +29,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /srv/unfold
 USER unfold
 EXPOSE 8000
+# Shell form, so the port is the one the container runs with (UNFOLD_PORT), read when the check runs.
 HEALTHCHECK --interval=10s --timeout=3s --retries=5 \
-    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz')"
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:${UNFOLD_PORT:-8000}/healthz')"
 CMD ["unfold", "api"]

@@ -42,7 +42,7 @@ def test_compose_runs_flower_on_the_workers_broker():
     broker = compose["x-unfold-env"]["UNFOLD_BROKER_URL"]
     assert f"--broker={broker}" in flower["command"] and "flower" in flower["command"]
     assert flower["depends_on"]["redis"]["condition"] == "service_healthy"
-    assert any(str(p).startswith("5555:") for p in flower["ports"])
+    assert any(str(p).startswith("127.0.0.1:5555:") for p in flower["ports"])
 
 
 def test_compose_environment_names_real_settings_and_production_backends():
@@ -63,7 +63,8 @@ def test_compose_api_requires_keys_and_keeps_the_shared_environment():
     compose = _compose()
     api, worker = compose["services"]["api"]["environment"], compose["services"]["worker"]["environment"]
     assert api["UNFOLD_REQUIRE_AUTH"] == "true" and "require_auth" in Settings.model_fields
-    assert {k: v for k, v in api.items() if k != "UNFOLD_REQUIRE_AUTH"} == worker == compose["x-unfold-env"]
+    api_only = ("UNFOLD_REQUIRE_AUTH", "UNFOLD_PORT")
+    assert {k: v for k, v in api.items() if k not in api_only} == worker == compose["x-unfold-env"]
     assert "keys" in {g.name for g in cli.registered_groups}
     assert "docker compose exec api unfold keys create --tenant" in (REPO / "README.md").read_text()
 
@@ -117,3 +118,87 @@ def test_make_run_installs_no_dev_extra_and_make_test_does(tmp_path: Path):
     assert run.index("torch==2.13.0") < run.index("pip install -e .") and run.rstrip().endswith("unfold up")
     test = _make_dry_run("test", tmp_path)
     assert 'pip install -e ".[dev]"' in test and test.rstrip().endswith("pytest"), test
+
+
+# --- what reading the files finds (issue 17.9) ------------------------------------------------------------------
+
+UNFOLD_SERVICES = ("migrate", "api", "worker")
+# ${NAME}, ${NAME:?message}, ${NAME?message}, ${NAME:-default}, ${NAME-default}
+INTERPOLATION = re.compile(r"\$\{([A-Z0-9_]+)(?:(:?[-?])([^}]*))?\}")
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|BASIC_AUTH|_USER$")
+
+
+def _dockerfile() -> str:
+    return (REPO / "Dockerfile").read_text()
+
+
+def _runtime_stage() -> str:
+    return re.split(r"^FROM ", _dockerfile(), flags=re.M)[-1]
+
+
+def test_every_volume_of_the_image_is_created_and_owned_by_its_user():
+    # A named volume mounted where the image has no folder is created root-owned, and the image's
+    # non-root user cannot write to it; mounted on the image's own folder, it takes that folder's owner.
+    stage = _runtime_stage()
+    user = re.search(r"^USER (\w+)", stage, re.M).group(1)  # type: ignore[union-attr]
+    created = {p for args in re.findall(r"mkdir -p ([^&\n\\]+)", stage) for p in args.split()}
+    owned = re.findall(rf"chown -R {user}:{user} (\S+)", stage)
+    services = _compose()["services"]
+    for name in UNFOLD_SERVICES:
+        for volume in services[name].get("volumes", []):
+            target = volume.split(":")[1]
+            assert target in created, f"{name}: {target} is mounted but the Dockerfile does not create it"
+            assert any(target == o or target.startswith(o.rstrip("/") + "/") for o in owned), (target, owned)
+    var_dir = re.search(r"UNFOLD_VAR_DIR=(\S+)", stage).group(1)  # type: ignore[union-attr]
+    assert var_dir in created and any(var_dir.startswith(o) for o in owned)
+
+
+def _values(node: object) -> list[tuple[str, str]]:
+    """Every (key, string value) of the compose file's mappings, however deep."""
+    found: list[tuple[str, str]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if isinstance(value, str):
+                found.append((str(key), value))
+            found += _values(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _values(value)
+    return found
+
+
+def test_the_compose_file_holds_no_credentials_and_env_example_documents_each():
+    text = (REPO / "docker-compose.yml").read_text()
+    compose = _compose()
+    for key, value in _values(compose):
+        if SECRET_NAME.search(key):
+            m = INTERPOLATION.fullmatch(value)
+            assert m and m.group(2) in (None, ":?", "?"), f"{key}: {value!r} is a credential written in the file"
+    url = compose["x-unfold-env"]["UNFOLD_DATABASE_URL"]
+    assert re.fullmatch(r"postgresql\+psycopg://\$\{POSTGRES_USER[^}]*\}:\$\{POSTGRES_PASSWORD[^}]*\}@.*", url), url
+    assert "unfold-secret" not in text and "unfold:unfold@" not in text
+    # Each variable the file needs is in .env.example, with its documented default.
+    needed = {name for name, kind, _ in INTERPOLATION.findall(text) if kind in (":?", "?")}
+    example = (REPO / ".env.example").read_text()
+    defined = dict(re.findall(r"^([A-Z0-9_]+)=(.*)$", example, re.M))
+    assert needed and needed <= set(defined), needed - set(defined)
+    assert ".env" in (REPO / ".gitignore").read_text().split()
+
+
+def test_flower_asks_for_a_password_and_listens_on_localhost_only():
+    flower = _compose()["services"]["flower"]
+    auth = flower["environment"]["FLOWER_BASIC_AUTH"]
+    assert INTERPOLATION.fullmatch(auth), auth
+    assert all(str(p).startswith("127.0.0.1:") for p in flower["ports"]), flower["ports"]
+
+
+def test_ports_and_health_checks_follow_unfold_port():
+    stage = _runtime_stage()
+    healthcheck = stage.split("HEALTHCHECK", 1)[1].split("\nCMD [", 1)[0]
+    assert "${UNFOLD_PORT" in healthcheck and ":8000/" not in healthcheck, healthcheck
+    assert "CMD [" not in healthcheck  # the shell form, so $UNFOLD_PORT is read when the check runs
+    api = _compose()["services"]["api"]
+    assert api["environment"]["UNFOLD_PORT"] == "${UNFOLD_PORT:-8000}"
+    assert api["ports"] == ["${UNFOLD_PORT:-8000}:${UNFOLD_PORT:-8000}"]
+    check = " ".join(api["healthcheck"]["test"])
+    assert "$${UNFOLD_PORT" in check and "8000/" not in check.replace("${UNFOLD_PORT:-8000}", ""), check
