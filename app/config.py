@@ -60,6 +60,16 @@ class Settings(BaseSettings):
     max_batch_users: int = Field(
         request_limits.MAX_BATCH_USERS, ge=1, description="Users per batch-recommendation call (422)."
     )
+    max_batch_results: int = Field(
+        request_limits.MAX_BATCH_RESULTS,
+        ge=1,
+        description="users × k of a batch call answered as one JSON document (422); NDJSON streams are exempt.",
+    )
+    max_batch_response_mb: float = Field(
+        request_limits.MAX_BATCH_RESPONSE_MB,
+        gt=0,
+        description="Largest JSON answer of a batch call, estimated before the search, in MiB (413).",
+    )
     log_format: Literal["text", "json"] = Field(
         "text", description="Log lines as text, or one JSON object per line (with job_id) for a log pipeline."
     )
@@ -138,6 +148,8 @@ class Settings(BaseSettings):
             max_sgd_epochs=self.max_sgd_epochs,
             max_k=self.max_k,
             max_batch_users=self.max_batch_users,
+            max_batch_results=self.max_batch_results,
+            max_batch_response_bytes=int(self.max_batch_response_mb * request_limits.MIB),
         )
 
 

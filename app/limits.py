@@ -27,6 +27,10 @@ MAX_WALS_ITERATIONS = 1000
 MAX_SGD_EPOCHS = 1000
 MAX_K = 1000
 MAX_BATCH_USERS = 10_000
+# A buffered JSON batch answer is built whole in memory (about 60 bytes of Python objects per result
+# on top of its JSON): bounded before any search runs. NDJSON streams are not (see check_batch_cost).
+MAX_BATCH_RESULTS = 100_000
+MAX_BATCH_RESPONSE_MB = 8.0
 
 SETTINGS = {
     "max_upload_bytes": "UNFOLD_MAX_UPLOAD_MB",
@@ -37,6 +41,8 @@ SETTINGS = {
     "max_sgd_epochs": "UNFOLD_MAX_SGD_EPOCHS",
     "max_k": "UNFOLD_MAX_K",
     "max_batch_users": "UNFOLD_MAX_BATCH_USERS",
+    "max_batch_results": "UNFOLD_MAX_BATCH_RESULTS",
+    "max_batch_response_bytes": "UNFOLD_MAX_BATCH_RESPONSE_MB",
 }
 
 
@@ -52,6 +58,8 @@ class Limits:
     max_sgd_epochs: int = MAX_SGD_EPOCHS
     max_k: int = MAX_K
     max_batch_users: int = MAX_BATCH_USERS
+    max_batch_results: int = MAX_BATCH_RESULTS
+    max_batch_response_bytes: int = int(MAX_BATCH_RESPONSE_MB * MIB)
 
 
 def _over(field: str, value: int, limit: int, name: str, *, status: int = 422, detail: str | None = None) -> None:
@@ -95,6 +103,34 @@ def check_batch_users(n_users: int, limits: Limits) -> None:
         "max_batch_users",
         detail=f"users has {n_users} entries, over the limit of {limits.max_batch_users} per call "
         f"(set by {SETTINGS['max_batch_users']})",
+    )
+
+
+def check_batch_cost(n_users: int, k: int, response_bytes: int, limits: Limits) -> None:
+    """Refuse a buffered batch answer whose size is over the limits, before anything is computed.
+
+    `k` is what each user can get (k, or fewer when the model has fewer items) and `response_bytes`
+    an upper bound of the JSON. Streamed (NDJSON) answers are held a chunk at a time and skip this.
+    """
+    results = n_users * k
+    hint = "ask for fewer users or a smaller k, or stream the answer (Accept: application/x-ndjson)"
+    _over(
+        "users",
+        results,
+        limits.max_batch_results,
+        "max_batch_results",
+        detail=f"users × k is {n_users} × {k} = {results} results, over the limit of {limits.max_batch_results} "
+        f"per call (set by {SETTINGS['max_batch_results']}); {hint}",
+    )
+    limit = limits.max_batch_response_bytes
+    _over(
+        "users",
+        response_bytes,
+        limit,
+        "max_batch_response_bytes",
+        status=413,
+        detail=f"the answer to {n_users} users × k {k} could take {response_bytes} bytes, over the limit of {limit} "
+        f"bytes ({limit / MIB:g} MiB, set by {SETTINGS['max_batch_response_bytes']}); {hint}",
     )
 
 

@@ -5,10 +5,11 @@ Numpy only: the API process never imports torch.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -26,6 +27,11 @@ from app.storage import ArtifactStore
 Scored = list[tuple[str, float]]
 # Factors and queries are float32: inputs are checked against its range before the cast.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+# One scored item as JSON without its id: {"item":,"score":} and a separator (17 + 2 bytes) and the
+# longest float repr, "-1.2345678901234567e-308" (24 bytes).
+RESULT_JSON_BYTES = 43
+# A streamed batch searches this many results at a time: what it holds in memory at once.
+STREAM_CHUNK_RESULTS = 50_000
 
 
 @dataclass
@@ -56,6 +62,13 @@ class LoadedModel:
     @cached_property
     def item_index(self) -> dict[str, int]:
         return {v: i for i, v in enumerate(self.artifact.item_ids.tolist())}
+
+    @cached_property
+    def longest_item_json(self) -> int:
+        """Bytes of the longest item id written as a JSON string (quotes and escapes included)."""
+        return max(
+            (len(json.dumps(i, ensure_ascii=False).encode()) for i in self.artifact.item_ids.tolist()), default=2
+        )
 
     @cached_property
     def cosine_index(self) -> ItemIndex:
@@ -248,10 +261,37 @@ def recommend_batch(
     model: LoadedModel, users: list[str], k: int, exclude_seen: bool, exclude: list[str] | None = None
 ) -> tuple[dict[str, Scored], list[str]]:
     """Recommendations for many users; unknown users are reported, not fatal."""
-    known = [u for u in dict.fromkeys(users) if u in model.user_index]
-    unknown = [u for u in dict.fromkeys(users) if u not in model.user_index]
+    known, unknown = batch_known_users(model, users)
     answers = recommend_for_users(model, known, k, exclude_seen, exclude) if known else []
     return dict(zip(known, answers, strict=True)), unknown
+
+
+def batch_known_users(model: LoadedModel, users: list[str]) -> tuple[list[str], list[str]]:
+    """(known, unknown) users of a batch call, each once, in the order given."""
+    unique = list(dict.fromkeys(users))
+    return [u for u in unique if u in model.user_index], [u for u in unique if u not in model.user_index]
+
+
+def batch_cost(model: LoadedModel, users: list[str], k: int) -> tuple[int, int, int]:
+    """(known users, items each can get, an upper bound of the JSON answer's bytes), before any search."""
+    known, unknown = batch_known_users(model, users)
+    per_user = min(k, model.artifact.item_ids.shape[0])
+    user_bytes = sum(len(json.dumps(u, ensure_ascii=False).encode()) + 4 for u in known + unknown)
+    results = len(known) * per_user * (RESULT_JSON_BYTES + model.longest_item_json)
+    envelope = 64 + len(model.id)  # {"model_id":…,"results":{},"unknown_users":[]}
+    return len(known), per_user, envelope + user_bytes + results
+
+
+def iter_batch(
+    model: LoadedModel, users: list[str], k: int, exclude_seen: bool, exclude: list[str] | None = None
+) -> Iterator[tuple[str, Scored]]:
+    """(user, top-k) for each known user, searched STREAM_CHUNK_RESULTS results at a time, so a
+    streamed answer holds one chunk in memory however many users it has."""
+    known, _ = batch_known_users(model, users)
+    step = max(1, STREAM_CHUNK_RESULTS // max(1, k))
+    for start in range(0, len(known), step):
+        part = known[start : start + step]
+        yield from zip(part, recommend_for_users(model, part, k, exclude_seen, exclude), strict=True)
 
 
 def similar_items(model: LoadedModel, item: str, k: int) -> Scored:

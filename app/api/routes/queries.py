@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 from pydantic import BeforeValidator
 
 from app.api.deps import CacheDep, LimitsDep, TenantDep
@@ -23,12 +25,13 @@ from app.api.schemas import (
     ScoredItem,
 )
 from app.db import get_sessionmaker
-from app.limits import check_batch_users, check_k
+from app.limits import check_batch_cost, check_batch_users, check_k
 from app.services import models, serving
 
 # Every query names a model (or alias) that may not exist: 404 on all of them.
 router = APIRouter(prefix="/v1/models/{model_id}", tags=["queries"], responses={**V1_ERRORS, **problems(404)})
 
+NDJSON = "application/x-ndjson"
 # The upper bound is UNFOLD_MAX_K (app.limits), checked in each route so that it can be configured.
 KQuery = Annotated[
     int, BeforeValidator(parse_k), Query(ge=1, description="How many items to return (1..UNFOLD_MAX_K, default 1000).")
@@ -95,12 +98,32 @@ def recommend_fold_in(model: ModelDep, limits: LimitsDep, body: FoldInRequest) -
 @router.post(
     "/recommendations/batch",
     response_model=BatchRecommendations,
-    responses=problems(400, 413),
+    responses={
+        **problems(400, 413),
+        200: {
+            "description": "For each known user, at most k items, best first. With `Accept: application/x-ndjson` "
+            "the answer streams as NDJSON instead: a first line `{model_id, unknown_users}`, then one line "
+            "`{user, items}` per known user; streams are exempt from UNFOLD_MAX_BATCH_RESULTS and "
+            "UNFOLD_MAX_BATCH_RESPONSE_MB, since they hold one chunk of users in memory at a time.",
+            "content": {
+                NDJSON: {
+                    "schema": {"type": "string"},
+                    "example": '{"model_id":"mdl_01a2","unknown_users":["u999"]}\n'
+                    '{"user":"u1","items":[{"item":"i50","score":0.93},{"item":"i172","score":0.88}]}\n',
+                }
+            },
+        },
+    },
     summary="Top-k for many users",
 )
-def recommend_batch(model: ModelDep, limits: LimitsDep, body: BatchRequest) -> Response:
+def recommend_batch(request: Request, model: ModelDep, limits: LimitsDep, body: BatchRequest) -> Response:
     check_batch_users(len(body.users), limits)
     check_k(body.k, limits)
+    if NDJSON in request.headers.get("accept", ""):
+        return StreamingResponse(_ndjson(model, body), media_type=NDJSON)
+    # A JSON answer is built whole in memory: its size is bounded before anything is searched.
+    n_known, per_user, response_bytes = serving.batch_cost(model, body.users, body.k)
+    check_batch_cost(n_known, per_user, response_bytes, limits)
     results, unknown = serving.recommend_batch(model, body.users, body.k, body.exclude_seen, body.exclude)
     # Built as plain dicts and encoded by orjson: validating 100,000 ScoredItem objects through
     # the response model would take longer than the search (the shape is BatchRecommendations).
@@ -110,6 +133,14 @@ def recommend_batch(model: ModelDep, limits: LimitsDep, body: BatchRequest) -> R
         "unknown_users": unknown,
     }
     return Response(orjson.dumps(payload), media_type="application/json")
+
+
+def _ndjson(model: serving.LoadedModel, body: BatchRequest) -> Iterator[bytes]:
+    """The batch answer as NDJSON lines, searched a chunk of users at a time (run in a thread by Starlette)."""
+    _, unknown = serving.batch_known_users(model, body.users)
+    yield orjson.dumps({"model_id": model.id, "unknown_users": unknown}) + b"\n"
+    for user, scored in serving.iter_batch(model, body.users, body.k, body.exclude_seen, body.exclude):
+        yield orjson.dumps({"user": user, "items": [{"item": i, "score": s} for i, s in scored]}) + b"\n"
 
 
 @router.get("/items/{item:path}/similar", response_model=Recommendations, summary="Items similar to an item")
