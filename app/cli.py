@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.console import Console
 
+from app.client import aliases as client_aliases
 from app.client import commands as client
 from app.client import demo as client_demo
+from app.client import tuning as client_tuning
 from app.config import get_settings
 
 if TYPE_CHECKING:
@@ -308,6 +310,9 @@ cli.add_typer(client.jobs_cli, name="jobs")
 cli.add_typer(client.models_cli, name="models")
 cli.command("recommend")(client.recommend)
 cli.command("similar")(client.similar)
+cli.command("fold-in")(client.fold_in)
+cli.add_typer(client_aliases.aliases_cli, name="aliases")
+cli.add_typer(client_tuning.tuning_cli, name="tuning")
 cli.command("demo")(client_demo.demo)
 
 

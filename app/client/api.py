@@ -191,6 +191,40 @@ class UnfoldClient:
         result: JSON = self._request("GET", path, params={"k": k})
         return result
 
+    def fold_in(self, model_id: str, items: list[str], k: int = 10, weights: list[float] | None = None) -> JSON:
+        """Recommendations for a user the model has not seen, from the items they interacted with."""
+        body: JSON = {"items": items, "k": k, **({"weights": weights} if weights is not None else {})}
+        result: JSON = self._request("POST", f"/v1/models/{_segment(model_id)}/recommendations", json=body)
+        return result
+
+    # -- aliases --------------------------------------------------------------------------------
+    def put_alias(self, name: str, model_id: str) -> JSON:
+        result: JSON = self._request("PUT", f"/v1/aliases/{_segment(name)}", json={"model_id": model_id})
+        return result
+
+    def get_alias(self, name: str) -> JSON:
+        result: JSON = self._request("GET", f"/v1/aliases/{_segment(name)}")
+        return result
+
+    def delete_alias(self, name: str) -> None:
+        self._request("DELETE", f"/v1/aliases/{_segment(name)}")
+
+    # -- tuning runs ----------------------------------------------------------------------------
+    def submit_tuning(self, spec: JSON, search: JSON) -> JSON:
+        result: JSON = self._request("POST", "/v1/tuning", json={"spec": spec, "search": search})
+        return result
+
+    def list_tuning(self, limit: int = 50, cursor: str | None = None) -> JSON:
+        return self._page("/v1/tuning", limit, cursor)
+
+    def get_tuning(self, tuning_id: str) -> JSON:
+        result: JSON = self._request("GET", f"/v1/tuning/{_segment(tuning_id)}")
+        return result
+
+    def cancel_tuning(self, tuning_id: str) -> JSON:
+        result: JSON = self._request("POST", f"/v1/tuning/{_segment(tuning_id)}/cancel")
+        return result
+
     def _page(self, path: str, limit: int, cursor: str | None, **filters: str | None) -> JSON:
         params = {"limit": limit, "cursor": cursor, **filters}
         result: JSON = self._request("GET", path, params={k: v for k, v in params.items() if v is not None})

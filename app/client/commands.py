@@ -19,7 +19,7 @@ import typer
 from rich.console import Console, RenderableType
 from rich.markup import escape
 
-from app.client import api, views, watch
+from app.client import api, tables, views, watch
 from app.client.specs import build_spec
 
 EXIT_API_ERROR = 3
@@ -126,7 +126,7 @@ def datasets_upload(
     if quiet:
         out.print(dataset["id"], highlight=False)
         return
-    show(views.dataset_table([dataset]))
+    show(tables.dataset_table([dataset]))
     stats = dataset.get("stats") or {}
     if stats.get("n_item_groups"):
         out.print(f"{stats['n_item_groups']} item groups: models trained on it report leakage@10")
@@ -136,7 +136,7 @@ def datasets_upload(
 def datasets_list(limit: int = typer.Option(50, min=1, max=500)) -> None:
     """List datasets, newest first."""
     with connect() as client:
-        show(views.dataset_table(client.list_datasets(limit)["items"]))
+        show(tables.dataset_table(client.list_datasets(limit)["items"]))
 
 
 @api_errors
@@ -188,7 +188,7 @@ def jobs_list(
     """List jobs, newest first."""
     with connect() as client:
         page = client.list_jobs(status.value if status else None, limit)
-    show(views.job_table(page["items"]))
+    show(tables.job_table(page["items"]))
 
 
 @jobs_cli.command("show")
@@ -197,13 +197,14 @@ def jobs_show(
     job_id: str = typer.Argument(..., metavar="ID"),
     as_json: bool = typer.Option(False, "--json", help="The job as the API returns it."),
 ) -> None:
-    """Show a job: status, progress, latest metrics, error or model."""
+    """Show a job: status, progress, its model's metrics (or the latest held-out ones), error."""
     with connect() as client:
         job = client.get_job(job_id)
-    if as_json:
-        _print_json(job)
-    else:
-        show(views.job_summary(job))
+        if as_json:
+            _print_json(job)
+            return
+        model = client.get_model(job["model_id"]) if job.get("model_id") else None
+    show(views.job_summary(job, model))
 
 
 @jobs_cli.command("watch")
@@ -239,7 +240,7 @@ def jobs_cancel(job_id: str = typer.Argument(..., metavar="ID")) -> None:
 def models_list(limit: int = typer.Option(50, min=1, max=500)) -> None:
     """List models, newest first, with their headline metrics."""
     with connect() as client:
-        show(views.model_table(client.list_models(limit)["items"]))
+        show(tables.model_table(client.list_models(limit)["items"]))
 
 
 @models_cli.command("show")
@@ -288,3 +289,26 @@ def similar(
         _print_json(answer)
     else:
         show(views.items_table(f"items like {escape(item)} ({answer['model_id']})", answer))
+
+
+@api_errors
+def fold_in(
+    model: str = typer.Argument(..., help="Model id or alias."),
+    items: list[str] = typer.Argument(..., help="Items the new user interacted with (external ids)."),
+    k: int = typer.Option(10, "-k", min=1, max=1000, help="How many items."),
+    weights: str = typer.Option(None, "--weights", help="One weight per item, comma-separated (default 1 each)."),
+    as_json: bool = typer.Option(False, "--json", help="The API's answer as JSON."),
+) -> None:
+    """Top-k items for a user the model has never seen, from the items they interacted with (fold-in)."""
+    try:
+        parsed = [float(w) for w in weights.split(",")] if weights else None
+    except ValueError:
+        raise typer.BadParameter(f"--weights needs numbers separated by commas, got {weights!r}") from None
+    with connect() as client:
+        answer = client.fold_in(model, items, k, parsed)
+    if as_json:
+        _print_json(answer)
+        return
+    show(views.items_table(f"top {k} for a new user with {len(items)} items ({answer['model_id']})", answer))
+    if answer.get("unknown_items"):
+        err.print(f"ignored, not in the model: {escape(', '.join(answer['unknown_items']))}", soft_wrap=True)

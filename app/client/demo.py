@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.table import Table
 
-from app.client import views, watch
+from app.client import tables, views, watch
 from app.client.api import JSON, ApiError, UnfoldClient
 from app.client.commands import api_errors, err, out
 
@@ -172,9 +172,9 @@ def comparison(models: dict[str, JSON], groups: int) -> Table:
         table.add_column(f"negatives={strategy}", justify="right")
     table.add_column("meaning", style="dim")
     for label, path, meaning in ROWS:
-        table.add_row(label, *(views.number(_metric(m, path)) for m in models.values()), meaning)
+        table.add_row(label, *(tables.number(_metric(m, path)) for m in models.values()), meaning)
     table.add_row(
-        "training s", *(views.number(m.get("seconds"), 3) for m in models.values()), "fit + refit, as the job reported"
+        "training s", *(tables.number(m.get("seconds"), 3) for m in models.values()), "fit + refit, as the job reported"
     )
     return table
 

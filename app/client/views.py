@@ -21,19 +21,10 @@ from rich.table import Table
 from rich.text import Text
 
 from app.client.api import JSON, UnfoldClient
+from app.client.tables import job_steps, number, status_text, when
 
 # Metrics shown beside the loss while a job runs, in this order of preference.
 LIVE_METRICS = ("recall@20", "ndcg@20", "recall@10", "ndcg@10")
-
-
-def number(value: Any, digits: int = 4) -> str:
-    if isinstance(value, bool) or value is None:
-        return "–" if value is None else str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
-    return escape(str(value))
 
 
 def duration(seconds: float | None) -> str:
@@ -74,25 +65,54 @@ class _StatusColumn(SpinnerColumn):
         return Text.from_markup(mark) if mark else super().render(task)
 
 
+# The live bar's parts by rank: rank 0 is always shown; the others, lowest rank first, while the line
+# still fits the terminal beside a bar of at least MIN_BAR cells (rich would otherwise squeeze every
+# part to "runn… ite… ndcg@2…").
+MIN_BAR, MAX_BAR = 10, 40
+RANKS = {"status": 0, "steps": 0, "eta": 1, "metric": 1, "loss": 2, "phase": 3, "label": 4, "unit": 5, "metric2": 6}
+GAPS = 4  # the spinner's cell and the three spaces between the bar line's four columns
+
+
+def live_line(width: int, parts: list[tuple[str, str, str]]) -> tuple[str, str, int]:
+    """(head, tail, bar width) for `parts` — (name, "head" | "tail", markup) in display order — at `width`."""
+    sizes = {
+        name: Text.from_markup(text).cell_len + (1 if side == "head" or name == "unit" else 2)
+        for name, side, text in parts
+    }
+    used = GAPS + MIN_BAR
+    chosen: set[str] = set()
+    for name in sorted(sizes, key=lambda n: RANKS[n]):
+        if RANKS[name] == 0 or used + sizes[name] <= width:
+            chosen.add(name)
+            used += sizes[name]
+    head = " ".join(text for name, side, text in parts if side == "head" and name in chosen)
+    # Two spaces between the tail's figures, one inside "2/30 iterations".
+    tail = "".join(
+        ("" if i == 0 else " " if name == "unit" else "  ") + text
+        for i, (name, text) in enumerate((n, t) for n, side, t in parts if side == "tail" and n in chosen)
+    )
+    return head, tail, max(MIN_BAR, min(MAX_BAR, MIN_BAR + width - used))
+
+
 class JobView:
-    """A live progress bar for one job: phase, step/total, loss, the latest metrics, ETA."""
+    """A live progress bar for one job: status, phase, step/total, loss, the latest metrics, ETA."""
 
     def __init__(self, console: Console, label: str) -> None:
+        self.console = console
         self.label = label
+        self.bar = BarColumn(bar_width=MAX_BAR)
         self.progress = Progress(
             _StatusColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.fields[steps]}"),
-            TextColumn("{task.fields[details]}"),
-            TextColumn("ETA {task.fields[eta]}"),
+            TextColumn("{task.fields[head]}"),
+            self.bar,
+            TextColumn("{task.fields[tail]}"),
             console=console,
         )
         self.task: TaskID | None = None
 
     def __enter__(self) -> JobView:
         self.progress.start()
-        self.task = self.progress.add_task(self.label, total=None, steps="", details="", eta="–", status="")
+        self.task = self.progress.add_task(self.label, total=None, head=escape(self.label), tail="", status="")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -102,38 +122,27 @@ class JobView:
         """Redraw from a job's status and progress (as GET /v1/jobs/{id} or an event gives them)."""
         assert self.task is not None
         p = progress or {}
-        phase = p.get("phase") or ""
-        description = f"{escape(self.label)} [bold]{status}[/bold]" + (f" {phase}" if phase else "")
         total, step = p.get("total_steps"), p.get("step") or 0
-        details = []
-        if p.get("loss") is not None:
-            details.append(f"loss {number(p['loss'])}")
-        metrics = p.get("metrics") or {}
-        shown = [m for m in LIVE_METRICS if m in metrics][:2] or sorted(metrics)[:2]
-        details += [f"{m} {number(metrics[m], 3)}" for m in shown]
         finished = status in ("succeeded", "failed", "cancelled")
         if status == "succeeded" and total:
             step = total
-        self.progress.update(
-            self.task,
-            description=description,
-            total=total,
-            completed=step,
-            steps=f"{step}/{total} {p.get('unit', '')}s" if total else "",
-            details="  ".join(details),
-            eta="–" if finished else duration(p.get("eta_seconds")),
-            status=status,
-        )
-
-
-def when(timestamp: str | None) -> str:
-    """2026-01-02T03:04:05.678Z → 2026-01-02 03:04:05 (UTC)."""
-    return timestamp[:19].replace("T", " ") if timestamp else "–"
-
-
-def _id_column(table: Table, name: str = "id") -> None:
-    # An id that a terminal cuts short cannot be pasted into the next command.
-    table.add_column(name, no_wrap=True, min_width=26)
+        parts = [("label", "head", escape(self.label)), ("status", "head", f"[bold]{status}[/bold]")]
+        if p.get("phase"):
+            parts.append(("phase", "head", escape(p["phase"])))
+        if total:
+            parts.append(("steps", "tail", f"{step}/{total}"))
+            if p.get("unit"):
+                parts.append(("unit", "tail", f"{escape(p['unit'])}s"))
+        if p.get("loss") is not None:
+            parts.append(("loss", "tail", f"loss {number(p['loss'])}"))
+        metrics = p.get("metrics") or {}
+        shown = [m for m in LIVE_METRICS if m in metrics][:2] or sorted(metrics)[:2]
+        for name, metric in zip(("metric", "metric2"), shown, strict=False):
+            parts.append((name, "tail", f"{escape(metric)} {number(metrics[metric], 3)}"))
+        if not finished:
+            parts.append(("eta", "tail", f"ETA {duration(p.get('eta_seconds'))}"))
+        head, tail, self.bar.bar_width = live_line(self.console.width, parts)
+        self.progress.update(self.task, total=total, completed=step, head=head, tail=tail, status=status)
 
 
 def key_values(title: str, rows: list[tuple[str, Any]]) -> Table:
@@ -145,59 +154,30 @@ def key_values(title: str, rows: list[tuple[str, Any]]) -> Table:
     return table
 
 
-def dataset_table(datasets: list[JSON]) -> Table:
-    table = Table(title="datasets", title_justify="left")
-    _id_column(table)
-    for column in ("name", "users", "items", "interactions", "density", "created"):
-        table.add_column(column, justify="right" if column in ("users", "items", "interactions", "density") else "left")
-    for d in datasets:
-        table.add_row(
-            d["id"],
-            escape(d["name"]),
-            number(d["n_users"]),
-            number(d["n_items"]),
-            number(d["n_interactions"]),
-            number(d["density"], 3),
-            when(d["created_at"]),
-        )
-    return table
+def metric_rows(metrics: JSON | None) -> list[tuple[str, Any]]:
+    """Ranking metrics, then the folding diagnostics, then the popularity baseline, one row each."""
+    rest = dict(metrics or {})
+    folding = rest.pop("folding", {}) or {}
+    baseline = (rest.pop("baseline", {}) or {}).get("popularity", {})
+    rows: list[tuple[str, Any]] = [
+        (name, number(value)) for name, value in sorted(rest.items()) if not isinstance(value, dict)
+    ]
+    rows += [(f"folding {name}", number(value)) for name, value in sorted(folding.items())]
+    rows += [(f"popularity {name}", number(value)) for name, value in sorted(baseline.items())]
+    return rows
 
 
-def job_steps(job: JSON) -> str:
+def _latest_metrics(job: JSON) -> JSON:
+    """The held-out metrics of the job's latest step that had some (a finished job's refit has none)."""
     p = job.get("progress") or {}
-    if not p.get("total_steps"):
-        return ""
-    return f"{p.get('phase', '')} {p.get('step')}/{p['total_steps']}".strip()
+    if p.get("metrics"):
+        return dict(p["metrics"])
+    scored = [h for h in job.get("history") or [] if h.get("metrics")]
+    return dict(scored[-1]["metrics"]) if scored else {}
 
 
-def job_table(jobs: list[JSON]) -> Table:
-    table = Table(title="jobs", title_justify="left")
-    _id_column(table)
-    table.add_column("status", min_width=9)
-    table.add_column("algorithm", min_width=4)
-    _id_column(table, "dataset")
-    table.add_column("progress")
-    _id_column(table, "model")
-    table.add_column("created")
-    for j in jobs:
-        table.add_row(
-            j["id"],
-            status_text(j["status"]),
-            j["algorithm"],
-            j["dataset_id"],
-            job_steps(j),
-            j.get("model_id") or "",
-            when(j["created_at"]),
-        )
-    return table
-
-
-def status_text(status: str) -> str:
-    colour = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "running": "cyan"}.get(status)
-    return f"[{colour}]{status}[/{colour}]" if colour else status
-
-
-def job_summary(job: JSON) -> Table:
+def job_summary(job: JSON, model: JSON | None = None) -> Table:
+    """A job at a glance; with its model, the model's metrics (held-out, folding, popularity baseline)."""
     rows: list[tuple[str, Any]] = [
         ("status", status_text(job["status"])),
         ("algorithm", job["algorithm"]),
@@ -207,8 +187,7 @@ def job_summary(job: JSON) -> Table:
     p = job.get("progress") or {}
     if p.get("loss") is not None:
         rows.append(("loss", number(p["loss"])))
-    for name, value in sorted((p.get("metrics") or {}).items()):
-        rows.append((name, number(value)))
+    rows += metric_rows(model["metrics"] if model is not None else _latest_metrics(job))
     if job.get("error"):
         rows.append(("error", f"[red]{escape(job['error']['type'])}: {escape(job['error']['message'])}[/red]"))
     rows += [
@@ -220,33 +199,7 @@ def job_summary(job: JSON) -> Table:
     return key_values(f"job {job['id']}", rows)
 
 
-def model_table(models: list[JSON]) -> Table:
-    table = Table(title="models", title_justify="left")
-    _id_column(table)
-    table.add_column("algorithm", min_width=4)
-    table.add_column("dim", min_width=3)
-    _id_column(table, "dataset")
-    for column in ("recall@20", "ndcg@20", "leakage@10", "created"):
-        table.add_column(column)
-    for m in models:
-        metrics = m.get("metrics") or {}
-        table.add_row(
-            m["id"],
-            m["algorithm"],
-            str(m["dim"]),
-            m["dataset_id"],
-            number(metrics.get("recall@20")),
-            number(metrics.get("ndcg@20")),
-            number((metrics.get("folding") or {}).get("leakage@10")),
-            when(m["created_at"]),
-        )
-    return table
-
-
 def model_summary(model: JSON) -> Table:
-    metrics = dict(model.get("metrics") or {})
-    folding = metrics.pop("folding", {}) or {}
-    baseline = (metrics.pop("baseline", {}) or {}).get("popularity", {})
     rows: list[tuple[str, Any]] = [
         ("algorithm", model["algorithm"]),
         ("dim", model["dim"]),
@@ -254,10 +207,25 @@ def model_summary(model: JSON) -> Table:
         ("job", model["job_id"]),
         ("index", escape(", ".join(f"{k} {v}" for k, v in (model.get("index") or {}).items()))),
     ]
-    rows += [(name, number(value)) for name, value in sorted(metrics.items()) if not isinstance(value, dict)]
-    rows += [(f"folding {name}", number(value)) for name, value in sorted(folding.items())]
-    rows += [(f"popularity {name}", number(value)) for name, value in sorted(baseline.items())]
-    return key_values(f"model {model['id']}", rows)
+    return key_values(f"model {model['id']}", rows + metric_rows(model.get("metrics")))
+
+
+def tuning_summary(run: JSON) -> Table:
+    p = run.get("progress") or {}
+    best = run.get("best") or {}
+    rows: list[tuple[str, Any]] = [
+        ("status", status_text(run["status"])),
+        ("dataset", run["dataset_id"]),
+        ("phase", escape(p.get("phase", "–"))),
+        ("trials", f"{p.get('trials_done', 0)}/{p.get('trials_total', 0)} ended, {p.get('trials_failed', 0)} failed"),
+        (f"best {escape(run['metric'])}", number(best.get("value"))),
+        ("best params", escape(", ".join(f"{k}={v}" for k, v in (best.get("params") or {}).items())) or "–"),
+        ("final job", run.get("final_job_id") or "–"),
+        ("model", run.get("model_id") or "–"),
+    ]
+    if run.get("error"):
+        rows.append(("error", f"[red]{escape(run['error']['type'])}: {escape(run['error']['message'])}[/red]"))
+    return key_values(f"tuning run {run['id']}", rows)
 
 
 def items_table(title: str, answer: JSON) -> Table:
