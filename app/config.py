@@ -110,6 +110,16 @@ class Settings(BaseSettings):
     max_concurrent_jobs: int = Field(
         8, ge=1, description="Training jobs queued or running at once per tenant; 429 beyond (a tuning run counts one)."
     )
+    # Event streams (app/services/job_events.py): each polls the database while it is open.
+    max_streams_per_tenant: int = Field(
+        10, ge=1, description="Job event streams a tenant may hold open at once per API process; 429 beyond."
+    )
+    stream_recheck_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="How often an open event stream checks its key again; a revoked key ends it within this "
+        "plus UNFOLD_AUTH_CACHE_SECONDS.",
+    )
 
     @property
     def resolved_database_url(self) -> str:

@@ -19,6 +19,7 @@ from app.api.routes import datasets, health, jobs, models, queries, tuning
 from app.api.storable import StorableText
 from app.config import Settings, get_settings
 from app.db import get_sessionmaker
+from app.services.job_events import StreamSlots
 from app.services.serving import ModelCache
 from app.storage import open_store
 from app.web.dashboard import install_dashboard
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         get_sessionmaker(settings.resolved_database_url), settings, ttl=settings.auth_cache_seconds
     )
     app.state.celery, app.state.enqueue = _enqueuer(settings)
+    app.state.stream_slots = StreamSlots(settings.max_streams_per_tenant)
     from workers.dispatch import tuning_dispatch  # imported here, like _enqueuer's: cheap, no torch
 
     app.state.tuning_dispatch = tuning_dispatch(settings, app.state.celery)

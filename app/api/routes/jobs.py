@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Response, status
+from fastapi import APIRouter, Body, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
@@ -13,6 +13,7 @@ from app.api.deps import EnqueueDep, LimitsDep, SessionDep, SettingsDep, TenantD
 from app.api.params import Cursor, JobId, Limit, StatusFilter
 from app.api.problems import V1_ERRORS, Problem, problems
 from app.api.schemas import JobOut, Page
+from app.api.streams import follow_job as follow_stream
 from app.db import get_sessionmaker
 from app.services import job_events, jobs
 from app.spec import SPEC_EXAMPLES, TrainingSpec
@@ -119,13 +120,14 @@ def cancel_job(session: SessionDep, tenant: TenantDep, job_id: JobId) -> JobOut:
         200: {
             "content": {"text/event-stream": {"example": examples.JOB_EVENTS}},
             "description": "`event: progress` (data {id, status, progress}) on every change, comment lines as "
-            "keep-alives, then `event: end` with the whole job; each message carries an `id:`.",
+            "keep-alives, then `event: end` with the whole job; each message carries an `id:`. Once the key that "
+            "opened it is revoked, `event: error` (a 401 problem) and the stream closes.",
         },
-        **problems(404),
+        **problems(404, 429),
     },
     summary="Follow a job: server-sent events until it ends",
 )
-async def follow_job(settings: SettingsDep, tenant: TenantDep, job_id: JobId) -> StreamingResponse:
+async def follow_job(request: Request, settings: SettingsDep, tenant: TenantDep, job_id: JobId) -> StreamingResponse:
     """`event: progress` (data {id, status, progress}) on every change, then `event: end` with the job."""
     # No SessionDep: the stream outlives the request's dependencies; each poll opens its own session.
     sessions = get_sessionmaker(settings.resolved_database_url)
@@ -134,8 +136,5 @@ async def follow_job(settings: SettingsDep, tenant: TenantDep, job_id: JobId) ->
         return JobOut.model_validate(job_events.read_job(sessions, job_id, tenant=tenant)).model_dump(mode="json")
 
     first = await run_in_threadpool(snapshot)  # an unknown job is a 404 before the stream starts
-    return StreamingResponse(
-        job_events.job_events(snapshot, first),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    # 429 beyond the tenant's open streams; `event: error` and the end once its key is revoked.
+    return follow_stream(request, tenant, snapshot, first)
