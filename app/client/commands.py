@@ -123,11 +123,13 @@ def datasets_upload(
             has_header=header,
             min_weight=min_weight,
         )
+    stats = dataset.get("stats") or {}
+    for note in stats.get("notes") or []:  # on stderr, so that -q's stdout stays the id alone
+        err.print(f"[yellow]note:[/yellow] {escape(note)}", soft_wrap=True)
     if quiet:
         out.print(dataset["id"], highlight=False)
         return
     show(tables.dataset_table([dataset]))
-    stats = dataset.get("stats") or {}
     if stats.get("n_item_groups"):
         out.print(f"{stats['n_item_groups']} item groups: models trained on it report leakage@10")
 

@@ -76,3 +76,12 @@ def test_tuning_start_list_show_and_cancel(unfold: Unfold, dataset: str):
     assert again.exit_code == 3 and "nothing was cancelled" in again.stderr
     bad = unfold("tuning", "start", "-d", dataset, "-p", "wals.l2=3")
     assert bad.exit_code == 2 and "JSON list" in bad.output
+
+
+def test_an_upload_that_ignored_columns_says_so_on_stderr(unfold: Unfold, tmp_path):
+    path = tmp_path / "amounts.csv"
+    path.write_text("user,item,amount\nu1,i1,3\nu2,i2,1\nu1,i2,2\n")
+    result = unfold("datasets", "upload", str(path), "-q")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().startswith("ds_") and len(result.stdout.split()) == 1
+    assert "note:" in result.stderr and "'amount'" in result.stderr and "weight_column" in result.stderr
