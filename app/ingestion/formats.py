@@ -83,7 +83,8 @@ def detect_layout(path: str | os.PathLike[str], options: ParseOptions, filename:
         # Split on commas, JSON lines would "parse" into ids like '{"user":"u2"'; say what is accepted instead.
         raise IngestError(
             f"this looks like JSON ({lines[0][1].strip()[:40]!r}); JSON and JSON lines are not accepted. Send "
-            f"{ACCEPTED}, e.g. jq -r '[.user, .item] | @csv' turns JSON lines into CSV",
+            f"{ACCEPTED}, e.g. jq -r '[.user, .item] | @csv' turns JSON lines into CSV (a table whose first "
+            f"field starts with '{{' or '[' is read with an explicit format, e.g. format=csv)",
             line=lines[0][0],
         )
     fmt, delimiter = _choose_format(options.format, lines, _extension_format(filename or str(path)))
