@@ -34,6 +34,13 @@ def test_a_json_upload_is_refused_naming_the_accepted_formats(client, tmp_path: 
     assert "is not a number" not in detail
 
 
+def test_a_table_whose_ids_start_with_a_bracket_uploads_with_an_explicit_format(client, tmp_path: Path):
+    path = _file(tmp_path, "brackets.csv", "[u1],i1\n[u2],i2\n")
+    assert upload(client, path).status_code == 422  # auto: it looks like JSON
+    r = upload(client, path, format="csv")
+    assert r.status_code == 201 and r.json()["n_users"] == 2, r.text
+
+
 def test_a_header_without_an_item_column_says_which_columns_were_taken(client, tmp_path: Path):
     r = upload(client, _file(tmp_path, "uw.csv", "user,weight\nu1,1\nu2,3\n"))
     assert r.status_code == 422, r.text
