@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from fastapi import APIRouter, Request
@@ -31,6 +32,21 @@ class Readiness(BaseModel):
     checks: dict[str, str] = Field(description='"ok" or the error, for "database" and "broker".')
 
 
+def _check_database(url: str) -> None:
+    """Raise unless the database answers a query on Unfold's own schema, on a connection of this probe.
+
+    SELECT 1 said ok with the SQLite file deleted under a running API (SQLite answers it from any
+    file, even the empty one it creates), while every request failed.
+    """
+    engine = get_engine(url)
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and database != ":memory:" and not Path(database).exists():
+        # Checked before connecting: connecting would create an empty file in its place.
+        raise FileNotFoundError(f"the SQLite database {database} does not exist")
+    with engine.connect() as conn:
+        conn.execute(text("SELECT version_num FROM alembic_version")).one()
+
+
 @router.get(
     "/readyz",
     response_model=Readiness,
@@ -47,8 +63,7 @@ def readyz(request: Request) -> JSONResponse:
     settings = request.app.state.settings
     checks: dict[str, str] = {}
     try:
-        with get_engine(settings.resolved_database_url).connect() as conn:
-            conn.execute(text("SELECT 1"))
+        _check_database(settings.resolved_database_url)
         checks["database"] = "ok"
     except Exception as exc:  # a probe reports, it does not raise
         checks["database"] = f"error: {type(exc).__name__}: {exc}"
