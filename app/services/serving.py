@@ -6,8 +6,10 @@ Numpy only: the API process never imports torch.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
+import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,13 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from app.errors import InvalidInput, NotFound
-from app.recsys.artifact import ModelArtifact, load_model
+from app.errors import DomainError, InvalidInput, NotFound
+from app.recsys.artifact import ARRAYS, META, ModelArtifact, load_model
 from app.recsys.confidence import confidence
 from app.recsys.foldin import fold_in
-from app.recsys.index import INDEX_META, ExactIndex, IndexConfig, ItemIndex, load_index
+from app.recsys.index import INDEX_FILE, INDEX_META, ExactIndex, IndexConfig, ItemIndex, load_index
 from app.recsys.search import gather_exclusions
 from app.storage import ArtifactStore
+
+log = logging.getLogger(__name__)
 
 Scored = list[tuple[str, float]]
 # Factors and queries are float32: inputs are checked against its range before the cast.
@@ -32,6 +36,28 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 RESULT_JSON_BYTES = 43
 # A streamed batch searches this many results at a time: what it holds in memory at once.
 STREAM_CHUNK_RESULTS = 50_000
+
+
+class DamagedArtifact(DomainError):
+    """A model whose stored files cannot be read (truncated, corrupted, edited): the service's fault, a 500."""
+
+    status = 500
+    title = "Damaged model artifact"
+
+
+def _damaged_part(directory: Path) -> str:
+    """Which file of a model directory that failed to load is unreadable (checked only after a failure)."""
+    try:
+        json.loads((directory / META).read_text())
+    except (OSError, ValueError):
+        return META
+    try:
+        with (directory / ARRAYS).open("rb") as fh, np.load(fh, allow_pickle=False) as z:
+            for name in z.files:
+                z[name]
+    except Exception:  # whatever a truncated zip or a damaged array raises
+        return ARRAYS
+    return f"{INDEX_META} / {INDEX_FILE}"
 
 
 @dataclass
@@ -44,11 +70,24 @@ class LoadedModel:
 
     @classmethod
     def load(cls, model_id: str, directory: Path) -> LoadedModel:
-        artifact = load_model(directory)
-        if (directory / INDEX_META).exists():
-            index = load_index(directory, artifact.item_factors)
-        else:  # a model stored before the worker built indexes: exact search over its factors
-            index = ExactIndex(artifact.item_factors, IndexConfig(), {})
+        """Read a published model; DamagedArtifact naming the model and the file when one is unreadable."""
+        try:
+            # numpy leaks its file handle when a .npz is not a whole zip (truncated): checked first.
+            if not zipfile.is_zipfile(directory / ARRAYS):
+                raise ValueError(f"{ARRAYS} is not a complete zip archive")
+            artifact = load_model(directory)
+            if (directory / INDEX_META).exists():
+                index = load_index(directory, artifact.item_factors)
+            else:  # a model stored before the worker built indexes: exact search over its factors
+                index = ExactIndex(artifact.item_factors, IndexConfig(), {})
+        except Exception as exc:
+            part = _damaged_part(directory)
+            raise DamagedArtifact(
+                f"model {model_id!r} cannot be served: its artifact file {part} is damaged "
+                f"({type(exc).__name__}: {exc}); train it again or restore the file",
+                model_id=model_id,
+                damaged=part,
+            ) from exc
         return cls(model_id, artifact, index)
 
     @property
@@ -131,6 +170,8 @@ class ModelCache:
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
         self._names: dict[tuple[str, str], _Name] = {}  # (tenant, id or alias) -> model
         self._loading: dict[str, threading.Lock] = {}
+        # model id -> (the error, until when it is answered without reading the files again)
+        self._damaged: dict[str, tuple[DamagedArtifact, float]] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -179,6 +220,9 @@ class ModelCache:
             model = self._cached(model_id)
             if model is not None:
                 return model
+            damaged = self._damaged.get(model_id)
+            if damaged is not None and damaged[1] > time.monotonic():
+                raise damaged[0]
             loading = self._loading.setdefault(model_id, threading.Lock())
         # Load outside the cache lock so one slow load does not block queries on other models, but
         # once per model: requests arriving during a load wait for it rather than load a second copy.
@@ -189,11 +233,19 @@ class ModelCache:
                     return model
             try:
                 loaded = LoadedModel.load(model_id, self.store.local_dir(artifact_key))
+            except DamagedArtifact as exc:
+                with self._lock:
+                    if model_id not in self._damaged:  # logged once, not on every request
+                        log.error("%s", exc.detail)
+                    # Remembered for a while, so requests do not read broken files again and again.
+                    self._damaged[model_id] = (exc, time.monotonic() + self.NAME_TTL)
+                raise
             finally:
                 with self._lock:
                     self._loading.pop(model_id, None)
             with self._lock:
                 self.misses += 1
+                self._damaged.pop(model_id, None)
                 self._models[model_id] = loaded
                 # Least recently used first; the newest model stays even if it alone exceeds the budget.
                 while len(self._models) > 1 and self._size() > self.max_bytes:
@@ -219,6 +271,7 @@ class ModelCache:
     def evict(self, model_id: str) -> None:
         with self._lock:
             self._models.pop(model_id, None)
+            self._damaged.pop(model_id, None)
             self._names = {n: v for n, v in self._names.items() if v.model_id != model_id}
 
     def forget_name(self, tenant: str, name: str) -> None:
