@@ -95,6 +95,12 @@ class Settings(BaseSettings):
     requeue_after_seconds: float = Field(
         60.0, gt=0, description="Send a job again when it has waited this long and an idle worker never got it."
     )
+    staging_max_age_seconds: float = Field(
+        6 * 3600.0,
+        gt=0,
+        description="The worker's janitor removes artifact staging folders nothing wrote to for this long "
+        "(left by a process killed mid-upload or mid-publish).",
+    )
     torch_threads: int | None = Field(None, ge=1, description="Threads for training; default all cores.")
     task_always_eager: bool = Field(False, description="Run training inside the API process (tests).")
     # Tenants (app.services.api_keys): keys are required once one exists, or always with this on.

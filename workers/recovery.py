@@ -54,6 +54,7 @@ class RecoveryLoop:
 
     def tick(self) -> Recovered:
         """One pass; the reconciler only runs while this worker has a free slot."""
+        self.sweep()
         return recover(
             self.sessions,
             self.store,
@@ -63,6 +64,17 @@ class RecoveryLoop:
             max_attempts=self.settings.max_attempts,
             idle=self.reserved() < self.slots,
         )
+
+    def sweep(self) -> None:
+        """The janitor: staging folders a killed process left behind (uploads run in the API, so any worker
+        sharing the store cleans up after it too)."""
+        try:
+            removed = self.store.sweep_staging(self.settings.staging_max_age_seconds)
+        except OSError:
+            log.warning("staging sweep failed", exc_info=True)
+            return
+        if removed:
+            log.info("janitor: removed %d stale staging folder(s): %s", len(removed), ", ".join(removed))
 
     def _run(self) -> None:
         while True:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import shutil
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -17,6 +21,37 @@ def check_key(key: str) -> str:
     if not key or not all(_NAME.fullmatch(name) for name in key.split("/")):
         raise ValueError(f"artifact key escapes the store or is malformed: {key!r}")
     return key
+
+
+def last_written(path: Path) -> float:
+    """The newest modification time of a folder and everything in it (a writer touches what it writes)."""
+    newest = path.stat().st_mtime
+    for folder, dirs, files in os.walk(path):
+        for name in (*dirs, *files):
+            with contextlib.suppress(OSError):  # removed while we looked
+                newest = max(newest, os.stat(os.path.join(folder, name)).st_mtime)
+    return newest
+
+
+def sweep(scratch: Path, older_than: float, now: float | None = None) -> list[str]:
+    """Remove the entries of a scratch folder nothing wrote to for `older_than` seconds; their names.
+
+    A process killed mid-upload or mid-publish leaves its staging folder behind forever otherwise.
+    """
+    now = time.time() if now is None else now
+    removed = []
+    for entry in scratch.iterdir() if scratch.is_dir() else ():
+        try:
+            stale = now - last_written(entry) > older_than
+        except OSError:  # gone already
+            continue
+        if stale:
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry.name)
+    return removed
 
 
 class ArtifactStore(Protocol):
@@ -44,4 +79,8 @@ class ArtifactStore(Protocol):
 
     def discard(self, staged: Path) -> None:
         """Throw away a staging directory that will not be published."""
+        ...
+
+    def sweep_staging(self, older_than: float) -> list[str]:
+        """Remove staging directories nothing wrote to for `older_than` seconds (left by killed processes)."""
         ...

@@ -11,7 +11,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from app.storage.base import check_key
+from app.storage.base import check_key, sweep
 
 
 class LocalArtifactStore:
@@ -57,6 +57,10 @@ class LocalArtifactStore:
     def delete(self, key: str) -> None:
         """Remove an artifact; missing ones are fine (deletes are idempotent)."""
         shutil.rmtree(self._path(key), ignore_errors=True)
+
+    def sweep_staging(self, older_than: float) -> list[str]:
+        """Remove staging directories nothing wrote to for `older_than` seconds (left by killed processes)."""
+        return sweep(self.root / ".tmp", older_than)
 
     def discard(self, staged: Path) -> None:
         shutil.rmtree(staged, ignore_errors=True)

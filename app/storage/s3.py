@@ -34,7 +34,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from app.storage.base import check_key
+from app.storage.base import check_key, sweep
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +212,10 @@ class S3ArtifactStore:
                     raise OSError(
                         f"could not delete {len(reply['Errors'])} objects under {prefix!r}: {reply['Errors'][0]}"
                     )
+
+    def sweep_staging(self, older_than: float) -> list[str]:
+        """Remove staging directories nothing wrote to for `older_than` seconds (left by killed processes)."""
+        return sweep(self.cache / ".tmp", older_than)
 
     def discard(self, staged: Path) -> None:
         shutil.rmtree(staged, ignore_errors=True)
