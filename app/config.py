@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     require_auth: bool = Field(
         False, description="Every /v1 request needs an API key, even before any key exists (docker-compose: true)."
     )
+    metrics_key: str | None = Field(
+        None,
+        description="When set, GET /metrics needs `Authorization: Bearer <this>` (401 otherwise); unset, /metrics is "
+        "open, for a scraper on a private network.",
+    )
     auth_cache_seconds: float = Field(
         5.0,
         ge=0,

@@ -10,6 +10,7 @@ key configured elsewhere (the CLI writes the database directly) takes effect her
 
 from __future__ import annotations
 
+import hmac
 import time
 
 import anyio.to_thread
@@ -32,6 +33,19 @@ def bearer_token(authorization: str | None) -> str | None:
     if scheme.lower() != "bearer" or not token:
         return None
     return token
+
+
+def check_metrics_key(authorization: str | None, metrics_key: str | None) -> None:
+    """Unauthorized unless /metrics is open (no UNFOLD_METRICS_KEY) or the request carries that key.
+
+    A key of its own rather than a tenant's: a scraper needs no data, and the figures are not any one
+    tenant's. Compared in constant time.
+    """
+    if metrics_key is None:
+        return
+    token = bearer_token(authorization)
+    if token is None or not hmac.compare_digest(token.encode(), metrics_key.encode()):
+        raise Unauthorized("/metrics needs the metrics key (UNFOLD_METRICS_KEY): Authorization: Bearer <key>")
 
 
 class Authenticator:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -23,6 +23,7 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.auth import check_metrics_key
 from app.db import get_sessionmaker
 from app.models import Job
 from app.services.jobs import JOB_STATUSES
@@ -165,6 +166,7 @@ def install_metrics(app: FastAPI) -> None:
     app.add_middleware(_Timing, latency=latency, counters=counters)
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
+    def metrics(request: Request) -> Response:
+        check_metrics_key(request.headers.get("authorization"), app.state.settings.metrics_key)
         counters.publish()
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
