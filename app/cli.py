@@ -92,6 +92,8 @@ def api(
         os.environ.setdefault(var, "1")
     import uvicorn
 
+    from app.api.server import HardenedHttpTools
+
     settings = get_settings()
     if migrate_first:
         migrate()
@@ -105,7 +107,8 @@ def api(
         log_config=log_config(settings.log_format),
         # httptools + uvloop parse and schedule in C; per-request access lines cost ~10% of a
         # query's CPU, so they are off unless asked for (request metrics live in /metrics).
-        http="httptools",
+        # HardenedHttpTools: httptools with a head size cap and slow head/body timeouts.
+        http=HardenedHttpTools,
         loop="uvloop",
         access_log=settings.access_log,
         workers=settings.resolved_api_workers,

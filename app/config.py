@@ -73,6 +73,14 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         "text", description="Log lines as text, or one JSON object per line (with job_id) for a log pipeline."
     )
+    # Server limits (app/api/server.py), enforced by `unfold api`'s HTTP protocol before the app sees a request.
+    max_header_kb: int = Field(64, ge=1, description="Largest request head (request line and headers), in KiB (431).")
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="A request's head must arrive within this many seconds of its first byte (408)."
+    )
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, description="Longest pause between two reads of a request body (408)."
+    )
     access_log: bool = Field(False, description="Log one line per HTTP request (costly on the query path).")
     api_workers: int | None = Field(
         None,
