@@ -84,6 +84,43 @@ class PositiveSet:
         return (self._keys[at] == flat).reshape(keys.shape)
 
 
+def check_free_items(train: Interactions) -> None:
+    """ValueError naming a user who has interacted with every item (no negative can be drawn for it)."""
+    full = np.flatnonzero(train.user_counts() >= train.n_items)
+    if full.size and train.n_items > 0:
+        raise ValueError(
+            f"user {int(full[0])} has interacted with all {train.n_items} items, so no negative item "
+            "exists for it; remove such users or use negatives.strategy 'in_batch' or 'none'"
+        )
+
+
+def sampling_weights(config: NegativeConfig, counts: np.ndarray) -> np.ndarray:
+    """The unnormalised float64 weights of one private draw: count^β for popularity, else ones."""
+    if config.strategy != "popularity":
+        return np.ones(counts.shape[0])
+    weights = counts.astype(np.float64) ** config.popularity_power
+    # 0 ** 0 is 1, so power 0 gives never-seen items weight 1 (uniform); otherwise they get 0.
+    if config.popularity_power > 0.0:
+        weights[counts == 0] = 0.0
+    return weights
+
+
+def probabilities(config: NegativeConfig, counts: np.ndarray, batch_size: int = 1) -> np.ndarray:
+    """Q (float64, n_items) of one negative before rejection, from the item counts (see the module docstring)."""
+    n_items = counts.shape[0]
+    frequency = counts.astype(np.float64) / max(int(counts.sum()), 1)
+    if config.strategy == "popularity":
+        weights = sampling_weights(config, counts)
+        return weights / max(float(weights.sum()), 1e-300)
+    if config.strategy == "in_batch":
+        return frequency
+    if config.strategy == "mixed":
+        k = config.per_positive
+        mixed: np.ndarray = (batch_size * frequency + k / n_items) / (batch_size + k)
+        return mixed
+    return np.full(n_items, 1.0 / max(n_items, 1))
+
+
 class _ComplementDraw:
     """Draws items with probability ∝ weights, excluding the user's positives (rejection, then exact)."""
 
@@ -91,13 +128,7 @@ class _ComplementDraw:
         self.n_items = train.n_items
         self.positives = positives
         self.device = device
-        lengths = train.user_counts()
-        full = np.flatnonzero(lengths >= train.n_items)
-        if full.size and train.n_items > 0:
-            raise ValueError(
-                f"user {int(full[0])} has interacted with all {train.n_items} items, so no negative item "
-                "exists for it; remove such users or use negatives.strategy 'in_batch' or 'none'"
-            )
+        check_free_items(train)
         w = np.asarray(weights, dtype=np.float64)
         # Prefix sums over items (C) and over each user's positives in CSR order (G), for both the requested
         # weights and plain ones; users whose complement has no weight use the ones (uniform) instead.
@@ -172,16 +203,11 @@ class NegativeSampler:
         self.n_items = train.n_items
         self.device = device if device is not None else torch.device("cpu")
         counts = train.item_counts().astype(np.float64)
+        self._counts = counts
         self._frequency = torch.from_numpy(counts / max(train.nnz, 1)).to(self.device)
         self.positives = PositiveSet(train, self.device)
         strategy = config.strategy
-        if strategy == "popularity":
-            weights = counts**config.popularity_power
-            # 0 ** 0 is 1, so power 0 gives never-seen items weight 1 (uniform); otherwise they get 0.
-            if config.popularity_power > 0.0:
-                weights[counts == 0] = 0.0
-        else:
-            weights = np.ones(train.n_items)
+        weights = sampling_weights(config, counts)
         self._weights = torch.from_numpy(weights / max(float(weights.sum()), 1e-300)).to(self.device)
         self._draw: _ComplementDraw | None = None
         if strategy in PER_POSITIVE:
@@ -194,16 +220,7 @@ class NegativeSampler:
 
     def probabilities(self, batch_size: int = 1) -> torch.Tensor:
         """Return Q (float64, n_items) of one negative before rejection (batch_size matters for mixed)."""
-        strategy = self.config.strategy
-        if strategy == "popularity":
-            return self._weights.clone()
-        if strategy == "in_batch":
-            return self._frequency.clone()
-        if strategy == "mixed":
-            k = self.config.per_positive
-            return (batch_size * self._frequency + k / self.n_items) / (batch_size + k)
-        n = max(self.n_items, 1)
-        return torch.full((self.n_items,), 1.0 / n, dtype=torch.float64, device=self.device)
+        return torch.from_numpy(probabilities(self.config, self._counts, batch_size)).to(self.device)
 
     def user_probabilities(self, user: int) -> torch.Tensor:
         """Return Q_u (float64, n_items): the law of one private negative of `user` after rejection."""

@@ -38,6 +38,7 @@ Initial factors are normal with standard deviation init_scale, 1/sqrt(dim) when 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -48,6 +49,7 @@ import scipy.special
 import torch
 import torch.nn.functional as F
 
+from app.recsys import sgd_kernel
 from app.recsys.base import (
     Callback,
     EmbeddingModel,
@@ -60,8 +62,17 @@ from app.recsys.base import (
 )
 from app.recsys.device import pick_device
 from app.recsys.interactions import Interactions
-from app.recsys.sampling import Negatives, NegativeSampler
+from app.recsys.sampling import (
+    Negatives,
+    NegativeSampler,
+    check_free_items,
+    probabilities,
+    sampling_weights,
+)
 from app.recsys.sgd_config import (
+    CORRECTABLE,
+    IN_BATCH,
+    PER_POSITIVE,
     SGDConfig,
     check_combination,
 )
@@ -69,8 +80,14 @@ from app.recsys.sgd_config import (
 _ADAGRAD_EPS = 1e-10
 _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPS = 1e-8
-# Examples whose negatives the "sgd" engine draws (and schedules into levels) at a time.
+# Examples handed to the compiled loop (or whose negatives the numpy "sgd" engine draws) between two
+# interrupt() calls; mini-batch variants hand over whole batches, at least one.
 _BLOCK = 16384
+# Engines: "compiled" (numba, CPU; sgd_kernel.py), "torch" (the mini-batch variants on CUDA) and "numpy"
+# (variant "sgd" by level scheduling, the reference the compiled loop is checked against).
+ENGINES = ("compiled", "torch", "numpy")
+# Hogwild threads each get at least this many examples of a block (see _Compiled.hogwild).
+_MIN_EXAMPLES_PER_THREAD = 4096
 
 
 def _init_scale(config: SGDConfig) -> float:
@@ -397,6 +414,237 @@ def _numpy_run(
     return total
 
 
+# ----------------------------------------------------------------------------------------------- compiled path
+
+
+class _Compiled:
+    """What the compiled loops of sgd_kernel.py need for one run: the CSR, the sampler's tables, scratch.
+
+    Mini-batch variants run Hogwild on `threads` threads: each takes every threads-th batch of a block of
+    examples and updates the shared table's rows with no lock (sgd_kernel's docstring). One thread gives the
+    exact mini-batch semantics, bit for bit on every run; more give the same statistics, not the same bits.
+    """
+
+    def __init__(
+        self, train: Interactions, config: SGDConfig, table: np.ndarray, state: list[np.ndarray], threads: int
+    ) -> None:
+        negatives = config.negatives
+        strategy = negatives.strategy
+        if strategy in PER_POSITIVE:
+            check_free_items(train)
+        self.config = config
+        self.table = table
+        self.n_items = train.n_items
+        self.indptr = train.indptr.astype(np.int64, copy=False)
+        self.indices = train.indices
+        self.bits = sgd_kernel.positive_bits(self.indptr, self.indices, train.n_items)
+        self.counts = train.item_counts()
+        self.k = negatives.n_private
+        self.shared = strategy in IN_BATCH
+        self.sampler = sgd_kernel.SAMPLERS["uniform" if strategy == "mixed" else strategy if self.k else "none"]
+        weights = sampling_weights(negatives, self.counts)
+        self.weights = weights
+        self.total = float(weights.sum())
+        self.prob, self.alias = sgd_kernel.alias_table(weights)
+        self.loss = sgd_kernel.LOSSES[config.loss]
+        self.optimizer = sgd_kernel.OPTIMIZERS[config.optimizer]
+        self.correct = config.loss == "softmax" and negatives.logq_correction and strategy in CORRECTABLE
+        self._log_q: dict[int, np.ndarray] = {}
+        dim = config.dim
+        self.state0 = state[0] if state else np.zeros((0, dim), np.float32)
+        self.state1 = state[1] if len(state) > 1 else np.zeros((0, dim), np.float32)
+        self.steps = state[2] if len(state) > 2 else np.zeros(0, np.float64)
+        self.threads = 1 if config.variant == "sgd" else max(1, threads)
+        batch = 1 if config.variant == "sgd" else min(config.batch_size, train.nnz)
+        n_shared = batch if self.shared else 0
+        n_rows = table.shape[0]
+        self.works = [
+            sgd_kernel.work_buffers(n_rows, batch, self.k, negatives.hard_candidates, dim, n_shared)
+            for _ in range(self.threads)
+        ]
+        self.marks = [np.zeros(train.n_items if self.shared else 0, dtype=bool) for _ in range(self.threads)]
+
+    def log_q(self, batch_size: int) -> np.ndarray:
+        """log Q per item for the softmax correction of a batch of this size (empty: no correction)."""
+        if not self.correct:
+            return np.zeros(0, np.float32)
+        if batch_size not in self._log_q:
+            with np.errstate(divide="ignore"):
+                q = np.log(probabilities(self.config.negatives, self.counts, batch_size)).astype(np.float32)
+            self._log_q[batch_size] = q
+        return self._log_q[batch_size]
+
+    def private(
+        self, users: np.ndarray, items: np.ndarray, first: int, key: np.uint64, part: int = 0, parts: int = 1
+    ) -> float:
+        """Batches part, part + parts, … of these examples, private negatives only (epoch positions from first)."""
+        c = self.config
+        return float(
+            sgd_kernel.private_batches(
+                self.table,
+                users,
+                items,
+                first,
+                c.batch_size,
+                key,
+                self.sampler,
+                self.k,
+                c.negatives.hard_candidates,
+                self.indptr,
+                self.indices,
+                self.bits,
+                self.prob,
+                self.alias,
+                self.weights,
+                self.total,
+                self.loss,
+                self.log_q(c.batch_size),
+                self.optimizer,
+                c.learning_rate,
+                c.l2,
+                self.state0,
+                self.state1,
+                self.steps,
+                self.works[part],
+                part,
+                parts,
+            )  # fmt: skip
+        )
+
+    def sequential(self, users: np.ndarray, items: np.ndarray, first: int, key: np.uint64) -> float:
+        """Variant "sgd" over these examples, one update each, in order."""
+        c = self.config
+        return float(
+            sgd_kernel.sequential_examples(
+                self.table,
+                users,
+                items,
+                first,
+                key,
+                self.sampler,
+                self.k,
+                c.negatives.hard_candidates,
+                self.indptr,
+                self.indices,
+                self.bits,
+                self.prob,
+                self.alias,
+                self.weights,
+                self.total,
+                self.loss,
+                self.log_q(1),
+                self.optimizer,
+                c.learning_rate,
+                c.l2,
+                self.state0,
+                self.state1,
+                self.steps,
+                self.works[0],
+            )  # fmt: skip
+        )
+
+    def shared_batch(self, users: np.ndarray, items: np.ndarray, first: int, key: np.uint64, part: int = 0) -> float:
+        """One batch whose negatives include the batch's positives (in_batch, mixed)."""
+        c = self.config
+        table = self.table
+        rows, scores, best, losses, head, nxt, uniq, staging, _, _ = self.works[part]
+        b = users.shape[0]
+        shared, counts = np.unique(items, return_counts=True)
+        u = torch.from_numpy(table[users + self.n_items])
+        v = torch.from_numpy(table[shared])
+        s_shared = torch.mm(u, v.T).numpy()
+        sgd_kernel.shared_coefficients(
+            table, users, items, first, key, self.k, self.indptr, self.indices, self.bits, self.prob,
+            self.alias, self.weights, self.total, shared, counts.astype(np.float64), s_shared, self.loss,
+            self.log_q(b), rows, scores, best, losses, self.marks[part],
+        )  # fmt: skip
+        # The two dense products of the coefficients with the factors go to torch's GEMM (sgd_kernel docstring).
+        g = torch.from_numpy(s_shared)
+        extra_user = torch.mm(g, v).numpy()
+        extra_shared = torch.mm(g.T, u).numpy()
+        sgd_kernel.apply_batch(
+            table, rows, scores, b, extra_user, shared, extra_shared, head, nxt, uniq, staging, self.optimizer,
+            c.learning_rate, c.l2, self.state0, self.state1, self.steps,
+        )  # fmt: skip
+        return float(losses[:b].sum())
+
+    def shared_batches(
+        self, users: np.ndarray, items: np.ndarray, first: int, key: np.uint64, part: int = 0, parts: int = 1
+    ) -> float:
+        """Batches part, part + parts, … of these examples, with shared negatives."""
+        batch = self.config.batch_size
+        total = 0.0
+        for start in range(part * batch, users.shape[0], parts * batch):
+            end = start + batch
+            total += self.shared_batch(users[start:end], items[start:end], first + start, key, part)
+        return total
+
+    def hogwild(self, run: Callable[[int, int], float], n_examples: int) -> float:
+        """run(part, parts) on each of up to `threads` threads at once (GIL released in the loops); Σ results."""
+        # Below this many examples per thread, starting a thread costs more than it saves; small data stay
+        # on one thread, and so bit-reproducible.
+        parts = min(self.threads, max(1, n_examples // _MIN_EXAMPLES_PER_THREAD))
+        if parts == 1:
+            with sgd_kernel.one_thread():
+                return run(0, 1)
+        results = [0.0] * parts
+        errors: list[BaseException] = []
+
+        def target(part: int) -> None:
+            try:
+                with sgd_kernel.one_thread():
+                    results[part] = run(part, parts)
+            except BaseException as exc:  # re-raised by the calling thread
+                errors.append(exc)
+
+        workers = [threading.Thread(target=target, args=(part,)) for part in range(1, parts)]
+        for worker in workers:
+            worker.start()
+        target(0)
+        for worker in workers:
+            worker.join()
+        if errors:
+            raise errors[0]
+        return sum(results)
+
+    def epoch(
+        self, users: np.ndarray, items: np.ndarray, generator: torch.Generator, interrupt: Interrupt | None
+    ) -> float:
+        """One epoch over the examples in this order; its sampling key is drawn from the run's generator."""
+        key = np.uint64(int(torch.randint(0, 2**62, (1,), generator=generator)))
+        n = users.shape[0]
+        total = 0.0
+        if self.config.variant == "sgd":
+            for start in range(0, n, _BLOCK):
+                if interrupt is not None:
+                    interrupt()
+                with sgd_kernel.one_thread():
+                    total += self.sequential(users[start : start + _BLOCK], items[start : start + _BLOCK], start, key)
+            return total
+        batch = self.config.batch_size
+        for size in (batch, n % batch):
+            self.log_q(size)  # filled here, not by the threads
+        run_part = self.shared_batches if self.shared else self.private
+        chunk = max(1, _BLOCK // batch) * batch
+        for start in range(0, n, chunk):
+            if interrupt is not None:
+                interrupt()
+            u, i = users[start : start + chunk], items[start : start + chunk]
+
+            def run(part: int, parts: int, u: np.ndarray = u, i: np.ndarray = i, start: int = start) -> float:
+                return run_part(u, i, start, key, part, parts)
+
+            total += self.hogwild(run, u.shape[0])
+        return total
+
+
+def engine_for(config: SGDConfig) -> str:
+    """The engine fit_sgd trains this config with: "compiled" on the CPU, "torch" on CUDA."""
+    if config.variant == "sgd":
+        return "compiled"
+    return "compiled" if pick_device(config.device).type == "cpu" else "torch"
+
+
 # ----------------------------------------------------------------------------------------------- training
 
 
@@ -479,10 +727,11 @@ def fit_sgd(
     # One intra-op thread: a mini-batch's kernels are too small to split (ml-1m, dim 64, the default recipe:
     # 13.0 s/epoch with 1 thread, 13.9 with 2 on a quiet 2-core machine), and with another process busy
     # every kernel's thread barrier waits for a descheduled thread (34.2 s with 2 threads, 14.6 with 1).
+    # The compiled loops (sgd_kernel.py) run Hogwild on as many threads as torch had.
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _fit_sgd(train, config, callback, evaluator, resume, on_state, interrupt)
+        return _fit_sgd(train, config, callback, evaluator, resume, on_state, interrupt, threads=previous)
     finally:
         torch.set_num_threads(previous)
 
@@ -495,12 +744,21 @@ def _fit_sgd(
     resume: TrainingState | None = None,
     on_state: StateCallback | None = None,
     interrupt: Interrupt | None = None,
+    engine: str | None = None,
+    threads: int = 1,
 ) -> EmbeddingModel:
+    """fit_sgd on a chosen engine (None: engine_for(config)); tests compare the engines through it."""
     check_combination(config)
     if train.nnz == 0:
         raise ValueError("train has no interactions; SGD needs at least one positive example")
-    pure = config.variant == "sgd"
-    device = torch.device("cpu") if pure else pick_device(config.device)
+    engine = engine_for(config) if engine is None else engine
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if (engine == "numpy") != (config.variant == "sgd") and engine != "compiled":
+        raise ValueError(f"engine {engine!r} does not train variant {config.variant!r}")
+    compiled = engine == "compiled"
+    pure = engine == "numpy"
+    device = torch.device("cpu") if pure or compiled else pick_device(config.device)
     n_rows = train.n_items + train.n_users
     if resume is None:
         # Factors are drawn on the CPU so a seed gives the same start on every device (items first, as WALS).
@@ -513,15 +771,22 @@ def _fit_sgd(
         check_resume(resume, "sgd", {"table": (n_rows, config.dim)})
         table = torch.tensor(resume.arrays["table"], dtype=torch.float32, device=device)
     generator = torch.Generator(device=device).manual_seed(config.seed + 1)
-    sampler = NegativeSampler(config.negatives, train, device)
     n_items = train.n_items
 
-    table_np = table.numpy() if pure else None
+    table_np = table.numpy() if pure or compiled else None
     lr = config.learning_rate
+    # The compiled path keeps its optimiser state in the numpy optimiser's arrays (same layout, same resume).
     np_optimizer = _NumpyOptimizer(config.optimizer, lr, table_np) if table_np is not None else None
-    torch_optimizer = None if pure else _TorchOptimizer(config.optimizer, lr, table)
+    kernel = None
+    sampler = None
+    if compiled:
+        assert table_np is not None and np_optimizer is not None
+        kernel = _Compiled(train, config, table_np, np_optimizer.state, threads)
+    else:
+        sampler = NegativeSampler(config.negatives, train, device)
+    torch_optimizer = None if pure or compiled else _TorchOptimizer(config.optimizer, lr, table)
     log_q = None
-    if pure and config.loss == "softmax" and sampler.uses_log_q:
+    if pure and sampler is not None and config.loss == "softmax" and sampler.uses_log_q:
         log_q = sampler.log_q(torch.arange(n_items)).numpy()
     users_np, items_np = _examples(train)
     users_t, items_t = torch.from_numpy(users_np).to(device), torch.from_numpy(items_np).to(device)
@@ -544,12 +809,17 @@ def _fit_sgd(
         history = [dict(h) for h in resume.meta.get("history", [])]
     start = time.perf_counter()
     for step in range(first, config.epochs + 1):
-        if table_np is not None and np_optimizer is not None:
+        if kernel is not None:
+            perm = fixed_order if fixed_order is not None else torch.randperm(train.nnz, generator=generator)
+            order_np = perm.numpy()
+            with np.errstate(over="ignore", invalid="ignore"):
+                total = kernel.epoch(users_np[order_np], items_np[order_np], generator, interrupt)
+        elif table_np is not None and np_optimizer is not None and sampler is not None:
             # Overflow only happens when training diverges, which the finite-loss check below reports.
             with np.errstate(over="ignore", invalid="ignore"):
                 total = _sgd_epoch(table_np, np_optimizer, train, sampler, generator, config, log_q, interrupt)
         else:
-            assert torch_optimizer is not None
+            assert torch_optimizer is not None and sampler is not None
             order = fixed_order
             if order is None:
                 order = torch.randperm(train.nnz, generator=generator, device=device)

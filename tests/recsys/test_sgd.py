@@ -425,7 +425,9 @@ def test_negatives_unfold_the_communities_and_positives_only_training_folds_them
     assert max(folded) >= 0.15
 
 
-def test_fit_runs_single_threaded_and_restores_the_thread_count(monkeypatch):
+def test_fit_runs_torch_single_threaded_and_restores_the_thread_count(monkeypatch):
+    import app.recsys.sgd as sgd_module
+
     seen = []
     real = torch.Tensor.sum
 
@@ -436,10 +438,31 @@ def test_fit_runs_single_threaded_and_restores_the_thread_count(monkeypatch):
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
+        monkeypatch.setattr(sgd_module, "engine_for", lambda config: "torch")
         monkeypatch.setattr(torch.Tensor, "sum", spy)
         fit_sgd(_tiny(), SGDConfig(dim=4, epochs=1, batch_size=8))
         monkeypatch.undo()
         assert seen and set(seen) == {1}
         assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_the_compiled_path_gets_the_threads_torch_had(monkeypatch):
+    import app.recsys.sgd as sgd_module
+
+    given = []
+    real = sgd_module._Compiled.__init__
+
+    def spy(self, *args, **kwargs):
+        given.append(args[-1])
+        real(self, *args, **kwargs)
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(sgd_module._Compiled, "__init__", spy)
+        fit_sgd(_tiny(), SGDConfig(dim=4, epochs=1, batch_size=8))
+        assert given == [2] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(previous)

@@ -1,0 +1,825 @@
+"""The SGD family's CPU updates as compiled loops (numba): sampling, scores, losses and the row-wise lazy
+optimisers of sgd.py's module docstring, without Python or torch per example.
+
+A mini-batch takes two parallel passes. The first, over examples, draws each example's private
+negatives, scores them and turns the scores into the coefficients ∂ℓ/∂s (`coefficients` below). Then
+the (example, slot) entries of the batch are chained per table row (a serial pass: head[row] and
+next[entry], no sort), and the second pass, over the batch's distinct rows, sums each row's gradient
+from its chain,
+
+    user row u    Σ_j g_uj v_j + 2λ u       (j: the positive and the negatives of the example)
+    item row v_j  g_uj u  (+ 2λ v for the positive)
+
+and takes the optimiser's step into a staging buffer that is copied back once every row is done.
+Every gradient is thus read at the batch's starting parameters, and every distinct row takes one
+optimiser step with its summed gradient: the mini-batch semantics of the torch path, each thread owning
+whole rows (row-level parallelism with no locks and no lost updates), and the summation order of a row is
+its chain's order, so a seed gives the same bits whatever the thread count. Variant "sgd" runs the same
+pieces one example at a time on one thread: exactly sequential.
+
+Negatives are drawn by a counter-based generator: draw (slot, attempt) of the example at position p of
+the epoch's order hashes (key, p, slot, attempt) with SplitMix64, key being drawn from the run's torch
+generator once per epoch. A draw that hits one of the user's positives (a binary search in the CSR row)
+is redrawn, up to _ROUNDS times; then one exact draw from the complement follows (the r-th non-positive
+for uniform; an inverse-CDF scan over the complement for popularity, uniform when the complement has no
+weight), as sampling.py does. Popularity draws use a Vose alias table (O(1) per draw). Hard negatives
+are the per_positive best-scoring of hard_candidates such draws, scored in the loop at the batch's
+parameters.
+
+In-batch negatives (in_batch, mixed) share the batch's positives: the (B, U) score matrix against the
+U distinct positive items (an item c times in the batch counts c times, so the losses equal the ones over
+all B) and the two products of the coefficients with the factors are dense matrix products, which
+sgd.py leaves to torch's GEMM; `shared_coefficients` does the rest, marking each user's positives in a
+per-thread table to mask accidental hits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numba
+import numpy as np
+
+LOSSES = {"bce": 0, "mse": 1, "bpr": 2, "softmax": 3}
+OPTIMIZERS = {"sgd": 0, "adagrad": 1, "adam": 2}
+# Private negative samplers: none, uniform (also mixed's private part), popularity, hard (uniform candidates).
+SAMPLERS = {"none": 0, "uniform": 1, "popularity": 2, "hard": 3}
+_BCE, _MSE, _BPR, _SOFTMAX = 0, 1, 2, 3
+_SGD, _ADAGRAD, _ADAM = 0, 1, 2
+_NONE, _UNIFORM, _POPULARITY, _HARD = 0, 1, 2, 3
+
+# Rejection rounds before the exact draw from the complement of the user's positives.
+_ROUNDS = 16
+# Largest positives bit set kept for membership tests (bytes); above it, a binary search in the CSR row.
+_BITS_LIMIT = 64 * 2**20
+_ADAGRAD_EPS = 1e-10
+_B1, _B2, _ADAM_EPS = 0.9, 0.999, 1e-8
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
+_SLOTS = np.uint64(1 << 24)  # draws per example (slot × _ROUNDS + attempt) stay below this
+# Each entry point runs its loop as the body of a one-iteration prange: numba compiles a parfor body as a
+# separate function whose array arguments LLVM may assume distinct, and the update loops then vectorise
+# (2.4x faster than the same loop in a plain njit function). Callers keep numba at one thread
+# (one_thread()), so the "parallel" region is the calling thread itself; parallelism is Hogwild threads.
+# Helpers of the hot loops are inlined (inline="always"): a call that passes arrays increments and decrements
+# each one's reference count atomically, which cost more than the draw itself (500 ns for 4 draws, 50 inlined).
+
+
+# ----------------------------------------------------------------------------------------------- sampling
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _mix(x: np.uint64) -> np.uint64:
+    x = (x ^ (x >> _S30)) * _M1
+    x = (x ^ (x >> _S27)) * _M2
+    return x ^ (x >> _S31)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def uniform01(key: np.uint64, example: int, draw: int) -> float:
+    """The draw-th uniform [0, 1) number of an example: a pure function of (key, example, draw)."""
+    h = _mix(key ^ _mix(np.uint64(example) * _SLOTS + np.uint64(draw) + _GOLDEN))
+    return float(h >> _S11) * (1.0 / 9007199254740992.0)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def is_positive(indptr: np.ndarray, indices: np.ndarray, bits: np.ndarray, user: int, item: int) -> bool:
+    """Whether item is in the user's (sorted) CSR row: one bit of bits[user] when given, else a binary search."""
+    if bits.shape[0] > 0:
+        # One load where the search takes ~log2(row length) dependent ones, each a likely cache miss.
+        return bool((bits[user, item >> 6] >> np.uint64(item & 63)) & np.uint64(1) != 0)
+    lo, hi = indptr[user], indptr[user + 1]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        v = indices[mid]
+        if v < item:
+            lo = mid + 1
+        elif v > item:
+            hi = mid
+        else:
+            return True
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
+def _exact(
+    u: float, user: int, sampler: int, indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray, total: float
+) -> int:
+    """One draw from Q_u, the sampler's law restricted to the complement of the user's positives."""
+    start, end = indptr[user], indptr[user + 1]
+    n_items = weights.shape[0]
+    if sampler == _POPULARITY:
+        mass = total
+        for p in range(start, end):
+            mass -= weights[indices[p]]
+        # Below this the complement's mass is rounding noise: uniform over the complement, as sampling.py.
+        if mass > 1e-9 * total:
+            t = u * mass
+            acc = 0.0
+            p = start
+            last = -1
+            for item in range(n_items):
+                if p < end and indices[p] == item:
+                    p += 1
+                    continue
+                if weights[item] > 0.0:
+                    acc += weights[item]
+                    last = item
+                    if acc > t:
+                        return item
+            if last >= 0:
+                return last
+    free = n_items - (end - start)
+    r = min(int(u * free), free - 1)
+    item = r
+    # The r-th item that is not a positive: step over every positive at or below the candidate.
+    for p in range(start, end):
+        if indices[p] <= item:
+            item += 1
+        else:
+            break
+    return int(item)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def draw_negative(
+    key: np.uint64,
+    example: int,
+    slot: int,
+    user: int,
+    sampler: int,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    bits: np.ndarray,
+    prob: np.ndarray,
+    alias: np.ndarray,
+    weights: np.ndarray,
+    total: float,
+) -> int:
+    """The slot-th negative of an example: a draw of the sampler that is not a positive of the user."""
+    n_items = prob.shape[0]
+    base = slot * (_ROUNDS + 1)
+    for attempt in range(_ROUNDS):
+        x = uniform01(key, example, base + attempt) * n_items
+        item = min(int(x), n_items - 1)
+        if sampler == _POPULARITY and x - item >= prob[item]:
+            item = alias[item]
+        if not is_positive(indptr, indices, bits, user, item):
+            return int(item)
+    return _exact(uniform01(key, example, base + _ROUNDS), user, sampler, indptr, indices, weights, total)
+
+
+def positive_bits(indptr: np.ndarray, indices: np.ndarray, n_items: int) -> np.ndarray:
+    """A (n_users, ⌈n_items/64⌉) uint64 bit set of the positives, or (0, 0) above _BITS_LIMIT bytes."""
+    words = (n_items + 63) // 64
+    n_users = indptr.shape[0] - 1
+    if n_users * words * 8 > _BITS_LIMIT:
+        return np.zeros((0, 0), dtype=np.uint64)
+    bits = np.zeros((n_users, words), dtype=np.uint64)
+    _fill_bits(indptr, indices, bits)
+    return bits
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill_bits(indptr: np.ndarray, indices: np.ndarray, bits: np.ndarray) -> None:
+    for user in range(indptr.shape[0] - 1):
+        for p in range(indptr[user], indptr[user + 1]):
+            item = indices[p]
+            bits[user, item >> 6] |= np.uint64(1) << np.uint64(item & 63)
+
+
+def alias_table(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vose's alias table of a weight vector: draw i uniformly, keep it with prob[i], else take alias[i]."""
+    n = weights.shape[0]
+    prob = np.ones(n, dtype=np.float64)
+    alias = np.arange(n, dtype=np.int64)
+    total = float(weights.sum())
+    if n == 0 or total <= 0.0:
+        return prob, alias
+    scaled = weights.astype(np.float64) * (n / total)
+    _fill_alias(scaled, prob, alias)
+    return prob, alias
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill_alias(scaled: np.ndarray, prob: np.ndarray, alias: np.ndarray) -> None:
+    n = scaled.shape[0]
+    small = np.empty(n, dtype=np.int64)
+    large = np.empty(n, dtype=np.int64)
+    n_small = n_large = 0
+    for i in range(n):
+        if scaled[i] < 1.0:
+            small[n_small] = i
+            n_small += 1
+        else:
+            large[n_large] = i
+            n_large += 1
+    while n_small > 0 and n_large > 0:
+        n_small -= 1
+        s = small[n_small]
+        n_large -= 1
+        g = large[n_large]
+        prob[s] = scaled[s]
+        alias[s] = g
+        scaled[g] = scaled[g] + scaled[s] - 1.0
+        if scaled[g] < 1.0:
+            small[n_small] = g
+            n_small += 1
+        else:
+            large[n_large] = g
+            n_large += 1
+    # What is left is 1 up to rounding.
+    for q in range(n_large):
+        prob[large[q]] = 1.0
+    for q in range(n_small):
+        prob[small[q]] = 1.0
+
+
+# ----------------------------------------------------------------------------------------------- losses
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _softplus(x: float) -> float:
+    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _sigmoid(x: float) -> float:
+    if x >= 0.0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _private_loss(loss: int, c: np.ndarray, e: int, rows: np.ndarray, log_q: np.ndarray) -> float:
+    """Turn the scores c[e] = [s_pos, s_neg…] of example e into ∂ℓ/∂s in place; return ℓ.
+
+    rows[e] = [user row, positive, negatives…]; log_q (empty: no correction) is subtracted from softmax logits.
+    """
+    width = c.shape[1]
+    if loss == _BCE:
+        s = float(c[e, 0])
+        total = _softplus(-s)
+        c[e, 0] = -_sigmoid(-s)
+        for j in range(1, width):
+            s = float(c[e, j])
+            total += _softplus(s)
+            c[e, j] = _sigmoid(s)
+        return total
+    if loss == _MSE:
+        r = float(c[e, 0]) - 1.0
+        total = r * r
+        c[e, 0] = 2.0 * r
+        for j in range(1, width):
+            s = float(c[e, j])
+            total += s * s
+            c[e, j] = 2.0 * s
+        return total
+    if loss == _BPR:
+        k = width - 1
+        if k == 0:
+            c[e, 0] = 0.0
+            return 0.0
+        sp = float(c[e, 0])
+        total = 0.0
+        g_pos = 0.0
+        for j in range(1, width):
+            x = float(c[e, j]) - sp
+            total += _softplus(x)
+            g = _sigmoid(x) / k
+            c[e, j] = g
+            g_pos -= g
+        c[e, 0] = g_pos
+        return float(total / k)
+    correct = log_q.shape[0] > 0
+    peak = -np.inf
+    for j in range(width):
+        z = float(c[e, j])
+        if correct:
+            z -= log_q[rows[e, 1 + j]]
+        c[e, j] = z
+        peak = max(peak, z)
+    z_pos = float(c[e, 0])
+    total = 0.0
+    for j in range(width):
+        x = math.exp(float(c[e, j]) - peak)
+        c[e, j] = x
+        total += x
+    out = math.log(total) + peak - z_pos
+    for j in range(width):
+        c[e, j] = c[e, j] / total
+    c[e, 0] -= 1.0
+    return out
+
+
+@numba.njit(fastmath=True, cache=True, nogil=True, inline="always")
+def _dot(table: np.ndarray, a: int, b: int) -> float:
+    """table[a]·table[b], indexing the 2-D array: a row view per call costs two atomic refcount updates."""
+    acc = np.float32(0.0)
+    for j in range(table.shape[1]):
+        acc += table[a, j] * table[b, j]
+    return float(acc)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _example(
+    table: np.ndarray,
+    e: int,
+    example: int,
+    key: np.uint64,
+    sampler: int,
+    k: int,
+    n_candidates: int,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    bits: np.ndarray,
+    prob: np.ndarray,
+    alias: np.ndarray,
+    weights: np.ndarray,
+    total: float,
+    n_items: int,
+    rows: np.ndarray,
+    scores: np.ndarray,
+    best: np.ndarray,
+) -> None:
+    """Draw example e's private negatives into rows[e, 2:] and put its scores in scores[e]."""
+    user = rows[e, 0] - n_items
+    u = rows[e, 0]
+    if sampler == _HARD:
+        # Keep the k best-scoring candidates, best first (insertion into a sorted list of k).
+        for j in range(k):
+            best[e, j] = -np.inf
+        for c in range(n_candidates):
+            item = draw_negative(key, example, c, user, _UNIFORM, indptr, indices, bits, prob, alias, weights, total)
+            s = _dot(table, item, u)
+            if s <= best[e, k - 1]:
+                continue
+            j = k - 1
+            while j > 0 and best[e, j - 1] < s:
+                best[e, j] = best[e, j - 1]
+                rows[e, 2 + j] = rows[e, 1 + j]
+                j -= 1
+            best[e, j] = s
+            rows[e, 2 + j] = item
+    elif sampler != _NONE:
+        for j in range(k):
+            rows[e, 2 + j] = draw_negative(
+                key, example, j, user, sampler, indptr, indices, bits, prob, alias, weights, total
+            )
+    for j in range(k + 1):
+        scores[e, j] = _dot(table, u, rows[e, 1 + j])
+
+
+# ----------------------------------------------------------------------------------------------- updates
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _chain(
+    rows: np.ndarray, n_examples: int, shared: np.ndarray, head: np.ndarray, nxt: np.ndarray, uniq: np.ndarray
+) -> int:
+    """Chain every (example, slot) entry, then every shared row, to its table row; return the distinct count."""
+    width = rows.shape[1]
+    n_unique = 0
+    for ent in range(n_examples * width):
+        r = rows[ent // width, ent % width]
+        if head[r] < 0:
+            uniq[n_unique] = r
+            n_unique += 1
+        nxt[ent] = head[r]
+        head[r] = ent
+    base = n_examples * width
+    for s in range(shared.shape[0]):
+        r = shared[s]
+        if head[r] < 0:
+            uniq[n_unique] = r
+            n_unique += 1
+        nxt[base + s] = head[r]
+        head[r] = base + s
+    return n_unique
+
+
+@numba.njit(fastmath=True, cache=True, nogil=True, inline="always")
+def _row_step(
+    q: int,
+    table: np.ndarray,
+    rows: np.ndarray,
+    coefs: np.ndarray,
+    n_examples: int,
+    extra_user: np.ndarray,
+    extra_shared: np.ndarray,
+    head: np.ndarray,
+    nxt: np.ndarray,
+    uniq: np.ndarray,
+    staging: np.ndarray,
+    optimizer: int,
+    lr: np.float32,
+    l2x2: np.float32,
+    state0: np.ndarray,
+    state1: np.ndarray,
+    steps: np.ndarray,
+) -> None:
+    """Sum the gradient of distinct row uniq[q] from its chain and put its value after one step in staging[q]."""
+    width = rows.shape[1]
+    d = table.shape[1]
+    r = uniq[q]
+    # 2-D indexing throughout: row views would update the arrays' refcounts atomically, from every thread.
+    for j in range(d):
+        staging[q, j] = 0.0
+    base = n_examples * width
+    ent = head[r]
+    while ent >= 0:
+        if ent >= base:
+            x = ent - base
+            for j in range(d):
+                staging[q, j] += extra_shared[x, j]
+        else:
+            e = ent // width
+            slot = ent - e * width
+            if slot == 0:
+                for jj in range(width - 1):
+                    c = coefs[e, jj]
+                    v = rows[e, 1 + jj]
+                    for j in range(d):
+                        staging[q, j] += c * table[v, j]
+                if extra_user.shape[0] > 0:
+                    for j in range(d):
+                        staging[q, j] += extra_user[e, j]
+            else:
+                c = coefs[e, slot - 1]
+                u = rows[e, 0]
+                for j in range(d):
+                    staging[q, j] += c * table[u, j]
+            if slot <= 1 and l2x2 > 0.0:
+                for j in range(d):
+                    staging[q, j] += l2x2 * table[r, j]
+        ent = nxt[ent]
+    # One store per loop: with several, LLVM's alias checks fail and the loops stay scalar.
+    if optimizer == _SGD:
+        for j in range(d):
+            staging[q, j] = table[r, j] - lr * staging[q, j]
+    elif optimizer == _ADAGRAD:
+        for j in range(d):
+            state0[r, j] += staging[q, j] * staging[q, j]
+        for j in range(d):
+            staging[q, j] = table[r, j] - lr * staging[q, j] / (np.sqrt(state0[r, j]) + np.float32(_ADAGRAD_EPS))
+    else:
+        t = steps[r] + 1.0
+        steps[r] = t
+        c1 = np.float32(1.0 / (1.0 - _B1**t))
+        c2 = np.float32(1.0 / (1.0 - _B2**t))
+        for j in range(d):
+            state0[r, j] = np.float32(_B1) * state0[r, j] + np.float32(1.0 - _B1) * staging[q, j]
+        for j in range(d):
+            state1[r, j] = np.float32(_B2) * state1[r, j] + np.float32(1.0 - _B2) * staging[q, j] * staging[q, j]
+        for j in range(d):
+            m_hat = state0[r, j] * c1
+            staging[q, j] = table[r, j] - lr * m_hat / (np.sqrt(state1[r, j] * c2) + np.float32(_ADAM_EPS))
+
+
+@numba.njit(fastmath=True, cache=True, nogil=True, inline="always")
+def _apply(
+    table: np.ndarray,
+    rows: np.ndarray,
+    coefs: np.ndarray,
+    n_examples: int,
+    extra_user: np.ndarray,
+    shared: np.ndarray,
+    extra_shared: np.ndarray,
+    head: np.ndarray,
+    nxt: np.ndarray,
+    uniq: np.ndarray,
+    staging: np.ndarray,
+    optimizer: int,
+    lr: float,
+    l2: float,
+    state0: np.ndarray,
+    state1: np.ndarray,
+    steps: np.ndarray,
+) -> None:
+    """apply_batch's work, inlined into the compiled loops."""
+    n_unique = _chain(rows, n_examples, shared, head, nxt, uniq)
+    lr32, l2x2 = np.float32(lr), np.float32(2.0 * l2)
+    for q in range(n_unique):
+        _row_step(
+            q, table, rows, coefs, n_examples, extra_user, extra_shared, head, nxt, uniq, staging,
+            optimizer, lr32, l2x2, state0, state1, steps,
+        )  # fmt: skip
+    d = table.shape[1]
+    for q in range(n_unique):
+        r = uniq[q]
+        for j in range(d):
+            table[r, j] = staging[q, j]
+        head[r] = -1
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def apply_batch(
+    table: np.ndarray,
+    rows: np.ndarray,
+    coefs: np.ndarray,
+    n_examples: int,
+    extra_user: np.ndarray,
+    shared: np.ndarray,
+    extra_shared: np.ndarray,
+    head: np.ndarray,
+    nxt: np.ndarray,
+    uniq: np.ndarray,
+    staging: np.ndarray,
+    optimizer: int,
+    lr: float,
+    l2: float,
+    state0: np.ndarray,
+    state1: np.ndarray,
+    steps: np.ndarray,
+) -> None:
+    """One optimiser step per distinct row of the batch from gradients at the batch's starting parameters.
+
+    rows (≥ n_examples, 1 + width) = [user row, positive, private negatives…], coefs = ∂ℓ/∂s of the
+    positive and negatives; extra_user (n_examples, d) and extra_shared (S, d) are dense gradients of the
+    user rows and of the shared rows `shared` (empty when there are none).
+    """
+    for _ in numba.prange(1):  # one gufunc: see the note on prange(1) above
+        _apply(
+            table, rows, coefs, n_examples, extra_user, shared, extra_shared, head, nxt, uniq, staging,
+            optimizer, lr, l2, state0, state1, steps,
+        )  # fmt: skip
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def private_batches(
+    table: np.ndarray,
+    users: np.ndarray,
+    items: np.ndarray,
+    first: int,
+    batch_size: int,
+    key: np.uint64,
+    sampler: int,
+    k: int,
+    n_candidates: int,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    bits: np.ndarray,
+    prob: np.ndarray,
+    alias: np.ndarray,
+    weights: np.ndarray,
+    total: float,
+    loss: int,
+    log_q: np.ndarray,
+    optimizer: int,
+    lr: float,
+    l2: float,
+    state0: np.ndarray,
+    state1: np.ndarray,
+    steps: np.ndarray,
+    work: tuple[np.ndarray, ...],
+    part: int,
+    parts: int,
+) -> float:
+    """Mini-batches of private negatives (none, uniform, popularity, hard) over the given examples; Σ ℓ.
+
+    users/items are the examples in epoch order from position `first`; batches start at multiples of
+    batch_size from the first example given, and this call takes batches part, part + parts, … of them
+    (each Hogwild thread one part, with its own work buffers). log_q: empty, or the softmax correction.
+    """
+    rows, scores, best, losses, head, nxt, uniq, staging, no_extra, no_shared = work
+    n_items = prob.shape[0]
+    n = users.shape[0]
+    total_loss = 0.0
+    for _ in numba.prange(1):  # one gufunc: see the note on prange(1) above
+        for start in range(part * batch_size, n, parts * batch_size):
+            b = min(batch_size, n - start)
+            for e in range(b):
+                rows[e, 0] = users[start + e] + n_items
+                rows[e, 1] = items[start + e]
+                _example(
+                    table, e, first + start + e, key, sampler, k, n_candidates, indptr, indices, bits, prob, alias,
+                    weights, total, n_items, rows, scores, best,
+                )  # fmt: skip
+                losses[e] = _private_loss(loss, scores, e, rows, log_q)
+            for e in range(b):
+                total_loss += losses[e]
+            _apply(
+                table, rows, scores, b, no_extra, no_shared, no_extra, head, nxt, uniq, staging,
+                optimizer, lr, l2, state0, state1, steps,
+            )  # fmt: skip
+    return total_loss
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def sequential_examples(
+    table: np.ndarray,
+    users: np.ndarray,
+    items: np.ndarray,
+    first: int,
+    key: np.uint64,
+    sampler: int,
+    k: int,
+    n_candidates: int,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    bits: np.ndarray,
+    prob: np.ndarray,
+    alias: np.ndarray,
+    weights: np.ndarray,
+    total: float,
+    loss: int,
+    log_q: np.ndarray,
+    optimizer: int,
+    lr: float,
+    l2: float,
+    state0: np.ndarray,
+    state1: np.ndarray,
+    steps: np.ndarray,
+    work: tuple[np.ndarray, ...],
+) -> float:
+    """Variant "sgd": one update per example, in order, on one thread (exactly sequential); Σ ℓ."""
+    rows, scores, best, losses, head, nxt, uniq, staging, no_extra, no_shared = work
+    n_items = prob.shape[0]
+    lr32, l2x2 = np.float32(lr), np.float32(2.0 * l2)
+    d = table.shape[1]
+    total_loss = 0.0
+    for _ in numba.prange(1):  # one gufunc: see the note on prange(1) above
+        for e in range(users.shape[0]):
+            rows[0, 0] = users[e] + n_items
+            rows[0, 1] = items[e]
+            _example(
+                table, 0, first + e, key, sampler, k, n_candidates, indptr, indices, bits, prob, alias, weights, total,
+                n_items, rows, scores, best,
+            )  # fmt: skip
+            total_loss += _private_loss(loss, scores, 0, rows, log_q)
+            n_unique = _chain(rows, 1, no_shared, head, nxt, uniq)
+            for q in range(n_unique):
+                _row_step(
+                    q, table, rows, scores, 1, no_extra, no_extra, head, nxt, uniq, staging,
+                    optimizer, lr32, l2x2, state0, state1, steps,
+                )  # fmt: skip
+            for q in range(n_unique):
+                r = uniq[q]
+                for j in range(d):
+                    table[r, j] = staging[q, j]
+                head[r] = -1
+    return total_loss
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def shared_coefficients(
+    table: np.ndarray,
+    users: np.ndarray,
+    items: np.ndarray,
+    first: int,
+    key: np.uint64,
+    k: int,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    bits: np.ndarray,
+    prob: np.ndarray,
+    alias: np.ndarray,
+    weights: np.ndarray,
+    total: float,
+    shared: np.ndarray,
+    counts: np.ndarray,
+    s_shared: np.ndarray,
+    loss: int,
+    log_q: np.ndarray,
+    rows: np.ndarray,
+    scores: np.ndarray,
+    best: np.ndarray,
+    losses: np.ndarray,
+    mark: np.ndarray,
+) -> None:
+    """One batch with shared negatives: the distinct batch positives `shared` (counts[s] copies each), plus
+    k private uniform ones per example (mixed). s_shared (B, S) holds u·v_s on entry and ∂ℓ/∂s on return
+    (0 where shared[s] is a positive of the row's user), scores[:, :k+1] the private ∂ℓ/∂s, losses ℓ;
+    mark is an all-False bool scratch of n_items (left all False)."""
+    n_items = prob.shape[0]
+    b = users.shape[0]
+    n_shared = shared.shape[0]
+    correct = log_q.shape[0] > 0
+    for _ in numba.prange(1):  # one gufunc: see the note on prange(1) above
+        for e in range(b):
+            rows[e, 0] = users[e] + n_items
+            rows[e, 1] = items[e]
+            _example(
+                table, e, first + e, key, _UNIFORM if k > 0 else _NONE, k, 0, indptr, indices, bits, prob, alias,
+                weights, total, n_items, rows, scores, best,
+            )  # fmt: skip
+            user = users[e]
+            for p in range(indptr[user], indptr[user + 1]):
+                mark[indices[p]] = True
+            width = k + 1
+            out = 0.0
+            if loss in (_BCE, _MSE):
+                out = _private_loss(loss, scores, e, rows, log_q)
+                for q in range(n_shared):
+                    if mark[shared[q]]:
+                        s_shared[e, q] = 0.0
+                        continue
+                    x = float(s_shared[e, q])
+                    if loss == _BCE:
+                        out += counts[q] * _softplus(x)
+                        s_shared[e, q] = counts[q] * _sigmoid(x)
+                    else:
+                        out += counts[q] * x * x
+                        s_shared[e, q] = counts[q] * 2.0 * x
+            elif loss == _BPR:
+                n_neg = float(k)
+                for q in range(n_shared):
+                    if not mark[shared[q]]:
+                        n_neg += counts[q]
+                if n_neg == 0.0:
+                    scores[e, 0] = 0.0
+                    for q in range(n_shared):
+                        s_shared[e, q] = 0.0
+                else:
+                    sp = float(scores[e, 0])
+                    g_pos = 0.0
+                    for j in range(1, width):
+                        x = float(scores[e, j]) - sp
+                        out += _softplus(x)
+                        g = _sigmoid(x) / n_neg
+                        scores[e, j] = g
+                        g_pos -= g
+                    for q in range(n_shared):
+                        if mark[shared[q]]:
+                            s_shared[e, q] = 0.0
+                            continue
+                        x = float(s_shared[e, q]) - sp
+                        out += counts[q] * _softplus(x)
+                        g = counts[q] * _sigmoid(x) / n_neg
+                        s_shared[e, q] = g
+                        g_pos -= g
+                    scores[e, 0] = g_pos
+                    out /= n_neg
+            else:
+                peak = -np.inf
+                for j in range(width):
+                    z = float(scores[e, j])
+                    if correct:
+                        z -= log_q[rows[e, 1 + j]]
+                    scores[e, j] = z
+                    peak = max(peak, z)
+                for q in range(n_shared):
+                    if not mark[shared[q]]:
+                        z = float(s_shared[e, q])
+                        if correct:
+                            z -= log_q[shared[q]]
+                        s_shared[e, q] = z
+                        peak = max(peak, z)
+                z_pos = float(scores[e, 0])
+                denominator = 0.0
+                for j in range(width):
+                    x = math.exp(float(scores[e, j]) - peak)
+                    scores[e, j] = x
+                    denominator += x
+                for q in range(n_shared):
+                    if mark[shared[q]]:
+                        s_shared[e, q] = 0.0
+                    else:
+                        x = counts[q] * math.exp(float(s_shared[e, q]) - peak)
+                        s_shared[e, q] = x
+                        denominator += x
+                out = math.log(denominator) + peak - z_pos
+                for j in range(width):
+                    scores[e, j] = scores[e, j] / denominator
+                scores[e, 0] -= 1.0
+                for q in range(n_shared):
+                    s_shared[e, q] = s_shared[e, q] / denominator
+            losses[e] = out
+            for p in range(indptr[user], indptr[user + 1]):
+                mark[indices[p]] = False
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Keep numba's parallel regions on the calling thread (numba's thread count is per thread)."""
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
+
+
+def work_buffers(
+    n_rows: int, batch: int, k: int, n_candidates: int, dim: int, n_shared: int = 0
+) -> tuple[np.ndarray, ...]:
+    """Scratch arrays of one batch: rows, scores, hard's best scores, losses, the row chains, staging."""
+    width = 2 + k
+    entries = batch * width + n_shared
+    return (
+        np.zeros((batch, width), dtype=np.int64),
+        np.zeros((batch, width - 1), dtype=np.float32),
+        np.zeros((batch, max(k, 1)), dtype=np.float32),
+        np.zeros(batch, dtype=np.float64),
+        np.full(n_rows, -1, dtype=np.int64),
+        np.empty(entries, dtype=np.int64),
+        np.empty(min(entries, n_rows), dtype=np.int64),
+        np.empty((min(entries, n_rows), dim), dtype=np.float32),
+        np.zeros((0, dim), dtype=np.float32),
+        np.zeros(0, dtype=np.int64),
+    )
