@@ -125,8 +125,24 @@ def check_combination(config: SGDConfig) -> None:
         )
 
 
+# The service's SGD recipe for what a spec leaves out with the search off (the search starts from it):
+# in-batch sampled softmax with logQ, adam 0.005, l2 0.05 — recall@20 0.279 on ml-1m-implicit at dim 64.
+RECIPE_EPOCHS = 20
+RECIPE_L2 = 0.05
+RECIPE_LEARNING_RATE = {"adam": 0.005, "adagrad": 0.05, "sgd": 0.05}
+
+
 def sgd_config_from_spec(block: dict[str, Any], *, dim: int, seed: int) -> SGDConfig:
-    """An SGDConfig from the `sgd` block of a training spec (ValueError explains a bad combination)."""
+    """An SGDConfig from the `sgd` block of a training spec (ValueError explains a bad combination); omitted
+    (None) epochs, learning rate and l2 take the recipe's values."""
     fields = dict(block)
+    optimizer = fields.get("optimizer") or "adam"
+    for name, default in (
+        ("epochs", RECIPE_EPOCHS),
+        ("l2", RECIPE_L2),
+        ("learning_rate", RECIPE_LEARNING_RATE.get(optimizer, RECIPE_LEARNING_RATE["adam"])),
+    ):
+        if fields.get(name) is None:
+            fields[name] = default
     negatives = NegativeConfig(**fields.pop("negatives", {}))
     return SGDConfig(dim=dim, seed=seed, negatives=negatives, **fields)

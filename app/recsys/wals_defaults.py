@@ -16,6 +16,8 @@ TARGET_SHRINKAGE; s is proportional to λ, so this is one division.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from app.recsys.confidence import confidence
@@ -78,3 +80,45 @@ def capped_l2(base: float, shrinkage: float, target: float = TARGET_SHRINKAGE) -
     if shrinkage <= target:
         return base
     return base * target / shrinkage
+
+
+# The search (autotune.py) sweeps what a spec leaves out over these axes, first value first. λ is given as the
+# shrinkage s it leaves (above), so one list suits every catalogue size; w0 sets how far observed entries
+# outweigh the unobserved ones (c/w0 from 16 to 4 at α 10), which for binary weights is all α does, so α and
+# the confidence scheme are swept only where weights differ. Validation recall@20 at dim 64 (train → valid,
+# bench/generalise.py's splits): s 0.03 led on yelp2018-sample, 0.1 on hetrec-lastfm, 0.05 on ml-1m; w0 0.5
+# beat 2 on yelp and lost on ml-100k. amazon-book-sample and ml-latest-small informed none of this.
+SEARCH_AXES: tuple[tuple[str, tuple[Any, ...]], ...] = (
+    ("shrinkage", (0.03, 0.01, 0.1, 0.3)),
+    ("unobserved_weight", (1.0, 0.5, 2.0)),
+    ("alpha", (10.0, 2.0, 50.0)),
+    ("scheme", ("log", "linear")),
+    ("l2_scaling", ("frequency", "none")),
+)
+WEIGHTED_ONLY = ("alpha", "scheme")
+
+
+def search_axes(named: dict[str, Any], weighted: bool) -> list[tuple[str, tuple[Any, ...]]]:
+    """The axes the WALS search sweeps: SEARCH_AXES less what `named` fixes (keys scheme, alpha,
+    unobserved_weight, l2 for the shrinkage, l2_scaling), and less α and the scheme when every weight is the same."""
+    fixes = {"shrinkage": "l2"}
+    return [
+        (name, values)
+        for name, values in SEARCH_AXES
+        if named.get(fixes.get(name, name)) is None and (weighted or name not in WEIGHTED_ONLY)
+    ]
+
+
+def l2_for_shrinkage(
+    data: Interactions,
+    target: float,
+    unobserved_weight: float,
+    scaling: str,
+    exponent: float,
+    kind: str,
+    alpha: float,
+    eps: float,
+) -> float:
+    """The λ whose median shrinkage on `data` is `target` (s grows linearly with λ)."""
+    at_one = interaction_shrinkage(data, 1.0, unobserved_weight, scaling, exponent, kind, alpha, eps)
+    return target / at_one if at_one > 0 else 0.0
