@@ -93,6 +93,13 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(
         30.0, gt=0, description="A running job whose heartbeat is older than 4x this may be resumed."
     )
+    search_budget: float = Field(
+        3.0,
+        ge=1.5,
+        le=20,
+        description="Most a job's settings search plus its final fit may cost, in fits with fixed settings "
+        "(a spec's search.budget overrides it).",
+    )
     # Crash safety (app/services/recovery.py, checkpoints.py): every worker runs the reaper/reconciler.
     checkpoint_seconds: float = Field(
         10.0, ge=0, description="Save a running job's training state at most this often (0: every step)."

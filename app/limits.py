@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.errors import LimitExceeded
+from app.recsys.sgd_config import RECIPE_EPOCHS
 from app.spec import TrainingSpec
 
 MIB = 1024 * 1024
@@ -85,8 +86,18 @@ def check_spec(spec: TrainingSpec, limits: Limits, prefix: str = "") -> None:
             )
         elif iterations is not None:
             _over(f"{prefix}wals.iterations", iterations, limits.max_wals_iterations, "max_wals_iterations")
-    else:
+    elif spec.sgd.epochs is not None:
         _over(f"{prefix}sgd.epochs", spec.sgd.epochs, limits.max_sgd_epochs, "max_sgd_epochs")
+    elif limits.max_sgd_epochs < RECIPE_EPOCHS:
+        field = f"{prefix}sgd.epochs"
+        _over(
+            field,
+            RECIPE_EPOCHS,
+            limits.max_sgd_epochs,
+            "max_sgd_epochs",
+            detail=f"{field} is omitted and Unfold's default {RECIPE_EPOCHS} is over the limit of "
+            f"{limits.max_sgd_epochs} (set by {SETTINGS['max_sgd_epochs']}); set it explicitly",
+        )
 
 
 def check_k(k: int, limits: Limits, field: str = "k") -> None:

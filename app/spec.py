@@ -81,10 +81,14 @@ class _Strict(BaseModel):
 
 
 class ConfidenceSpec(_Strict):
-    scheme: Literal["linear", "log"] = Field(
-        "log", description="c = 1 + α·log(1 + r/ε) (robust to heavy-tailed counts), or c = 1 + α·r."
+    scheme: Literal["linear", "log"] | None = Field(
+        None,
+        description="c = 1 + α·log(1 + r/ε) (robust to heavy-tailed counts), or c = 1 + α·r; omitted: chosen by "
+        "the search on weighted data, log otherwise.",
     )
-    alpha: float | None = Field(None, ge=0, le=1e6, description="α (0..1e6); Unfold uses 10 when omitted.")
+    alpha: float | None = Field(
+        None, ge=0, le=1e6, description="α (0..1e6); omitted: chosen by the search (10 with `search.mode` off)."
+    )
     eps: float = Field(1.0, gt=0, le=1e9, description="ε of the log scheme, in the weights' units (ignored by linear).")
 
 
@@ -103,9 +107,10 @@ class WALSSpec(_Strict):
         description="λ; default 0.01 with frequency scaling, lowered from the data's counts where that would "
         "over-shrink (README, 'How the defaults are chosen'); 100 with one λ.",
     )
-    l2_scaling: Literal["none", "frequency"] = Field(
-        "frequency",
-        description="frequency: each row's λ_u = λ·(|I_u| + w0·n_items)^l2_exponent (Rendle et al. 2022); none: one λ.",
+    l2_scaling: Literal["none", "frequency"] | None = Field(
+        None,
+        description="frequency: each row's λ_u = λ·(|I_u| + w0·n_items)^l2_exponent (Rendle et al. 2022); none: one λ; "
+        "omitted: chosen by the search (frequency with `search.mode` off).",
     )
     l2_exponent: float = Field(1.0, ge=0, le=2, description="ν of the frequency scaling.")
     unobserved_weight: float | None = Field(
@@ -156,13 +161,20 @@ class SGDSpec(_Strict):
         description="Positive examples per update of the mini-batch variants (variant sgd uses 1); in_batch and "
         "mixed negatives need at least 2.",
     )
-    epochs: int = Field(
-        20,
+    epochs: int | None = Field(
+        None,
         ge=1,
         le=1000,
-        description="Passes over every positive interaction; UNFOLD_MAX_SGD_EPOCHS may lower the ceiling of 1000.",
+        description="Passes over every positive interaction; omitted: chosen by the search's early stopping on "
+        "validation (20 with `search.mode` off). UNFOLD_MAX_SGD_EPOCHS may lower the ceiling of 1000.",
     )
-    learning_rate: float = Field(0.005, gt=0, le=100, description="η, the optimiser's step size (> 0).")
+    learning_rate: float | None = Field(
+        None,
+        gt=0,
+        le=100,
+        description="η, the optimiser's step size (> 0); omitted: chosen by the search (0.005 for adam, 0.05 for "
+        "adagrad and sgd with `search.mode` off).",
+    )
     optimizer: Literal["sgd", "adagrad", "adam"] = Field(
         "adam", description="Row-wise and lazy (only touched rows change): sgd, adagrad, or adam with β (0.9, 0.999)."
     )
@@ -172,7 +184,13 @@ class SGDSpec(_Strict):
         "bpr: the positive above each negative; softmax: sampled softmax of the positive against its negatives "
         "(bpr and softmax need a negative strategy other than none).",
     )
-    l2: float = Field(0.05, ge=0, le=1e3, description="λ on the positive pair's user and item rows.")
+    l2: float | None = Field(
+        None,
+        ge=0,
+        le=1e3,
+        description="λ on the positive pair's user and item rows; omitted: chosen by the search (0.05 with "
+        "`search.mode` off).",
+    )
     negatives: NegativesSpec = Field(
         default_factory=NegativesSpec, description="Which items serve as negatives for each positive example."
     )
@@ -221,6 +239,28 @@ class IndexSpec(_Strict):
     )
 
 
+class SearchSpec(_Strict):
+    """How omitted settings are chosen: measured on a validation split of the training data (auto), or the
+    fixed defaults (off). docs/defaults.md describes the search and its budget."""
+
+    mode: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: the settings the spec leaves out (WALS: confidence, α, w0, λ, iterations) are chosen "
+        "by successive halving on a per-user validation split, then the final model trains on all the training "
+        "data; off: fixed defaults, no validation split.",
+    )
+    budget: float | None = Field(
+        None,
+        ge=1.5,
+        le=20,
+        description="Most the search plus the final fit may cost, in fits with fixed settings at the same dim "
+        "(1.5..20); omitted: UNFOLD_SEARCH_BUDGET (default 3).",
+    )
+    validation_fraction: float = Field(
+        0.2, ge=0.05, le=0.5, description="Share of each user's training interactions held out for validation."
+    )
+
+
 class EarlyStoppingSpec(_Strict):
     metric: str = Field("ndcg@20", description="A metric the evaluation computes, e.g. recall@20.")
     patience: int = Field(3, ge=1, le=100, description="Steps without improvement before stopping.")
@@ -261,6 +301,10 @@ class TrainingSpec(_Strict):
         "runs the best step count. Needs a split other than none.",
     )
     index: IndexSpec = Field(default_factory=IndexSpec, description="The nearest-neighbour index built for serving.")
+    search: SearchSpec = Field(
+        default_factory=SearchSpec,
+        description="Settings the spec leaves out are measured on the data (auto, the default) or fixed (off).",
+    )
 
     @field_validator("wals", "sgd")
     @classmethod

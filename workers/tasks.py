@@ -30,6 +30,7 @@ def train_job(settings: Settings, job_id: str) -> str:
             worker=f"{socket.gethostname()}:{os.getpid()}",
             heartbeat_seconds=settings.heartbeat_seconds,
             checkpoint_seconds=settings.checkpoint_seconds,
+            search_budget=settings.search_budget,
         )
 
 

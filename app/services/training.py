@@ -24,7 +24,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import Dataset, Job, Model
 from app.recsys.artifact import META, ModelArtifact, save_model
-from app.recsys.base import EmbeddingModel, StateCallback, TrainingState
+from app.recsys.autotune import AutotuneConfig, autotune
+from app.recsys.base import EmbeddingModel, Evaluator, StateCallback, TrainingState
 from app.recsys.embedding_map import EmbeddingMapConfig, embedding_map
 from app.recsys.folding import folding_diagnostics
 from app.recsys.index import IndexConfig, ItemIndex, build_index
@@ -32,9 +33,10 @@ from app.recsys.interactions import Interactions
 from app.recsys.metrics import popularity_metrics, ranking_metrics
 from app.recsys.split import split
 from app.services import checkpoints, job_state
-from app.services.algorithms import Plan, plan_for
+from app.services.algorithms import Plan, chosen_spec, default_steps, plan_for, search_space
 from app.services.datasets import StoredDataset, load_dataset
 from app.services.embedding_maps import EMBEDDING_MAP_FILE
+from app.services.progress import JobProgress, StepProgress, planned_phases
 from app.spec import TrainingSpec
 from app.storage import ArtifactStore
 
@@ -45,93 +47,19 @@ log = logging.getLogger(__name__)
 TRACKING_USERS = 1000
 
 
-class _Progress:
-    """Turns the core's per-step callback into job progress, history and early stopping."""
-
-    def __init__(
-        self,
-        reporter: job_state.JobReporter,
-        phase: str,
-        total: int,
-        unit: str,
-        spec: TrainingSpec,
-        resumed: checkpoints.Checkpoint | None = None,
-    ) -> None:
-        self.reporter, self.phase, self.total, self.unit = reporter, phase, total, unit
-        self.early = spec.early_stopping if phase == "fit" else None
-        self.best_value = -np.inf
-        self.best_step = 0
-        # A resumed phase starts after its checkpoint's step, with early stopping's best so far.
-        self.first_step = resumed.step if resumed is not None else 0
-        if resumed is not None and resumed.early_stopping:
-            self.best_value = float(resumed.early_stopping["best_value"])
-            self.best_step = int(resumed.early_stopping["best_step"])
-        self.started = time.monotonic()
-        self.last = self.started
-        self.reported = 0
-
-    def early_stopping_state(self) -> dict[str, Any]:
-        return {"best_value": self.best_value, "best_step": self.best_step}
-
-    def resumed_at_the_end(self, resumed: checkpoints.Checkpoint) -> None:
-        """A phase resumed after its last step runs no step: still show where it stands."""
-        last: dict[str, Any] = next((h for h in reversed(resumed.history) if h.get("phase") == self.phase), {})
-        progress = {
-            "step": resumed.step,
-            "total_steps": self.total,
-            "fraction": min(resumed.step / self.total, 1.0),
-            "unit": self.unit,
-            "phase": self.phase,
-            "eta_seconds": 0.0,
-            "loss": last.get("loss"),
-            "metrics": last.get("metrics") or {},
-        }
-        self.reporter.report(progress, None)
-
-    def __call__(self, step: int, elapsed: float, loss: float, metrics: dict[str, float]) -> bool:
-        now = time.monotonic()
-        seconds, self.last = now - self.last, now
-        eta = (now - self.started) / max(step - self.first_step, 1) * (self.total - step)
-        progress = {
-            "step": step,
-            "total_steps": self.total,
-            "fraction": step / self.total,
-            "unit": self.unit,
-            "phase": self.phase,
-            "eta_seconds": round(eta, 3),
-            "loss": loss,
-            "metrics": metrics,
-        }
-        entry = {"step": step, "phase": self.phase, "loss": loss, "seconds": round(seconds, 4), "metrics": metrics}
-        self.reporter.report(progress, entry)
-        self.reported += 1
-        if self.early is not None and self.early.metric in metrics:
-            value = metrics[self.early.metric]
-            if value > self.best_value:
-                self.best_value, self.best_step = value, step
-            elif step - self.best_step >= self.early.patience:
-                return True
-        return False
-
-
 def _fit(
     data: Interactions,
     plan: Plan,
-    reporter: job_state.JobReporter,
+    job: JobProgress,
     phase: str,
     spec: TrainingSpec,
     test: Interactions | None,
     checkpointer: checkpoints.Checkpointer | None = None,
-) -> tuple[EmbeddingModel, _Progress]:
-    ks = tuple(spec.evaluation.k)
-    evaluator = None
-    if test is not None and test.nnz:
-
-        def evaluator(U: np.ndarray, V: np.ndarray) -> dict[str, float]:
-            return ranking_metrics(U, V, data, test, ks, max_users=TRACKING_USERS, seed=spec.seed)
-
+) -> tuple[EmbeddingModel, StepProgress]:
+    reporter = job.reporter
+    evaluator = _test_evaluator(data, test, spec)
     resumed = checkpointer.resume_state(phase) if checkpointer is not None else None
-    progress = _Progress(reporter, phase, plan.steps, plan.unit, spec, resumed)
+    progress = StepProgress(job, phase, plan.steps, spec, resumed)
     on_state: StateCallback | None = None
     if checkpointer is not None:
         saver = checkpointer
@@ -155,6 +83,80 @@ def _fit(
     if resumed is not None and not progress.reported:
         progress.resumed_at_the_end(resumed)
     return model, progress
+
+
+def _search(
+    data: Interactions, spec: TrainingSpec, job: JobProgress, test: Interactions | None, budget: float
+) -> tuple[TrainingSpec, EmbeddingModel, dict[str, Any]] | None:
+    """Choose what the spec leaves out on a validation split of `data` and train on all of it (autotune.py);
+    None when there is nothing to choose or too little data to choose on. Returns the spec with the choice
+    written in, the model, and the search's report. Every candidate tried becomes a history entry (phase
+    "search"); the final fit is followed like any fit (phase "fit", with test metrics). A crashed attempt
+    searches again: the search is deterministic, so it makes the same choice."""
+    space = search_space(spec, data)
+    if space is None:
+        return None
+    config = AutotuneConfig(
+        budget=spec.search.budget or budget, validation_fraction=spec.search.validation_fraction, seed=spec.seed
+    )
+    trials = 0
+
+    def progress(stage: str, done: float, planned: float, record: dict[str, Any]) -> None:
+        nonlocal trials
+        job.weigh("search", planned)
+        fraction = min(done / planned, 1.0) if planned else 1.0
+        if stage == "final":  # the final fit's own progress reports it (phase "fit")
+            job.done["search"] = fraction
+            return
+        snapshot = job.snapshot("search", fraction, int(record.get("step", 0)), space.max_steps,
+                                metrics=record.get("metrics") or {}, search_stage=stage)  # fmt: skip
+        entry = None
+        if stage == "trial":
+            trials += 1
+            entry = {"step": trials, "phase": "search", "loss": None, "seconds": None, "metrics": {}, **record}
+        job.reporter.report(snapshot, entry)
+
+    final = StepProgress(job, "fit", space.max_steps, spec)
+    outcome = autotune(
+        data, space, spec.dim, config, progress, job.reporter.interrupt, (final, _test_evaluator(data, test, spec))
+    )
+    if outcome is None:
+        return None
+    job.warnings.extend(outcome.warnings)
+    return chosen_spec(spec, outcome, data), outcome.model, outcome.report()
+
+
+def _test_evaluator(data: Interactions, test: Interactions | None, spec: TrainingSpec) -> Evaluator | None:
+    """Per-step held-out metrics, on a sample of test users so tracking stays cheap on big data."""
+    if test is None or not test.nnz:
+        return None
+    ks = tuple(spec.evaluation.k)
+
+    def evaluator(U: np.ndarray, V: np.ndarray) -> dict[str, float]:
+        return ranking_metrics(U, V, data, test, ks, max_users=TRACKING_USERS, seed=spec.seed)
+
+    return evaluator
+
+
+def _fit_or_search(
+    data: Interactions,
+    spec: TrainingSpec,
+    job: JobProgress,
+    test: Interactions | None,
+    checkpointer: checkpoints.Checkpointer | None,
+    budget: float,
+) -> tuple[TrainingSpec, EmbeddingModel, dict[str, Any] | None, int]:
+    """The model trained on `data`: with the search when the spec asks for it, else with the spec's values.
+    Returns the spec the model was trained with, the model, the search report and early stopping's best step."""
+    if spec.search.mode == "auto":
+        searched = _search(data, spec, job, test, budget)
+        if searched is not None:
+            job.weigh("fit", 0.0)
+            return searched[0], searched[1], searched[2], 0
+    job.weigh("search", 0.0)
+    job.weigh("fit", 1.0)
+    model, progress = _fit(data, plan_for(spec, data), job, "fit", spec, test, checkpointer)
+    return spec, model, None, progress.best_step if spec.early_stopping else 0
 
 
 def open_checkpoints(
@@ -187,7 +189,8 @@ def fit_and_score(
     checkpointer: checkpoints.Checkpointer | None = None,
 ) -> dict[str, float]:
     """Fit on `data` with progress and early stopping, score every held-out user; no artifact (tuning trials)."""
-    model, _ = _fit(data, plan_for(spec, data), reporter, "fit", spec, held_out, checkpointer)
+    job = JobProgress(reporter, {"fit": 1.0}, plan_for(spec).unit)
+    model, _ = _fit(data, plan_for(spec, data), job, "fit", spec, held_out, checkpointer)
     return ranking_metrics(model.user_factors, model.item_factors, data, held_out, tuple(spec.evaluation.k))
 
 
@@ -197,12 +200,14 @@ def train_model(
     job: Job,
     reporter: job_state.JobReporter,
     checkpoint_seconds: float | None = None,
+    search_budget: float = 3.0,
 ) -> Model:
-    """Fit, evaluate and (when a split was held out) refit on all data; store the artifact.
+    """Choose the settings the spec leaves out (or take its values), fit, evaluate and (when a split was held
+    out) refit on all data; store the artifact.
 
     With `checkpoint_seconds` (None: no checkpoints) the training state is saved at most that often
     and a checkpoint left by an earlier attempt is resumed; a model an earlier attempt already
-    published is returned as it is.
+    published is returned as it is. `search_budget` is the search's budget when the spec names none.
     """
     model_id = job_state.model_id_for(job.id)
     key = f"models/{model_id}"
@@ -221,21 +226,22 @@ def train_model(
     full = stored.interactions
     ev = spec.evaluation
     metrics: dict[str, Any] = {}
+    progress = JobProgress(reporter, planned_phases(spec, spec.search.mode == "auto"), plan_for(spec).unit)
     if ev.split == "none":
+        spec, model, search, _ = _fit_or_search(full, spec, progress, None, checkpointer, search_budget)
         plan = plan_for(spec, full)
-        model, _ = _fit(full, plan, reporter, "fit", spec, None, checkpointer)
+        if search is not None:
+            metrics["search"] = search
         metrics["folding"] = folding_diagnostics(
             model.user_factors, model.item_factors, full, None, stored.item_groups, seed=spec.seed
         )
     else:
         train, test = split(full, ev.split, ev.test_fraction, spec.seed)
-        # Values chosen from the data look at the training part only; the refit keeps them.
-        plan = plan_for(spec, train)
         if test.nnz == 0:
             raise ValueError(f"evaluation.split {ev.split!r} left no test interactions")
         fitted = checkpointer.fit_result if checkpointer is not None else None
         if fitted is None:
-            model, progress = _fit(train, plan, reporter, "fit", spec, test, checkpointer)
+            spec, model, search, best_step = _fit_or_search(train, spec, progress, test, checkpointer, search_budget)
             ks = tuple(ev.k)
             metrics.update(ranking_metrics(model.user_factors, model.item_factors, train, test, ks))
             metrics["baseline"] = {"popularity": popularity_metrics(train, test, ks)}
@@ -243,23 +249,37 @@ def train_model(
             metrics["folding"] = folding_diagnostics(
                 model.user_factors, model.item_factors, train, test, stored.item_groups, seed=spec.seed
             )
-            fitted = {"metrics": metrics, "best_step": progress.best_step if spec.early_stopping else 0}
+            if search is not None:
+                metrics["search"] = search
+            progress.warnings.extend(_baseline_warnings(metrics, ks))
+            progress.report("evaluate", 1.0, 0, 0, metrics=_flat_ranking(metrics))
+            # The spec with every searched value written in: a crash in the refit refits the same model.
+            fitted = {"metrics": metrics, "best_step": best_step, "spec": spec.model_dump(mode="json")}
             if checkpointer is not None:
                 # The phase boundary, saved whatever the throttle says: a crash in the refit keeps the evaluation.
                 checkpointer.fit_result = fitted
                 checkpointer.save(checkpoints.Checkpoint("refit", None, list(reporter.history), {}, fitted))
         else:
             metrics = dict(fitted["metrics"])
+            if "spec" in fitted:
+                spec = TrainingSpec.model_validate(fitted["spec"])
+            progress.warnings.extend(metrics.get("warnings", []))
+        # Values chosen from the data look at the training part only; the refit keeps them.
+        plan = plan_for(spec, train)
         # The served model learns from every interaction; held-out metrics above stay honest
         # because they come from the model that never saw the test split.
         if spec.early_stopping and fitted["best_step"]:
             plan = plan.with_steps(int(fitted["best_step"]))
-        model, _ = _fit(full, plan, reporter, "refit", spec, None, checkpointer)
+        progress.weigh("refit", plan.steps / default_steps(spec.algorithm))
+        model, _ = _fit(full, plan, progress, "refit", spec, None, checkpointer)
+    if progress.warnings:
+        metrics["warnings"] = list(dict.fromkeys(progress.warnings))
     if reporter.cancel_requested():
         raise job_state.JobCancelled("cancelled by request")
 
     resolved = {**spec.model_dump(mode="json"), spec.algorithm: plan.resolved()}
     resolved.pop("sgd" if spec.algorithm == "wals" else "wals", None)
+    progress.report("publish", 0.0, 0, 0)
     staged = store.staging_dir()
     try:
         index = _build_index(model, spec)
@@ -294,7 +314,25 @@ def train_model(
     except BaseException:
         store.discard(staged)
         raise
+    progress.finished()
     return _model_row(job, meta, key)
+
+
+def _baseline_warnings(metrics: dict[str, Any], ks: tuple[int, ...]) -> list[str]:
+    """Said loudly: a model that ranks no better than most-popular items on validation or on test."""
+    warnings = list((metrics.get("search") or {}).get("warnings", []))
+    k = max(ks)
+    ours, popular = metrics.get(f"recall@{k}"), metrics.get("baseline", {}).get("popularity", {}).get(f"recall@{k}")
+    if ours is not None and popular is not None and not ours > popular:
+        warnings.append(
+            f"the model does not beat the popularity baseline on the held-out split (recall@{k} {ours:.4f} "
+            f"against {popular:.4f})"
+        )
+    return warnings
+
+
+def _flat_ranking(metrics: dict[str, Any]) -> dict[str, float]:
+    return {name: value for name, value in metrics.items() if isinstance(value, float)}
 
 
 def _restore_finished(reporter: job_state.JobReporter, meta: dict[str, Any]) -> None:
@@ -388,6 +426,7 @@ def run_job(
     worker: str,
     heartbeat_seconds: float,
     checkpoint_seconds: float | None = None,
+    search_budget: float = 3.0,
 ) -> str:
     """Claim and run a job to a final status; returns what happened (for logs and tests).
 
@@ -405,7 +444,7 @@ def run_job(
     model_key = f"models/{job_state.model_id_for(job_id)}"
     try:
         with job_state.JobReporter(sessions, lease, heartbeat_seconds) as reporter:
-            model = train_model(sessions, store, job, reporter, checkpoint_seconds)
+            model = train_model(sessions, store, job, reporter, checkpoint_seconds, search_budget)
             # The published model now survives a crash on its own: the checkpoint is no longer needed.
             if job_state.holds(sessions, lease):
                 checkpoints.delete(store, job_id)

@@ -183,6 +183,7 @@ def test_frequency_scaled_wals_trains_and_folds_in(client, tmp_path: Path):
     path = planted_csv(tmp_path / "p.csv", N_USERS, N_ITEMS)
     ds = upload(client, path).json()["id"]
     spec = {"dataset_id": ds, "dim": 8, "evaluation": {"split": "none"}, "wals": {"l2_scaling": "frequency"}}
+    spec["search"] = {"mode": "off"}  # the fixed defaults: what this test checks
     job = client.get(f"/v1/jobs/{client.post('/v1/jobs', json=spec).json()['id']}").json()
     assert job["status"] == "succeeded", job
     wals = client.get(f"/v1/models/{job['model_id']}").json()["spec"]["wals"]

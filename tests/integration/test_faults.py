@@ -43,7 +43,13 @@ pytestmark = pytest.mark.integration
 # About 0.2 s per WALS iteration on one quiet thread (cholesky, dim 32): long enough to act mid-run,
 # short enough for CI; the API test trains longer (dim 48, 40 iterations) so the job outlives an API restart.
 DATA = {"n_users": 3000, "n_items": 1000, "per_user": 30}
-SPEC = {"algorithm": "wals", "dim": 32, "wals": {"iterations": 16, "solver": "cholesky", "l2": 1.0}}
+# The fixed path (no settings search), whose fit checkpoints are what these faults test.
+SPEC = {
+    "algorithm": "wals",
+    "dim": 32,
+    "wals": {"iterations": 16, "solver": "cholesky", "l2": 1.0},
+    "search": {"mode": "off"},
+}
 FAST = {
     "UNFOLD_HEARTBEAT_SECONDS": "1",
     "UNFOLD_REQUEUE_AFTER_SECONDS": "3",

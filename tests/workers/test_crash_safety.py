@@ -19,10 +19,12 @@ from app.storage import open_store
 from tests.workers.conftest import Killed, Sent, job_row, make_stale
 from workers.tasks import train_job
 
-WALS = {"algorithm": "wals", "wals": {"iterations": 6, "l2": 1.0, "unobserved_weight": 0.1}}
+# The fixed path (no settings search): these tests are about its checkpoints and resumes.
+WALS = {"algorithm": "wals", "wals": {"iterations": 6, "l2": 1.0, "unobserved_weight": 0.1}, "search": {"mode": "off"}}
 SGD = {
     "algorithm": "sgd",
     "sgd": {"variant": "minibatch_sgd", "epochs": 5, "batch_size": 64, "optimizer": "adam", "learning_rate": 0.02},
+    "search": {"mode": "off"},
 }
 
 

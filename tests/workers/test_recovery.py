@@ -20,7 +20,7 @@ from app.storage import open_store
 from tests.workers.conftest import Killed, Sent, job_row, make_stale
 from workers.tasks import final_job, train_job, trial_job
 
-SMALL = {"algorithm": "wals", "wals": {"iterations": 4, "l2": 1.0, "unobserved_weight": 0.1}}
+SMALL = {"algorithm": "wals", "wals": {"iterations": 4, "l2": 1.0, "unobserved_weight": 0.1}, "search": {"mode": "off"}}
 
 
 def _pass(sessions: Any, store: Any, sent: Sent, idle: bool = False, **kw: Any) -> Any:
