@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Literal
 
-from fastapi import Path, Query
+from fastapi import Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from pydantic import BeforeValidator
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -65,3 +67,27 @@ ExcludeSeen = Annotated[
     BeforeValidator(parse_bool),
     Query(description="Leave out items the user interacted with in the training data."),
 ]
+
+
+def only_query(*names: str) -> Callable[[Request], None]:
+    """A route dependency refusing query parameters other than `names` with a 422 naming them: a typo such as
+    `kk=3` would otherwise be ignored and answer with the default k."""
+    allowed = set(names)
+
+    def check(request: Request) -> None:
+        unknown = sorted(set(request.query_params) - allowed)
+        if unknown:
+            takes = ", ".join(names) if names else "no query parameters"
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "extra_forbidden",
+                        "loc": ("query", name),
+                        "msg": f"unknown query parameter; this route takes {takes}",
+                        "input": request.query_params[name],
+                    }
+                    for name in unknown
+                ]
+            )
+
+    return check

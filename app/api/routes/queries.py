@@ -13,7 +13,7 @@ from pydantic import BeforeValidator
 
 from app.api.deps import CacheDep, LimitsDep, TenantDep
 from app.api.hot_path import PEEK_MISSED
-from app.api.params import ExcludeSeen, ItemId, ModelId, UserId, parse_k
+from app.api.params import ExcludeSeen, ItemId, ModelId, UserId, only_query, parse_k
 from app.api.problems import V1_ERRORS, problems
 from app.api.schemas import (
     BatchRecommendations,
@@ -68,7 +68,12 @@ def _items(scored: serving.Scored) -> list[ScoredItem]:
 
 # `:path`: an external id may hold "/" (sent as %2F, which the server decodes before routing); the
 # converter keeps it one parameter. The literal segment after it makes the match unambiguous.
-@router.get("/users/{user:path}/recommendations", response_model=Recommendations, summary="Top-k items for a user")
+@router.get(
+    "/users/{user:path}/recommendations",
+    response_model=Recommendations,
+    summary="Top-k items for a user",
+    dependencies=[Depends(only_query("k", "exclude_seen", "exclude"))],
+)
 async def recommend_user(
     model: ModelDep,
     limits: LimitsDep,
@@ -143,7 +148,12 @@ def _ndjson(model: serving.LoadedModel, body: BatchRequest) -> Iterator[bytes]:
         yield orjson.dumps({"user": user, "items": [{"item": i, "score": s} for i, s in scored]}) + b"\n"
 
 
-@router.get("/items/{item:path}/similar", response_model=Recommendations, summary="Items similar to an item")
+@router.get(
+    "/items/{item:path}/similar",
+    response_model=Recommendations,
+    summary="Items similar to an item",
+    dependencies=[Depends(only_query("k"))],
+)
 def similar_items(model: ModelDep, limits: LimitsDep, item: ItemId, k: KQuery = 10) -> Recommendations:
     check_k(k, limits)
     return Recommendations(model_id=model.id, items=_items(serving.similar_items(model, item, k)))
