@@ -10,7 +10,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.errors import NotFound
-from app.models import Alias, Model, utcnow
+from app.models import Alias, Job, Model, utcnow
 from app.services.pagination import Page, paginate
 from app.storage import ArtifactStore
 
@@ -24,8 +24,20 @@ def resolve_model(session: Session, model_id_or_alias: str, *, tenant: str) -> M
         if alias is not None:
             model = session.get(Model, alias.model_id)
     if model is None or model.tenant != tenant:
-        raise NotFound(f"no model or alias {model_id_or_alias!r}")
+        raise NotFound(_missing(session, model_id_or_alias, tenant))
     return model
+
+
+def _missing(session: Session, model_id: str, tenant: str) -> str:
+    """Why there is no such model: its job (a model's id is derived from its job's) may still be training."""
+    if model_id.startswith("mdl_"):
+        job = session.get(Job, "job_" + model_id.removeprefix("mdl_"))
+        if job is not None and job.tenant == tenant and job.status in ("queued", "running"):
+            return (
+                f"no model {model_id!r} yet: its job {job.id!r} is still {job.status} "
+                f"(GET /v1/jobs/{job.id} follows its progress)"
+            )
+    return f"no model or alias {model_id!r}"
 
 
 def list_models(session: Session, limit: int, cursor: str | None, *, tenant: str) -> Page[Model]:

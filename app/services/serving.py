@@ -125,7 +125,10 @@ class LoadedModel:
         try:
             return self.user_index[user]
         except KeyError:
-            raise NotFound(f"user {user!r} is not in model {self.id!r}") from None
+            raise NotFound(
+                f"user {user!r} is not in model {self.id!r}; for a user the model has never seen, POST the user's "
+                f"items to /v1/models/{self.id}/recommendations (fold-in)"
+            ) from None
 
     def item(self, item: str) -> int:
         try:

@@ -74,3 +74,23 @@ def test_cancelling_a_finished_job_is_a_409_that_says_it_had_ended(client, tmp_p
     assert client.post(f"/v1/jobs/{queued['id']}/cancel").status_code == 202
     again = client.post(f"/v1/jobs/{queued['id']}/cancel")
     assert again.status_code == 409 and again.json()["job_status"] == "cancelled"
+
+
+def test_an_unknown_users_404_points_to_fold_in(client, tmp_path: Path):
+    ds = upload(client, planted_csv(tmp_path / "p.csv")).json()["id"]
+    job = client.post("/v1/jobs", json={"dataset_id": ds, **SMALL}).json()
+    model = client.get(f"/v1/jobs/{job['id']}").json()["model_id"]
+    r = client.get(f"/v1/models/{model}/users/nobody/recommendations")
+    assert r.status_code == 404
+    assert "fold-in" in r.json()["detail"] and f"/v1/models/{model}/recommendations" in r.json()["detail"]
+
+
+def test_the_model_of_a_job_still_training_says_so(client, tmp_path: Path):
+    ds = upload(client, planted_csv(tmp_path / "p.csv")).json()["id"]
+    client.app.state.enqueue = lambda job_id: None  # no worker: the job stays queued
+    job = client.post("/v1/jobs", json={"dataset_id": ds, **SMALL}).json()
+    model_id = "mdl_" + job["id"].split("_", 1)[1]  # the id it will have (app.services.job_state.model_id_for)
+    r = client.get(f"/v1/models/{model_id}")
+    assert r.status_code == 404 and "queued" in r.json()["detail"] and job["id"] in r.json()["detail"]
+    # Another id is just missing, and says nothing about jobs.
+    assert "job" not in client.get("/v1/models/mdl_nothing").json()["detail"]
