@@ -159,11 +159,14 @@ def metric_rows(metrics: JSON | None) -> list[tuple[str, Any]]:
     rest = dict(metrics or {})
     folding = rest.pop("folding", {}) or {}
     baseline = (rest.pop("baseline", {}) or {}).get("popularity", {})
-    rows: list[tuple[str, Any]] = [
-        (name, number(value)) for name, value in sorted(rest.items()) if not isinstance(value, dict)
-    ]
+    warnings = rest.pop("warnings", []) or []
+    chosen = (rest.pop("search", {}) or {}).get("chosen") or {}
+    rows: list[tuple[str, Any]] = [("[bold yellow]warning[/bold yellow]", escape(str(w))) for w in warnings]
+    rows += [(name, number(value)) for name, value in sorted(rest.items()) if isinstance(value, int | float)]
     rows += [(f"folding {name}", number(value)) for name, value in sorted(folding.items())]
     rows += [(f"popularity {name}", number(value)) for name, value in sorted(baseline.items())]
+    if chosen:
+        rows.append(("chosen by search", escape(", ".join(f"{k} {number(v)}" for k, v in chosen.items()))))
     return rows
 
 
@@ -188,6 +191,8 @@ def job_summary(job: JSON, model: JSON | None = None) -> Table:
     if p.get("loss") is not None:
         rows.append(("loss", number(p["loss"])))
     rows += metric_rows(model["metrics"] if model is not None else _latest_metrics(job))
+    if model is None:
+        rows += [("[bold yellow]warning[/bold yellow]", escape(str(w))) for w in p.get("warnings") or []]
     if job.get("error"):
         rows.append(("error", f"[red]{escape(job['error']['type'])}: {escape(job['error']['message'])}[/red]"))
     rows += [

@@ -225,7 +225,8 @@
     const history = job.history || [];
     const unit = (job.progress && job.progress.unit) || (job.algorithm === "sgd" ? "epoch" : "iteration");
     for (const span of document.querySelectorAll(".unit")) span.textContent = unit;
-    const phases = [...new Set(history.map((h) => h.phase || "fit"))];
+    // Search entries are candidates, not steps: the loss chart shows the fit and the refit.
+    const phases = [...new Set(history.filter((h) => h.phase !== "search").map((h) => h.phase || "fit"))];
     const loss = phases.map((phase, i) => ({
       name: phase === "refit" ? "loss (refit on all data)" : `loss (${phase})`,
       colour: ["#4e79a7", "#bab0ac", "#f28e2b"][i % 3],
@@ -326,6 +327,11 @@
   function renderMetrics(metrics, map) {
     const quality = $("quality").tBodies[0];
     quality.replaceChildren();
+    // Said loudly, first: e.g. a model that ranks no better than the most popular items.
+    for (const warning of metrics.warnings || []) {
+      kvRow(quality, "⚠ warning", "", warning);
+      quality.lastChild.classList.add("warning");
+    }
     const baseline = (metrics.baseline || {}).popularity || {};
     const names = Object.keys(metrics).filter((k) => QUALITY.test(k)).sort();
     for (const name of names) {
@@ -333,6 +339,11 @@
     }
     if (!names.length) kvRow(quality, "—", "not measured", "evaluation.split was none");
     if (typeof metrics.evaluated_users === "number") kvRow(quality, "users", num(metrics.evaluated_users), "held out");
+    const chosen = (metrics.search || {}).chosen;
+    if (chosen) {
+      const text = Object.entries(chosen).map(([k, v]) => `${k} ${typeof v === "number" ? +v.toPrecision(3) : v}`);
+      kvRow(quality, "chosen by search", "", text.join(", "));
+    }
     const folding = $("folding").tBodies[0];
     folding.replaceChildren();
     const f = metrics.folding || {};
