@@ -52,7 +52,7 @@ class AutotuneConfig:
     """How much the search may cost and how it measures; see the module doc."""
 
     budget: float = 3.0  # the whole search + final model, in fits with fixed settings
-    validation_fraction: float = 0.2
+    validation_fraction: float = 0.1
     eval_users: int = 1000  # most validation users scored per evaluation (a seeded sample)
     min_eval_users: int = 500
     k: int = 20  # candidates are ranked by validation recall@k

@@ -112,7 +112,7 @@ def test_the_search_is_seeded(planted) -> None:
 
 def test_every_candidate_is_reported_with_its_scores(planted) -> None:
     train, _ = planted
-    _, _, outcome = _search(train, budget=6.0)
+    _, _, outcome = _search(train, budget=10.0)
     report = outcome.report()
     assert report["chosen"] == {**outcome.params, "steps": outcome.steps}
     rungs = [t["rung"] for t in report["trials"]]
