@@ -128,8 +128,12 @@ def plan_trials(base: TrainingSpec, search: SearchSpec, max_trials: int = MAX_TR
 
 
 def with_params(base: TrainingSpec, params: dict[str, Any]) -> TrainingSpec:
-    """The base spec with each dotted-path parameter set (raises pydantic's ValidationError)."""
+    """The base spec with each dotted-path parameter set (raises pydantic's ValidationError).
+
+    The settings search is off: a tuning run's trials, and the final job of its best one, train what they
+    name with the fixed defaults for the rest, so the final model is the one the leaderboard scored."""
     data = base.model_dump(mode="json")
+    data["search"] = {"mode": "off"}
     for path, value in params.items():
         *parents, leaf = path.split(".")
         node = data

@@ -337,3 +337,13 @@ def test_validation_is_carved_from_the_training_part_and_never_touches_test(meth
     as_set = lambda m: {(int(u), int(i)) for u, i in zip(m.row_users(), m.indices, strict=True)}  # noqa: E731
     assert as_set(fit) | as_set(valid) == as_set(train)
     assert not as_set(fit) & as_set(valid) and not as_set(valid) & as_set(test) and valid.nnz > 0
+
+
+def test_trials_and_the_final_job_train_what_they_name_without_the_settings_search():
+    from app.spec import TrainingSpec
+    from app.tuning_spec import SearchSpec, plan_trials
+
+    base = TrainingSpec(dataset_id="ds", dim=8)
+    plan = plan_trials(base, SearchSpec(params={"wals.l2": [0.01, 0.1]}))
+    assert [t.spec.search.mode for t in plan.trials] == ["off", "off"]
+    assert [t.spec.wals.l2 for t in plan.trials] == [0.01, 0.1]
