@@ -454,7 +454,10 @@ class _Compiled:
         self.state0 = state[0] if state else np.zeros((0, dim), np.float32)
         self.state1 = state[1] if len(state) > 1 else np.zeros((0, dim), np.float32)
         self.steps = state[2] if len(state) > 2 else np.zeros(0, np.float64)
-        self.threads = 1 if config.variant == "sgd" else max(1, threads)
+        # In-batch steps stay on one thread: their time is in torch's GEMMs and the GIL-holding glue between
+        # them, and two Hogwild threads took 13.1 s/epoch where one took 6.95 (ml-1m, default recipe, loaded
+        # 2-core machine).
+        self.threads = 1 if config.variant == "sgd" or self.shared else max(1, threads)
         batch = 1 if config.variant == "sgd" else min(config.batch_size, train.nnz)
         n_shared = batch if self.shared else 0
         n_rows = table.shape[0]
@@ -462,7 +465,10 @@ class _Compiled:
             sgd_kernel.work_buffers(n_rows, batch, self.k, negatives.hard_candidates, dim, n_shared)
             for _ in range(self.threads)
         ]
-        self.marks = [np.zeros(train.n_items if self.shared else 0, dtype=bool) for _ in range(self.threads)]
+        n_marks = train.n_items if self.shared else 0
+        self.marks = [np.zeros(n_marks, dtype=bool) for _ in range(self.threads)]
+        self.slots = [np.full(n_marks, -1, dtype=np.int64) for _ in range(self.threads)]
+        self.ibufs = [np.zeros(n_shared, dtype=np.int32) for _ in range(self.threads)]
 
     def log_q(self, batch_size: int) -> np.ndarray:
         """log Q per item for the softmax correction of a batch of this size (empty: no correction)."""
@@ -553,11 +559,18 @@ class _Compiled:
         u = torch.from_numpy(table[users + self.n_items])
         v = torch.from_numpy(table[shared])
         s_shared = torch.mm(u, v.T).numpy()
-        sgd_kernel.shared_coefficients(
-            table, users, items, first, key, self.k, self.indptr, self.indices, self.bits, self.prob,
-            self.alias, self.weights, self.total, shared, counts.astype(np.float64), s_shared, self.loss,
-            self.log_q(b), rows, scores, best, losses, self.marks[part],
-        )  # fmt: skip
+        if c.loss == "softmax":
+            sgd_kernel.shared_softmax(
+                table, users, items, first, key, self.k, self.indptr, self.indices, self.bits, self.prob,
+                self.alias, self.weights, self.total, shared, counts.astype(np.float64), s_shared, self.log_q(b),
+                rows, scores, best, losses, self.slots[part], self.ibufs[part],
+            )  # fmt: skip
+        else:
+            sgd_kernel.shared_coefficients(
+                table, users, items, first, key, self.k, self.indptr, self.indices, self.bits, self.prob,
+                self.alias, self.weights, self.total, shared, counts.astype(np.float64), s_shared, self.loss,
+                self.log_q(b), rows, scores, best, losses, self.marks[part],
+            )  # fmt: skip
         # The two dense products of the coefficients with the factors go to torch's GEMM (sgd_kernel docstring).
         g = torch.from_numpy(s_shared)
         extra_user = torch.mm(g, v).numpy()

@@ -794,6 +794,129 @@ def shared_coefficients(
                 mark[indices[p]] = False
 
 
+_LOG2E = np.float32(1.4426950408889634)
+_LN2_HI = np.float32(0.693359375)
+_LN2_LO = np.float32(-2.12194440e-4)
+# e^r = Σ r^i / i!, Horner from i = 5 down to 0 after the r^6/720 term.
+_TAYLOR = (
+    np.float32(1.0 / 120.0),
+    np.float32(1.0 / 24.0),
+    np.float32(1.0 / 6.0),
+    np.float32(0.5),
+    np.float32(1.0),
+    np.float32(1.0),
+)
+
+
+@numba.njit(fastmath=True, cache=True, nogil=True, inline="always")
+def _exp_row(s: np.ndarray, e: int, n: int, peak: np.float32, ibuf: np.ndarray, fbuf: np.ndarray) -> float:
+    """s[e, :n] ← exp(s[e, :n] − peak) for arguments ≤ 0; return the row's sum.
+
+    math.exp is a scalar libm call per element (numba has no vector exp without SVML), which made the
+    (B, U) softmax cost more than its GEMMs; this one vectorises: m = round(x·log2 e), r = x − m·ln 2 in
+    two parts (Cody–Waite), e^r by its degree-6 Taylor polynomial (|r| ≤ ln2/2: error < 2e-7), 2^m by
+    writing m + 127 into a float's exponent bits (ibuf and its float view fbuf). Arguments below −70 give
+    e^−70 ≈ 4e-31 instead of less: never 0, and never a denormal (slow) once divided by a softmax's sum.
+    """
+    for q in range(n):
+        x = max(s[e, q] - peak, np.float32(-70.0))
+        m = np.floor(x * _LOG2E + np.float32(0.5))
+        r = x - m * _LN2_HI - m * _LN2_LO
+        p = np.float32(1.0 / 720.0)
+        for c in _TAYLOR:
+            p = p * r + c
+        s[e, q] = p
+        ibuf[q] = (np.int32(m) + np.int32(127)) << np.int32(23)
+    total = np.float32(0.0)
+    for q in range(n):
+        v = s[e, q] * fbuf[q]
+        s[e, q] = v
+        total += v
+    return float(total)
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def shared_softmax(
+    table: np.ndarray,
+    users: np.ndarray,
+    items: np.ndarray,
+    first: int,
+    key: np.uint64,
+    k: int,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    bits: np.ndarray,
+    prob: np.ndarray,
+    alias: np.ndarray,
+    weights: np.ndarray,
+    total: float,
+    shared: np.ndarray,
+    counts: np.ndarray,
+    s_shared: np.ndarray,
+    log_q: np.ndarray,
+    rows: np.ndarray,
+    scores: np.ndarray,
+    best: np.ndarray,
+    losses: np.ndarray,
+    slot: np.ndarray,
+    ibuf: np.ndarray,
+) -> None:
+    """shared_coefficients for the sampled softmax, in vectorised passes over each row of s_shared.
+
+    slot is an all −1 int64 scratch of n_items (left so); ibuf an int32 scratch of at least len(shared).
+    Accidental hits are found from the user's positives (slot[item] ≥ 0), not by testing every column.
+    """
+    n_items = prob.shape[0]
+    b = users.shape[0]
+    n_shared = shared.shape[0]
+    correct = log_q.shape[0] > 0
+    fbuf = ibuf.view(np.float32)
+    for _ in numba.prange(1):  # one gufunc: see the note on prange(1) above
+        offset = np.empty(n_shared, dtype=np.float32)
+        for q in range(n_shared):
+            slot[shared[q]] = q
+            # counts[q] copies of the item: e^{z + log c} = c·e^z.
+            offset[q] = math.log(counts[q]) - (log_q[shared[q]] if correct else 0.0)
+        for e in range(b):
+            rows[e, 0] = users[e] + n_items
+            rows[e, 1] = items[e]
+            _example(
+                table, e, first + e, key, _UNIFORM if k > 0 else _NONE, k, 0, indptr, indices, bits, prob, alias,
+                weights, total, n_items, rows, scores, best,
+            )  # fmt: skip
+            user = users[e]
+            peak = np.float32(-np.inf)
+            for j in range(k + 1):
+                z = scores[e, j] - (log_q[rows[e, 1 + j]] if correct else np.float32(0.0))
+                scores[e, j] = z
+                peak = max(peak, z)
+            z_pos = scores[e, 0]
+            for q in range(n_shared):
+                s_shared[e, q] += offset[q]
+            for p in range(indptr[user], indptr[user + 1]):
+                q = slot[indices[p]]
+                if q >= 0:
+                    s_shared[e, q] = -np.inf
+            for q in range(n_shared):
+                if s_shared[e, q] > peak:
+                    peak = s_shared[e, q]
+            denominator = _exp_row(s_shared, e, n_shared, peak, ibuf, fbuf)
+            for j in range(k + 1):
+                x = math.exp(float(scores[e, j] - peak))
+                scores[e, j] = x
+                denominator += x
+            inverse = np.float32(1.0 / denominator)
+            # Accidental hits (−inf) leave e^−70/denominator, below 1e-30: no second pass to zero them.
+            for q in range(n_shared):
+                s_shared[e, q] *= inverse
+            for j in range(k + 1):
+                scores[e, j] = scores[e, j] / denominator
+            scores[e, 0] -= 1.0
+            losses[e] = math.log(denominator) + peak - z_pos
+        for q in range(n_shared):
+            slot[shared[q]] = -1
+
+
 @contextmanager
 def one_thread() -> Iterator[None]:
     """Keep numba's parallel regions on the calling thread (numba's thread count is per thread)."""
