@@ -2,6 +2,11 @@
 
     .venv/bin/python bench/sgd_speed.py --epochs 2 --variants sgd minibatch minibatch_sgd
     .venv/bin/python bench/sgd_speed.py --variants minibatch_sgd --evaluate --config '{"loss": "softmax"}'
+    .venv/bin/python bench/sgd_speed.py --variants minibatch_sgd --engine torch   # the torch path on the CPU
+
+--engine picks fit_sgd's engine (compiled: the numba loops of sgd_kernel.py, the CPU default; torch: the
+mini-batch path CUDA uses; numpy: variant sgd by level scheduling); --threads is what fit_sgd sees as torch's
+thread count, i.e. the compiled path's Hogwild threads.
 
 Trains on train.txt (train.txt + valid.txt with --evaluate, which then reports recall@20/ndcg@20 on
 test.txt under the protocol of ../shared/data/README.md). The first epoch includes one-off warm-up, so
@@ -31,10 +36,13 @@ from app.recsys.interactions import Interactions  # noqa: E402
 from app.recsys.metrics import ranking_metrics  # noqa: E402
 from app.recsys.sampling import Negatives, NegativeSampler  # noqa: E402
 from app.recsys.sgd import (  # noqa: E402
+    ENGINES,
+    _fit_sgd,
     _numpy_group,
     _NumpyOptimizer,
     _torch_update,
     _TorchOptimizer,
+    engine_for,
     fit_sgd,
 )
 from app.recsys.sgd_config import VARIANTS, NegativeConfig, SGDConfig  # noqa: E402
@@ -130,6 +138,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    parser.add_argument("--engine", choices=ENGINES, default=None, help="fit_sgd's engine (default: its own choice)")
     parser.add_argument("--config", default="{}", help="SGDConfig fields as JSON; override the flags")
     parser.add_argument("--evaluate", action="store_true", help="train on train+valid, report test metrics")
     parser.add_argument(
@@ -148,17 +157,20 @@ def main() -> None:
         f"{train.n_users} users, {train.n_items} items, {train.nnz} training examples, "
         f"torch threads {torch.get_num_threads()}"
     )
-    header = f"{'variant':<14}{'batch':>7}{'s/epoch':>9}{'examples/s':>12}{'loss':>9}"
+    header = f"{'variant':<14}{'engine':<10}{'batch':>7}{'s/epoch':>9}{'examples/s':>12}{'loss':>9}"
     print(header + ("" if test is None else f"{'recall@20':>11}{'ndcg@20':>9}"))
     for variant in args.variants:
         config = make_config(args, variant)
-        model = fit_sgd(train, config)
+        if args.engine is None:
+            model = fit_sgd(train, config)
+        else:
+            model = _fit_sgd(train, config, None, None, engine=args.engine, threads=torch.get_num_threads())
+        engine = args.engine or engine_for(config)
         ends = [h["seconds"] for h in model.history]
         per_epoch = statistics.median(np.diff([0.0, *ends]).tolist())
         batch = 1 if variant == "sgd" else config.batch_size
-        line = (
-            f"{variant:<14}{batch:>7}{per_epoch:>9.2f}{train.nnz / per_epoch:>12,.0f}{model.history[-1]['loss']:>9.4f}"
-        )
+        rate, loss = train.nnz / per_epoch, model.history[-1]["loss"]
+        line = f"{variant:<14}{engine:<10}{batch:>7}{per_epoch:>9.2f}{rate:>12,.0f}{loss:>9.4f}"
         if test is not None:
             m = ranking_metrics(model.user_factors, model.item_factors, train, test, ks=(20,))
             line += f"{m['recall@20']:>11.4f}{m['ndcg@20']:>9.4f}"

@@ -15,11 +15,14 @@ Models, at the same dim and number of iterations:
   unfold-wals-single  the same with one λ for every row (`"l2_scaling": "none"`: λ 100, w0 1), the default before
   implicit-als   implicit's ALS with its defaults (CG solver), the time reference
   implicit-als-tuned  implicit's ALS with alpha 10, regularization 100 (the quality reference)
-  unfold-sgd     the service's default SGD recipe (--sgd-epochs epochs)
+  unfold-sgd     the service's default SGD recipe (--sgd-epochs epochs), on the compiled CPU path
+  unfold-sgd-torch  the same recipe on the torch path (what CPU training used before the compiled loops)
   implicit-bpr   implicit's BPR (lr 0.01, reg 0.01, 100 iterations)
+  lightfm-warp   LightFM's WARP (lr 0.05, 30 epochs, 2 threads: bench/quality.py's settings), item bias as
+                 an extra dimension
 
-Every run is a fresh subprocess, so its peak RSS is its own. Unfold's WALS first fits a tiny planted set for
-one iteration so its compiled loops are loaded ("warm-up s", paid once per worker process); the baseline RSS
+Every run is a fresh subprocess, so its peak RSS is its own. Unfold's WALS and SGD first fit a tiny planted set
+for one iteration so their compiled loops are loaded ("warm-up s", paid once per worker process); the baseline RSS
 is taken after that (an idle worker with its code loaded) and before the data is read. "data MB" is the
 interaction CSR plus the factors, the quantity the memory target compares against. implicit gets one BLAS
 thread (its advice; it parallelises over rows with its own threads); Unfold's threads = cores.
@@ -88,6 +91,7 @@ def _synth10m() -> tuple[Any, Any]:
 
 
 DATASETS = {"ml1m": ml1m_implicit, "lastfm": _lastfm, "synth10m": _synth10m}
+SGD_MODELS = ("unfold-sgd", "unfold-sgd-torch", "implicit-bpr", "lightfm-warp")
 MAX_EVAL_USERS = {"synth10m": SYNTH_EVAL_USERS}
 
 
@@ -104,14 +108,29 @@ def _fit(model: str, train: Any, dim: int, iterations: int, sgd_epochs: int) -> 
         config = wals_config(TrainingSpec(dataset_id="bench", dim=dim, wals=wals), train)
         m = fit_wals(train, config)
         return m.user_factors, m.item_factors, config.iterations
-    if model == "unfold-sgd":
-        from app.recsys.sgd import fit_sgd
+    if model.startswith("unfold-sgd"):
+        import torch
+
+        from app.recsys.sgd import _fit_sgd, fit_sgd
         from app.recsys.sgd_config import sgd_config_from_spec
         from app.spec import SGDSpec
 
         spec = SGDSpec(epochs=sgd_epochs).model_dump()
-        m = fit_sgd(train, sgd_config_from_spec(spec, dim=dim, seed=0))
+        config = sgd_config_from_spec(spec, dim=dim, seed=0)
+        if model == "unfold-sgd-torch":
+            m = _fit_sgd(train, config, None, None, engine="torch", threads=torch.get_num_threads())
+        else:
+            m = fit_sgd(train, config)
         return m.user_factors, m.item_factors, sgd_epochs
+    if model == "lightfm-warp":
+        from lightfm import LightFM
+
+        warp = LightFM(no_components=dim, loss="warp", learning_rate=0.05, random_state=0)
+        warp.fit(train.to_scipy().tocoo(), epochs=30, num_threads=2)
+        # Score = u·v + item bias: carry the bias as an extra dimension so one dot product ranks.
+        users = np.hstack([warp.user_embeddings, np.ones((train.n_users, 1), np.float32)])
+        items = np.hstack([warp.item_embeddings, warp.item_biases[:, None]])
+        return users, items, 30
     from threadpoolctl import threadpool_limits
 
     matrix = train.to_scipy().astype(np.float32)
@@ -142,7 +161,7 @@ def _run(task: dict[str, Any], out: Any) -> None:
     import torch  # noqa: F401  (its import is part of every worker's baseline, not of the data)
 
     warmup = 0.0
-    if task["model"].startswith("unfold-wals"):
+    if task["model"].startswith(("unfold-wals", "unfold-sgd")):
         # The compiled loops load (or compile) once per process; a worker pays it on its first job only, so
         # it is part of the idle worker's baseline like torch, not of the training's memory.
         from app.recsys.synth import PlantedConfig, planted_communities
@@ -220,7 +239,7 @@ def main() -> None:
     for dataset in args.datasets:
         for dim in args.dims:
             for model in args.models:
-                if model in ("unfold-sgd", "implicit-bpr") and dim not in args.sgd_dims:
+                if model in SGD_MODELS and dim not in args.sgd_dims:
                     continue
                 task = {
                     "dataset": dataset,
@@ -235,7 +254,14 @@ def main() -> None:
                 print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
                 rows.append(row)
     # Time ratios against the peer with the same role, dataset and dim.
-    peer_of = {"unfold-wals": "implicit-als", "unfold-wals-single": "implicit-als", "unfold-sgd": "implicit-bpr"}
+    # SGD's peer is LightFM's WARP (the target: at most 2x its time), implicit's BPR without it.
+    sgd_peer = "lightfm-warp" if "lightfm-warp" in args.models else "implicit-bpr"
+    peer_of = {
+        "unfold-wals": "implicit-als",
+        "unfold-wals-single": "implicit-als",
+        "unfold-sgd": sgd_peer,
+        "unfold-sgd-torch": sgd_peer,
+    }
     for row in rows:
         peer = next(
             (
