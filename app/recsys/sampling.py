@@ -204,6 +204,7 @@ class NegativeSampler:
         self.device = device if device is not None else torch.device("cpu")
         counts = train.item_counts().astype(np.float64)
         self._counts = counts
+        self._q: dict[int, torch.Tensor] = {}
         self._frequency = torch.from_numpy(counts / max(train.nnz, 1)).to(self.device)
         self.positives = PositiveSet(train, self.device)
         strategy = config.strategy
@@ -220,7 +221,11 @@ class NegativeSampler:
 
     def probabilities(self, batch_size: int = 1) -> torch.Tensor:
         """Return Q (float64, n_items) of one negative before rejection (batch_size matters for mixed)."""
-        return torch.from_numpy(probabilities(self.config, self._counts, batch_size)).to(self.device)
+        if batch_size not in self._q:
+            # Kept per batch size: log_q runs three times a batch, and a host-to-device copy each time would
+            # stall the CUDA path.
+            self._q[batch_size] = torch.from_numpy(probabilities(self.config, self._counts, batch_size)).to(self.device)
+        return self._q[batch_size].clone()
 
     def user_probabilities(self, user: int) -> torch.Tensor:
         """Return Q_u (float64, n_items): the law of one private negative of `user` after rejection."""
