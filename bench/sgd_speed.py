@@ -93,6 +93,16 @@ def make_config(args: argparse.Namespace, variant: str) -> SGDConfig:
     return SGDConfig(negatives=NegativeConfig(**negatives), **fields)
 
 
+def fit_on(train: Interactions, config: SGDConfig, engine: str) -> Any:
+    """fit_sgd on a chosen engine, with fit_sgd's thread handling (torch on one thread, Hogwild on the rest)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _fit_sgd(train, config, None, None, engine=engine, threads=threads)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def reference_rates(train: Interactions, config: SGDConfig, n: int) -> tuple[float, float]:
     """Examples/s of one-example-per-call updates in numpy and in torch (what variant "sgd" avoids)."""
     generator = torch.Generator().manual_seed(config.seed)
@@ -161,10 +171,7 @@ def main() -> None:
     print(header + ("" if test is None else f"{'recall@20':>11}{'ndcg@20':>9}"))
     for variant in args.variants:
         config = make_config(args, variant)
-        if args.engine is None:
-            model = fit_sgd(train, config)
-        else:
-            model = _fit_sgd(train, config, None, None, engine=args.engine, threads=torch.get_num_threads())
+        model = fit_sgd(train, config) if args.engine is None else fit_on(train, config, args.engine)
         engine = args.engine or engine_for(config)
         ends = [h["seconds"] for h in model.history]
         per_epoch = statistics.median(np.diff([0.0, *ends]).tolist())

@@ -118,7 +118,13 @@ def _fit(model: str, train: Any, dim: int, iterations: int, sgd_epochs: int) -> 
         spec = SGDSpec(epochs=sgd_epochs).model_dump()
         config = sgd_config_from_spec(spec, dim=dim, seed=0)
         if model == "unfold-sgd-torch":
-            m = _fit_sgd(train, config, None, None, engine="torch", threads=torch.get_num_threads())
+            # As fit_sgd runs it: torch on one thread (the other cores go to the compiled path's Hogwild).
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                m = _fit_sgd(train, config, None, None, engine="torch", threads=threads)
+            finally:
+                torch.set_num_threads(threads)
         else:
             m = fit_sgd(train, config)
         return m.user_factors, m.item_factors, sgd_epochs
