@@ -56,7 +56,7 @@ class AutotuneConfig:
     eval_users: int = 1000  # most validation users scored per evaluation (a seeded sample)
     min_eval_users: int = 500
     k: int = 20  # candidates are ranked by validation recall@k
-    rung_steps: int = 4
+    rung_steps: int = 3
     keep: float = 1 / 3  # share of a rung that goes on to the next
     final_warm_steps: int = 3
     seed: int = 0
@@ -211,8 +211,10 @@ def _sweep(axes: list[tuple[str, tuple[Any, ...]]], budget: int, score: Callable
 SWEEP_MARGIN = 0.01
 # The winner's validation curve has at most this many points (scores are costly; its plateau is wide).
 WINNER_SCORES = 4
-# The plan spends at most this share of the budget: the cost model is a model, and the budget is a ceiling.
-PLANNED_SHARE = 0.85
+# The plan spends at most this share of the budget: the cost model is a model (on a busy 2-core machine wall
+# time ran up to 1.4x its figure), and the budget is a ceiling.
+PLANNED_SHARE = 0.75
+CALL_STEPS = 2
 # Validation recall on a few hundred users is noisy (a few % on sparse data): scores within TOLERANCE of the
 # best count as the best, and only two in a row below it by DECLINE mean the curve has turned.
 TOLERANCE = 0.02
@@ -288,20 +290,21 @@ class _Search:
         space, c = self.space, self.config
         step_fit = self._cost(self.guess, self.fit_part, self.dim)
         step_all = self._cost(self.guess, self.train, self.dim)
-        # Each call of a fit costs about one more step (preparing both sides, starting its threads).
+        # Each call of a fit costs about CALL_STEPS more steps (preparing both sides, drawing its start,
+        # starting its threads, λ from the counts): on small data that is a real share of a 4-step trial.
         winner_steps = 0 if space.steps_named else space.max_steps
         scores = math.ceil(winner_steps / self.winner_every)
-        winner = (winner_steps + 1) * step_fit + scores * self.recall.cost(self.dim) if winner_steps else 0.0
+        winner = (winner_steps + CALL_STEPS) * step_fit + scores * self.recall.cost(self.dim) if winner_steps else 0.0
         final_steps = c.final_warm_steps if space.warm_state is not None and winner_steps else space.max_steps
-        final = (final_steps + 1) * step_all
+        final = (final_steps + CALL_STEPS) * step_all
         allowed = PLANNED_SHARE * c.budget * self.unit
         if winner + final > allowed:
             self.winner_enabled = False
-            self.planned = (space.default_steps + 1) * step_all
+            self.planned = (space.default_steps + CALL_STEPS) * step_all
             return 1
         self.planned = winner + final
         d = proxy_dim(self.dim)
-        trial = (self.rung_steps + 1) * self._cost(self.guess, self.fit_part, d) + self.recall.cost(d)
+        trial = (self.rung_steps + CALL_STEPS) * self._cost(self.guess, self.fit_part, d) + self.recall.cost(d)
         for n in range(sweep_size(space.axes), 1, -1):
             cost = trial * sum(_rung_sizes(n, c.keep))
             if cost <= allowed - self.planned:
