@@ -23,9 +23,10 @@ EXAMPLE_DATASET_ID = "ds_018f3db998a07c41e2d9b5"
 SPEC_EXAMPLES: dict[str, dict[str, Any]] = {
     "minimal": {
         "summary": "WALS with every default",
-        "description": "A complete spec: dim 64, 15 iterations, w0 2, α 10 and λ chosen from the data's counts; "
-        "metrics on a random 80/20 split at k 10 and 20, then a refit on every interaction. The model's `spec` "
-        "shows every value used.",
+        "description": "A complete spec: dim 64; λ, w0, l2 scaling and iterations are chosen on a validation "
+        "split of the training data within 3 fixed fits (`search`); metrics on a random 80/20 split at k 10 and "
+        "20, then a refit on every interaction. The model's `spec` shows every value used, `metrics.search` the "
+        "candidates tried.",
         "value": {"dataset_id": EXAMPLE_DATASET_ID, "algorithm": "wals"},
     },
     "wals_explicit": {

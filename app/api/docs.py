@@ -25,8 +25,9 @@ Parquet), start a training job (`POST /v1/jobs`: **WALS**, weighted alternating 
 **SGD**-family training with sampled negatives), follow it (`GET /v1/jobs/{id}`, or its server-sent
 `/events`), then ask the model: recommendations for a known user, items similar to an item,
 recommendations for a user it has never seen from their items (**fold-in**), many users at once,
-or nearest neighbours of a vector. Aliases (`PUT /v1/aliases/{name}`) stand in for model ids;
-tuning runs (`POST /v1/tuning`) search a spec's settings.
+or nearest neighbours of a vector. Settings a training spec leaves out are measured on a validation
+split of the job's own data within a budget (`search`, on by default); aliases (`PUT /v1/aliases/{name}`)
+stand in for model ids; tuning runs (`POST /v1/tuning`) search settings you name.
 
 Once an API key exists every `/v1` request needs `Authorization: Bearer <key>`. Errors are RFC 9457
 `application/problem+json` naming the offending field, or the line and column of a bad upload.

@@ -96,12 +96,16 @@ class JobOut(_Out):
     )
     model_id: str | None = Field(description="The trained model (`mdl_…`) once succeeded; null before and otherwise.")
     progress: dict[str, Any] | None = Field(
-        description="The latest step: {step, total_steps, fraction (0..1), unit (iteration | epoch), phase (fit: "
-        "on the training split, with metrics; refit: on every interaction), eta_seconds, loss, metrics}, plus "
-        "resumed_from {phase, step, attempt} when a new worker continued from a checkpoint; null while queued."
+        description="Where the job stands: {phase (search: choosing omitted settings on a validation split; fit: "
+        "on the training split, with metrics; evaluate; refit: on every interaction; publish: index and "
+        "artifact), step, total_steps, unit (iteration | epoch), phase_fraction, fraction and eta_seconds (both "
+        "over the whole job), loss, metrics}, plus warnings (e.g. no better than popularity) and resumed_from "
+        "{phase, step, attempt} when a new worker continued from a checkpoint; null while queued."
     )
     history: list[dict[str, Any]] = Field(
-        description="One entry per iteration or epoch: {step, phase, loss, seconds (that step's time), metrics}."
+        description="One entry per iteration or epoch: {step, phase, loss, seconds (that step's time), metrics}; "
+        "before them one entry per candidate the settings search tried (phase search: params, rung, dim, steps, "
+        "validation scores by step, best)."
     )
     error: JobError | None = Field(description="Why it failed; null unless status is failed.")
     cancel_requested: bool = Field(
