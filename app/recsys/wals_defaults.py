@@ -109,16 +109,6 @@ def search_axes(named: dict[str, Any], weighted: bool) -> list[tuple[str, tuple[
     ]
 
 
-def l2_for_shrinkage(
-    data: Interactions,
-    target: float,
-    unobserved_weight: float,
-    scaling: str,
-    exponent: float,
-    kind: str,
-    alpha: float,
-    eps: float,
-) -> float:
-    """The λ whose median shrinkage on `data` is `target` (s grows linearly with λ)."""
-    at_one = interaction_shrinkage(data, 1.0, unobserved_weight, scaling, exponent, kind, alpha, eps)
-    return target / at_one if at_one > 0 else 0.0
+def l2_for_shrinkage(target: float, at_unit_l2: float) -> float:
+    """The λ whose shrinkage is `target`, given the shrinkage at λ = 1 (s grows linearly with λ)."""
+    return target / at_unit_l2 if at_unit_l2 > 0 else 0.0

@@ -246,7 +246,8 @@ def _with_params(spec: TrainingSpec, params: dict[str, Any], data: Interactions)
     w0 = (FREQUENCY_SCALED_W0 if scaling == "frequency" else WALSConfig().unobserved_weight) if w0 is None else w0
     l2 = w.l2
     if "shrinkage" in params:
-        l2 = l2_for_shrinkage(data, params["shrinkage"], w0, scaling, w.l2_exponent, scheme, alpha, w.confidence.eps)
+        at_one = interaction_shrinkage(data, 1.0, w0, scaling, w.l2_exponent, scheme, alpha, w.confidence.eps)
+        l2 = l2_for_shrinkage(params["shrinkage"], at_one)
     confidence = w.confidence.model_copy(update={"scheme": scheme, "alpha": alpha})
     block = w.model_copy(update={"confidence": confidence, "unobserved_weight": w0, "l2": l2, "l2_scaling": scaling})
     return spec.model_copy(update={"wals": block})
