@@ -137,3 +137,28 @@ def test_a_model_no_better_than_popularity_says_so() -> None:
     assert outcome is not None
     assert outcome.warnings and "popularity baseline" in outcome.warnings[0]
     assert outcome.validation["recall@20"] <= outcome.validation["popularity_recall@20"]
+
+
+def test_sgd_converges_without_naming_epochs_on_many_small_communities() -> None:
+    # The case: bce with uniform negatives at the recipe's rate and epochs leaves many small
+    # communities as mixed as random; the search finds a rate that separates them.
+    from app.recsys.folding import folding_diagnostics
+
+    planted = planted_communities(
+        PlantedConfig(n_groups=20, users_per_group=60, items_per_group=30, interactions_per_user=8, seed=1)
+    )
+    train, test = split(planted.interactions, "random", 0.2, seed=0)
+    sgd = {"loss": "bce", "negatives": {"strategy": "uniform"}}
+    fixed = plan_for(TrainingSpec(dataset_id="t", algorithm="sgd", dim=16, sgd=sgd, search={"mode": "off"}), train)
+    model = fixed.fit(train, fixed.config)
+    before = folding_diagnostics(model.user_factors, model.item_factors, train, test, planted.item_groups)
+    spec = TrainingSpec(dataset_id="t", algorithm="sgd", dim=16, sgd=sgd)
+    space = search_space(spec, train)
+    assert space is not None and [name for name, _ in space.axes] == ["learning_rate", "l2"]
+    outcome = autotune(train, space, 16, AutotuneConfig())
+    assert outcome is not None and outcome.cost["spent"] <= 3.0
+    after = folding_diagnostics(
+        outcome.model.user_factors, outcome.model.item_factors, train, test, planted.item_groups
+    )
+    assert before["leakage@10"] > 0.6 and after["leakage@10"] < 0.3
+    assert outcome.params["learning_rate"] > 0.005  # a faster rate than the recipe's
