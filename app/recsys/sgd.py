@@ -592,30 +592,31 @@ class _Compiled:
             total += self.shared_batch(users[start:end], items[start:end], first + start, key, part)
         return total
 
-    def hogwild(self, run: Callable[[int, int], float], n_examples: int) -> float:
-        """run(part, parts) on each of up to `threads` threads at once (GIL released in the loops); Σ results."""
-        # Below this many examples per thread, starting a thread costs more than it saves; small data stay
-        # on one thread, and so bit-reproducible.
-        parts = min(self.threads, max(1, n_examples // _MIN_EXAMPLES_PER_THREAD))
-        if parts == 1:
-            with sgd_kernel.one_thread():
-                return run(0, 1)
+    def hogwild(self, main: Callable[[], float], worker: Callable[[int], float], parts: int) -> float:
+        """main() here and worker(part) for parts 1..parts-1 on their own threads at once; Σ results.
+
+        The loops release the GIL. A worker's exception is re-raised here; main's (an interrupt) is too,
+        once the workers have finished their share.
+        """
         results = [0.0] * parts
         errors: list[BaseException] = []
 
         def target(part: int) -> None:
             try:
                 with sgd_kernel.one_thread():
-                    results[part] = run(part, parts)
+                    results[part] = worker(part)
             except BaseException as exc:  # re-raised by the calling thread
                 errors.append(exc)
 
         workers = [threading.Thread(target=target, args=(part,)) for part in range(1, parts)]
-        for worker in workers:
-            worker.start()
-        target(0)
-        for worker in workers:
-            worker.join()
+        for thread in workers:
+            thread.start()
+        try:
+            with sgd_kernel.one_thread():
+                results[0] = main()
+        finally:
+            for thread in workers:
+                thread.join()
         if errors:
             raise errors[0]
         return sum(results)
@@ -640,14 +641,27 @@ class _Compiled:
         run_part = self.shared_batches if self.shared else self.private
         chunk = max(1, _BLOCK // batch) * batch
         for start in range(0, n, chunk):
-            if interrupt is not None:
-                interrupt()
             u, i = users[start : start + chunk], items[start : start + chunk]
+            # Below _MIN_EXAMPLES_PER_THREAD examples per thread, a thread's start-up costs more than it saves;
+            # small data stay on one thread, and so bit-reproducible.
+            parts = min(self.threads, max(1, u.shape[0] // _MIN_EXAMPLES_PER_THREAD))
 
-            def run(part: int, parts: int, u: np.ndarray = u, i: np.ndarray = i, start: int = start) -> float:
+            def main(u: np.ndarray = u, i: np.ndarray = i, start: int = start, parts: int = parts) -> float:
+                # This thread's share (batches 0, parts, 2·parts, … of the block), one batch a call so that
+                # interrupt() runs before each of them.
+                done = 0.0
+                for at in range(0, u.shape[0], parts * batch):
+                    if interrupt is not None:
+                        interrupt()
+                    done += run_part(u[at : at + batch], i[at : at + batch], start + at, key, 0, 1)
+                return done
+
+            def worker(
+                part: int, u: np.ndarray = u, i: np.ndarray = i, start: int = start, parts: int = parts
+            ) -> float:
                 return run_part(u, i, start, key, part, parts)
 
-            total += self.hogwild(run, u.shape[0])
+            total += self.hogwild(main, worker, parts)
         return total
 
 
@@ -735,7 +749,8 @@ def fit_sgd(
 
     `resume` (a state from `on_state`, same data and config) restores the parameters, the optimiser's state
     and the random generator after its epoch, so the run goes on exactly as the uninterrupted one would.
-    `interrupt` is called before every mini-batch (every block of examples for variant "sgd").
+    `interrupt` is called before every mini-batch (every block of examples for variant "sgd"); with Hogwild
+    threads, before each of the calling thread's batches.
     """
     # One intra-op thread: a mini-batch's kernels are too small to split (ml-1m, dim 64, the default recipe:
     # 13.0 s/epoch with 1 thread, 13.9 with 2 on a quiet 2-core machine), and with another process busy
