@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -107,7 +108,11 @@ def _make_dry_run(target: str, clone: Path) -> str:
 
     for name in ("Makefile", "pyproject.toml"):
         (clone / name).write_bytes((REPO / name).read_bytes())
-    run = subprocess.run(["make", "-n", target], cwd=clone, capture_output=True, text=True, check=True)
+    # Under `make test` (as .ci/run calls it) the outer make's flags would make this one print
+    # "make[1]: Entering directory …" around its output: run it as a make of its own.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")}
+    command = ["make", "--no-print-directory", "-n", target]
+    run = subprocess.run(command, cwd=clone, capture_output=True, text=True, check=True, env=env)
     return run.stdout
 
 

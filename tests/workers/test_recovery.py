@@ -155,7 +155,11 @@ def test_a_cancel_stops_sgd_inside_an_epoch(settings, api, submit, sessions, mon
     import app.services.job_state as js
 
     monkeypatch.setattr(js, "WATCH_SECONDS", 0.05)
-    spec = {"algorithm": "sgd", "sgd": {"variant": "minibatch_sgd", "epochs": 3, "batch_size": 2}}
+    spec = {
+        "algorithm": "sgd",
+        "sgd": {"variant": "minibatch_sgd", "epochs": 3, "batch_size": 2},
+        "search": {"mode": "off"},
+    }
     job_id = submit(**spec)
     real = js.JobReporter.interrupt
     calls = []
