@@ -4,7 +4,7 @@ Defaults tuned on one kind of data cost a quarter of the achievable recall on an
 want a larger confidence and a weaker shrinkage than MovieLens). So a spec that leaves settings out has
 them measured on a validation split carved from its own training data, at a bounded cost:
 
-  1. validation: every user gives up ~20 % of their interactions (the latest when timestamps exist;
+  1. validation: every user gives up 10 % of their interactions (the latest when timestamps exist;
      split.holdout_per_user), and keeps the rest to fit on;
   2. rungs, at a proxy (smaller) dimension for `rung_steps` steps each, scored on validation: a coordinate
      sweep over the free settings (each axis in turn, the others held at the best point so far, so a
@@ -12,8 +12,8 @@ them measured on a validation split carved from its own training data, at a boun
      steps again;
   3. the winner trains at the real dimension on the fit part, scored every few steps, until validation
      recall clearly falls: the latest step within noise of the best is the step count the model keeps;
-  4. the final model sees all of the training data: warm-started from the winner's factors at its
-     best step for a few steps where the algorithm can (WALS), else trained afresh for the best count.
+  4. the final model sees all of the training data: warm-started from the winner's state at its chosen
+     step for a few steps (`Space.warm_state`), else trained afresh for the chosen count.
 
 Work is priced by a cost model (floating-point operations of a step and of an evaluation), not by the
 clock, so the same data and spec always make the same choice. `budget` caps the whole (search and
@@ -45,6 +45,19 @@ Progress = Callable[[str, float, float, dict[str, Any]], None]
 
 MIN_VALIDATION_USERS = 20
 EVAL_PAIR_COST = 64  # see ValidationRecall.cost
+# A sweep moves off its current point only for a score this much higher (noise and early-step bias).
+SWEEP_MARGIN = 0.01
+# The winner's validation curve has at most this many points (scores are costly; its plateau is wide).
+WINNER_SCORES = 4
+# The plan spends at most this share of the budget: the cost model is a model (on a busy 2-core machine wall
+# time ran up to 1.4x its figure), and the budget is a ceiling.
+PLANNED_SHARE = 0.75
+# Each call of a fit costs about this many more steps (preparing both sides, drawing its start, threads).
+CALL_STEPS = 2
+# Validation recall on a few hundred users is noisy (a few % on sparse data): scores within TOLERANCE of the
+# best count as the best, and only two in a row below it by DECLINE mean the curve has turned.
+TOLERANCE = 0.02
+DECLINE = 0.05
 
 
 @dataclass(frozen=True)
@@ -205,20 +218,6 @@ def _sweep(axes: list[tuple[str, tuple[Any, ...]]], budget: int, score: Callable
             if value_score > best_score * (1 + SWEEP_MARGIN):
                 best_score, here = value_score, value
         best[name] = here
-
-
-# A sweep moves off its current point only for a score this much higher (noise and early-step bias).
-SWEEP_MARGIN = 0.01
-# The winner's validation curve has at most this many points (scores are costly; its plateau is wide).
-WINNER_SCORES = 4
-# The plan spends at most this share of the budget: the cost model is a model (on a busy 2-core machine wall
-# time ran up to 1.4x its figure), and the budget is a ceiling.
-PLANNED_SHARE = 0.75
-CALL_STEPS = 2
-# Validation recall on a few hundred users is noisy (a few % on sparse data): scores within TOLERANCE of the
-# best count as the best, and only two in a row below it by DECLINE mean the curve has turned.
-TOLERANCE = 0.02
-DECLINE = 0.05
 
 
 @dataclass
