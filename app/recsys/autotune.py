@@ -256,7 +256,7 @@ class _Search:
         self.guess = {name: values[0] for name, values in space.axes}
         step = space.step_cost(space.config_for(self.guess, train, dim, 1), train)
         self.unit = max(space.default_steps * step, 1.0)  # one fit with fixed settings
-        # Every candidate is scored on the same users. Scoring every item for one costs n_items·(2·dim + 4):
+        # Every candidate is scored on the same users. Scoring every item for one costs n_items·(2·dim + 64):
         # on a big catalogue a few hundred users cost a training step. So the sample is as large as one step
         # pays for, within [min_eval_users, eval_users], and the winner is scored every few steps (at most
         # WINNER_SCORES times), as often as keeps its scoring within the cost of its training.
