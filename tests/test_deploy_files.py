@@ -108,9 +108,10 @@ def _make_dry_run(target: str, clone: Path) -> str:
 
     for name in ("Makefile", "pyproject.toml"):
         (clone / name).write_bytes((REPO / name).read_bytes())
-    # Under `make test` (as .ci/run calls it) the outer make's flags would make this one print
-    # "make[1]: Entering directory …" around its output: run it as a make of its own.
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")}
+    # Under `make test PYTEST_ARGS=…` (as .ci/run calls it) the outer make's flags and its command-line
+    # variables reach this one through the environment (it printed "make[1]: Entering directory …" and
+    # the outer PYTEST_ARGS): run it as a fresh clone's own make, with nothing but PATH and HOME.
+    env = {k: os.environ[k] for k in ("PATH", "HOME") if k in os.environ}
     command = ["make", "--no-print-directory", "-n", target]
     run = subprocess.run(command, cwd=clone, capture_output=True, text=True, check=True, env=env)
     return run.stdout
