@@ -237,19 +237,29 @@ def searched_config(spec: TrainingSpec, params: dict[str, Any], data: Interactio
 
 
 def _with_params(spec: TrainingSpec, params: dict[str, Any], data: Interactions) -> TrainingSpec:
+    """The spec with a candidate's values written in, and every default wals_config would take resolved, so the
+    model's spec records them; λ comes from the candidate's shrinkage on `data`."""
     w = spec.wals
-    scheme = params.get("scheme", w.confidence.scheme) or WALSConfig().confidence
-    alpha = params.get("alpha", w.confidence.alpha)
-    alpha = WALSConfig().alpha if alpha is None else alpha
-    w0 = params.get("unobserved_weight", w.unobserved_weight)
-    scaling = params.get("l2_scaling", w.l2_scaling) or "frequency"
-    w0 = (FREQUENCY_SCALED_W0 if scaling == "frequency" else WALSConfig().unobserved_weight) if w0 is None else w0
+    given = {"scheme": params.get("scheme"), "alpha": params.get("alpha")}
+    confidence = w.confidence.model_copy(update={k: v for k, v in given.items() if v is not None})
+    named: dict[str, Any] = {k: params[k] for k in ("unobserved_weight", "l2_scaling") if k in params}
+    resolved = wals_config(spec.model_copy(update={"wals": w.model_copy(update={**named, "confidence": confidence})}))
     l2 = w.l2
     if "shrinkage" in params:
-        at_one = interaction_shrinkage(data, 1.0, w0, scaling, w.l2_exponent, scheme, alpha, w.confidence.eps)
+        r = resolved
+        at_one = interaction_shrinkage(
+            data, 1.0, r.unobserved_weight, r.l2_scaling, r.l2_exponent, r.confidence, r.alpha, r.eps
+        )
         l2 = l2_for_shrinkage(params["shrinkage"], at_one)
-    confidence = w.confidence.model_copy(update={"scheme": scheme, "alpha": alpha})
-    block = w.model_copy(update={"confidence": confidence, "unobserved_weight": w0, "l2": l2, "l2_scaling": scaling})
+    confidence = confidence.model_copy(update={"scheme": resolved.confidence, "alpha": resolved.alpha})
+    block = w.model_copy(
+        update={
+            "confidence": confidence,
+            "unobserved_weight": resolved.unobserved_weight,
+            "l2_scaling": resolved.l2_scaling,
+            "l2": l2,
+        }
+    )
     return spec.model_copy(update={"wals": block})
 
 
