@@ -368,15 +368,29 @@ def test_compiled_and_hogwild_runs_reach_the_torch_paths_quality(
         started.append(1)
         real_start(self)
 
-    recall = {}
-    recall["torch"] = _recall(_fit_sgd(train, config, None, None, engine="torch"), train, test)
-    recall["compiled"] = _recall(_fit_sgd(train, config, None, None, threads=1), train, test)
+    # Hogwild races make every run differ (one seed's recall spread 0.354-0.409 on this small test
+    # set), so each engine is scored as the mean over three seeds. The deterministic engines must
+    # agree two-sided; Hogwild must not lose quality beyond its noise: over six repeats its mean
+    # sat -0.023..+0.007 from torch's (bce with adagrad lowest), so 0.04 is about three spreads.
+    seeds = (0, 1, 2)
+
+    def mean_recall(**engine: Any) -> float:
+        return float(
+            np.mean(
+                [
+                    _recall(_fit_sgd(train, replace(config, seed=seed), None, None, **engine), train, test)
+                    for seed in seeds
+                ]
+            )
+        )
+
+    recall = {"torch": mean_recall(engine="torch"), "compiled": mean_recall(threads=1)}
     monkeypatch.setattr(threading.Thread, "start", start)
-    recall["hogwild"] = _recall(_fit_sgd(train, config, None, None, threads=2), train, test)
-    assert started  # the Hogwild run did use a second thread
+    recall["hogwild"] = mean_recall(threads=2)
+    assert started  # the Hogwild runs did use a second thread
     assert recall["torch"] > 0.3, recall
     assert abs(recall["compiled"] - recall["torch"]) <= 0.03, recall
-    assert abs(recall["hogwild"] - recall["torch"]) <= 0.03, recall
+    assert recall["hogwild"] >= recall["torch"] - 0.04, recall
 
 
 def test_compiled_in_batch_softmax_reaches_the_torch_paths_quality(planted: tuple[Interactions, Interactions]) -> None:
