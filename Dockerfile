@@ -1,10 +1,14 @@
 # syntax=docker/dockerfile:1
-# Build stage: a virtualenv with CPU-only torch (PyTorch's CPU index, never a CUDA build), then Unfold.
+# Build stage: a virtualenv with CPU-only torch (never a CUDA build), then Unfold.
 FROM python:3.11-slim AS build
+# Set TORCH_INDEX_URL to PyTorch's CPU wheel index (docker compose passes it from .env): torch alone
+# comes from there, without its dependencies; they and everything else come from pip's configured index.
+ARG TORCH_INDEX_URL
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+RUN test -n "$TORCH_INDEX_URL" || { echo "set TORCH_INDEX_URL to PyTorch's CPU wheel index" >&2; exit 1; }; \
+    pip install --no-deps --index-url "$TORCH_INDEX_URL" torch==2.13.0
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY app ./app

@@ -6,11 +6,12 @@ BIN := $(VENV)/bin
 # extra (pytest, mypy, moto, playwright, schemathesis: most of a dev venv's size).
 RUNTIME_STAMP := $(VENV)/.runtime-stamp
 DEV_STAMP := $(VENV)/.dev-stamp
-# torch comes first and only as a CPU build: a local wheel if pip's find-links has one (its
-# dependencies then come from PyPI with the project), otherwise PyTorch's CPU index.
-# Plain PyPI would hand Linux a multi-GB CUDA build.
+# torch comes first and only as a CPU build (plain PyPI would hand Linux a multi-GB CUDA build), without
+# its dependencies (they come with the project's, from pip's configured index): a wheel pip finds
+# without an index (find-links) if there is one, otherwise from TORCH_INDEX_URL, which you set to
+# PyTorch's CPU wheel index. No host is named here: every other package comes from pip's own index.
 TORCH := torch==2.13.0
-TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_INDEX_URL ?=
 
 .PHONY: install install-runtime run test test-fast lint typecheck bench bench-extras clean
 
@@ -22,7 +23,8 @@ install-runtime: $(RUNTIME_STAMP)
 $(RUNTIME_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --no-index --no-deps "$(TORCH)" \
-	  || $(BIN)/python -m pip install "$(TORCH)" --index-url $(TORCH_CPU_INDEX) --extra-index-url https://pypi.org/simple
+	  || { test -n "$(TORCH_INDEX_URL)" || { echo "no local $(TORCH) wheel: set TORCH_INDEX_URL to PyTorch's CPU wheel index" >&2; exit 1; }; \
+	       $(BIN)/python -m pip install --no-deps --index-url "$(TORCH_INDEX_URL)" "$(TORCH)"; }
 	$(BIN)/python -m pip install -e .
 	touch $(RUNTIME_STAMP)
 

@@ -31,7 +31,7 @@ def test_compose_has_the_production_shape():
     assert "container_name" not in services["worker"] and "ports" not in services["worker"]
     for name in ("migrate", "api", "worker"):
         svc = services[name]
-        assert svc["build"] == "." and svc["image"] == "unfold:latest"
+        assert svc["build"]["context"] == "." and svc["image"] == "unfold:latest"
         assert svc["command"][0] == "unfold" and svc["command"][1] in _commands(), svc["command"]
     assert services["api"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert services["worker"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
@@ -95,7 +95,10 @@ def test_compose_minio_is_optional_and_matches_the_s3_settings():
 def test_dockerfile_is_multi_stage_cpu_torch_and_non_root():
     text = (REPO / "Dockerfile").read_text()
     assert len(re.findall(r"^FROM ", text, re.M)) >= 2
-    assert "torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in text
+    # torch alone, first, from the index the builder names (never a CUDA build from pip's default index).
+    assert re.search(r"^ARG TORCH_INDEX_URL$", text, re.M)
+    install = re.search(r'pip install --no-deps --index-url "\$TORCH_INDEX_URL" torch==2\.13\.0$', text, re.M)
+    assert install and install.start() < text.index("pip install ."), text
     assert re.search(r"^USER (?!root)\w+", text, re.M)
     for path in ("app", "workers", "migrations", "pyproject.toml"):
         assert path in text
@@ -103,7 +106,7 @@ def test_dockerfile_is_multi_stage_cpu_torch_and_non_root():
     assert env_names <= {f"UNFOLD_{n.upper()}" for n in Settings.model_fields}
 
 
-def _make_dry_run(target: str, clone: Path) -> str:
+def _make_dry_run(target: str, clone: Path, *variables: str) -> str:
     import subprocess
 
     for name in ("Makefile", "pyproject.toml"):
@@ -112,9 +115,36 @@ def _make_dry_run(target: str, clone: Path) -> str:
     # variables reach this one through the environment (it printed "make[1]: Entering directory …" and
     # the outer PYTEST_ARGS): run it as a fresh clone's own make, with nothing but PATH and HOME.
     env = {k: os.environ[k] for k in ("PATH", "HOME") if k in os.environ}
-    command = ["make", "--no-print-directory", "-n", target]
+    command = ["make", "--no-print-directory", "-n", target, *variables]
     run = subprocess.run(command, cwd=clone, capture_output=True, text=True, check=True, env=env)
     return run.stdout
+
+
+# scheme://host, as in an index URL (the health checks' loopback address is not a package host).
+URL_HOST = re.compile(r"\b[a-z][a-z0-9+.-]*://[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+
+
+def test_installing_names_no_package_host():
+    # Every package comes through pip's configured index; only torch has its own, and the user names it.
+    for name in ("Makefile", "Dockerfile", ".env.example", "pyproject.toml"):
+        text = (REPO / name).read_text()
+        hosts = [m.group(0) for m in URL_HOST.finditer(text) if "://127.0.0.1" not in m.group(0)]
+        assert not hosts, f"{name} names {hosts}"
+        assert "pypi.org" not in text and "download.pytorch" not in text, name
+    assert "--extra-index-url" not in (REPO / "Makefile").read_text()
+    compose = _compose()
+    assert compose["x-unfold"]["build"]["args"] == {"TORCH_INDEX_URL": "${TORCH_INDEX_URL:-}"}
+    assert re.search(r"^TORCH_INDEX_URL=$", (REPO / ".env.example").read_text(), re.M)
+
+
+def test_make_install_takes_torch_from_torch_index_url_only_when_no_local_wheel(tmp_path: Path):
+    run = _make_dry_run("install-runtime", tmp_path, "TORCH_INDEX_URL=file:///somewhere/cpu")
+    local, fallback = run.split("|| {", 1)
+    assert 'pip install --no-index --no-deps "torch==2.13.0"' in local, run
+    assert 'pip install --no-deps --index-url "file:///somewhere/cpu" "torch==2.13.0"' in fallback, run
+    # Unset, the fallback stops and says what to set instead of reaching a default index for torch.
+    unset = _make_dry_run("install-runtime", tmp_path).split("|| {", 1)[1]
+    assert 'test -n ""' in unset and "set TORCH_INDEX_URL to PyTorch's CPU wheel index" in unset, unset
 
 
 def test_make_run_installs_no_dev_extra_and_make_test_does(tmp_path: Path):
