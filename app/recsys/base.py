@@ -10,6 +10,7 @@ import numpy as np
 
 # callback(step, elapsed_seconds, loss, metrics) runs once per iteration/epoch with a 1-based step;
 # returning True asks fit() to stop early, and an exception raised inside it propagates out of fit().
+# loop.run_steps owns the order of a step's calls (step, evaluator, history, callback, on_state) for every fit.
 Callback = Callable[[int, float, float, dict[str, float]], bool | None]
 
 # evaluator(user_factors, item_factors) -> metrics, called before the callback at every step when given.

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -58,10 +57,10 @@ from app.recsys.base import (
     StateCallback,
     TrainingState,
     check_resume,
-    history_entry,
 )
 from app.recsys.device import pick_device
 from app.recsys.interactions import Interactions
+from app.recsys.loop import run_steps
 from app.recsys.sampling import (
     Negatives,
     NegativeSampler,
@@ -828,15 +827,12 @@ def _fit_sgd(
     elif torch_optimizer is not None:
         optimizer_state = torch_optimizer.state
 
-    history: list[dict[str, Any]] = []
-    first, offset = 1, 0.0
     if resume is not None:
         _restore_optimizer(optimizer_state, resume, config.optimizer)
         generator.set_state(torch.from_numpy(np.array(resume.arrays["rng"], dtype=np.uint8)))
-        first, offset = resume.step + 1, float(resume.meta.get("elapsed", 0.0))
-        history = [dict(h) for h in resume.meta.get("history", [])]
-    start = time.perf_counter()
-    for step in range(first, config.epochs + 1):
+
+    def epoch(step: int) -> float:
+        """One epoch; return its mean ℓ per positive."""
         if kernel is not None:
             perm = fixed_order if fixed_order is not None else torch.randperm(train.nnz, generator=generator)
             order_np = perm.numpy()
@@ -860,16 +856,17 @@ def _fit_sgd(
                 f"training diverged: the mean loss of epoch {step} is {loss}; lower learning_rate "
                 f"(now {config.learning_rate}) or use optimizer 'adagrad' or 'adam'"
             )
-        metrics: dict[str, float] = {}
-        if evaluator is not None:
-            # Copies, so an evaluator that keeps the arrays never sees later in-place updates.
-            metrics = evaluator(table[n_items:].cpu().numpy().copy(), table[:n_items].cpu().numpy().copy())
-        elapsed = offset + time.perf_counter() - start
-        history.append(history_entry(step, loss, elapsed, metrics))
-        if callback is not None and callback(step, elapsed, loss, metrics):
-            break
-        if on_state is not None:
-            on_state(step, _capture(step, table, optimizer_state, generator, history, elapsed))
+        return loss
+
+    def factors() -> tuple[np.ndarray, np.ndarray]:
+        return table[n_items:].cpu().numpy(), table[:n_items].cpu().numpy()
+
+    def state_arrays() -> dict[str, np.ndarray]:
+        # Parameters, the optimiser's accumulators and the generator's position.
+        arrays = {"table": _as_numpy(table), "rng": generator.get_state().numpy().copy()}
+        return arrays | {f"optimizer_{i}": _as_numpy(a) for i, a in enumerate(optimizer_state)}
+
+    history = run_steps("sgd", config.epochs, epoch, factors, state_arrays, callback, evaluator, on_state, resume)
     return EmbeddingModel(
         user_factors=table[n_items:].cpu().numpy().copy(),
         item_factors=table[:n_items].cpu().numpy().copy(),
@@ -881,24 +878,6 @@ def _fit_sgd(
 
 def _as_numpy(array: torch.Tensor | np.ndarray) -> np.ndarray:
     return array.cpu().numpy().copy() if isinstance(array, torch.Tensor) else array.copy()
-
-
-def _capture(
-    step: int,
-    table: torch.Tensor,
-    optimizer_state: list[Any],
-    generator: torch.Generator,
-    history: list[dict[str, Any]],
-    elapsed: float,
-) -> Callable[[], TrainingState]:
-    """The state after `step`: parameters, the optimiser's accumulators and the generator's position."""
-
-    def capture() -> TrainingState:
-        arrays = {"table": _as_numpy(table), "rng": generator.get_state().numpy().copy()}
-        arrays |= {f"optimizer_{i}": _as_numpy(a) for i, a in enumerate(optimizer_state)}
-        return TrainingState("sgd", step, arrays, {"elapsed": elapsed, "history": [dict(h) for h in history]})
-
-    return capture
 
 
 def _restore_optimizer(state: list[Any], resume: TrainingState, optimizer: str) -> None:

@@ -35,13 +35,12 @@ threads, 0.135 s with 1).
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -55,11 +54,11 @@ from app.recsys.base import (
     StateCallback,
     TrainingState,
     check_resume,
-    history_entry,
 )
 from app.recsys.confidence import confidence, validate_confidence
 from app.recsys.device import pick_device
 from app.recsys.interactions import Interactions
+from app.recsys.loop import run_steps
 from app.recsys.regularization import row_l2
 
 SOLVERS = ("cg", "cholesky")
@@ -293,9 +292,11 @@ def _correction(rows: _Rows, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
     return result
 
 
-def _shared(rows: _Rows, Y: torch.Tensor, config: WALSConfig) -> torch.Tensor:
-    """Return the part of every A_u shared by all rows: w0·YᵀY + λI (+ λ_u I per row when scaled)."""
-    shared = config.unobserved_weight * (Y.T @ Y)
+def _shared(rows: _Rows, Y: torch.Tensor, config: WALSConfig, gramian: torch.Tensor | None = None) -> torch.Tensor:
+    """Return the part of every A_u shared by all rows: w0·YᵀY + λI (+ λ_u I per row when scaled).
+
+    `gramian`, when given, is YᵀY already summed elsewhere (sharded_wals.py all-reduces it over ranks)."""
+    shared = config.unobserved_weight * (Y.T @ Y if gramian is None else gramian)
     if rows.l2 is None:
         shared.diagonal().add_(config.l2)
     return shared
@@ -342,13 +343,14 @@ def _solve(
     config: WALSConfig,
     pool: _RowPool,
     observed_loss: list[float] | None = None,
+    gramian: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One half-step; with the compiled CPU loop, appends the objective's observed part at the new factors
     to observed_loss when a list is given (other paths leave it empty: the caller computes it then).
 
     The compiled loop updates X0 in place (a second 200k × 64 matrix is 50 MB of peak), so callers pass
     factors they own and use the returned tensor."""
-    shared = _shared(rows, Y, config)
+    shared = _shared(rows, Y, config, gramian)
     if rows.plan is not None:
         b = rows.csr(rows.c_minus_w0 + rows.w0) @ Y
         return cholesky.solve(rows.plan, shared, Y, b, pool.map, row_diagonal=rows.l2)
@@ -477,8 +479,6 @@ def fit_wals(
     WALS draws no random numbers after the start, so the result is the one of an uninterrupted run.
     """
     device = pick_device(config.device)
-    history: list[dict[str, Any]] = []
-    first, offset = 1, 0.0
     if resume is None:
         # Factors are drawn on the CPU so a seed gives the same start on every device.
         generator = torch.Generator().manual_seed(config.seed)
@@ -489,33 +489,37 @@ def fit_wals(
         check_resume(resume, "wals", shapes)
         U = torch.tensor(resume.arrays["user_factors"], dtype=torch.float32, device=device)
         V = torch.tensor(resume.arrays["item_factors"], dtype=torch.float32, device=device)
-        first, offset = resume.step + 1, float(resume.meta.get("elapsed", 0.0))
-        history = [dict(h) for h in resume.meta.get("history", [])]
     users, items = _prepare(train, config, device)
     threads = torch.get_num_threads() if device.type == "cpu" else 1
     wals_kernel.set_threads(threads)
     user_blocks = _blocks(users, threads * BLOCKS_PER_THREAD, config.dim)
     item_blocks = _blocks(items, threads * BLOCKS_PER_THREAD, config.dim)
-    start = time.perf_counter()
-    with _RowPool(threads).running() as pool:
-        for step in range(first, config.iterations + 1):
-            if interrupt is not None:
-                interrupt()
-            U = _solve(users, user_blocks, V, U, config, pool)
-            if interrupt is not None:
-                interrupt()
-            observed: list[float] = []
-            V = _solve(items, item_blocks, U, V, config, pool, observed)
-            total = _objective(user_blocks, items, U, V, config, pool, observed[0] if observed else None)
-            loss = total / max(train.nnz, 1)
-            # Copies, so an evaluator that keeps the arrays never sees later in-place updates.
-            metrics = evaluator(U.cpu().numpy().copy(), V.cpu().numpy().copy()) if evaluator is not None else {}
-            elapsed = offset + time.perf_counter() - start
-            history.append(history_entry(step, loss, elapsed, metrics))
-            if callback is not None and callback(step, elapsed, loss, metrics):
-                break
-            if on_state is not None:
-                on_state(step, _capture(step, U, V, history, elapsed))
+    pool = _RowPool(threads)
+
+    def iteration(step: int) -> float:
+        """Solve all users, then all items; return L / nnz at the new factors."""
+        nonlocal U, V
+        if interrupt is not None:
+            interrupt()
+        U = _solve(users, user_blocks, V, U, config, pool)
+        if interrupt is not None:
+            interrupt()
+        observed: list[float] = []
+        V = _solve(items, item_blocks, U, V, config, pool, observed)
+        total = _objective(user_blocks, items, U, V, config, pool, observed[0] if observed else None)
+        return total / max(train.nnz, 1)
+
+    def factors() -> tuple[np.ndarray, np.ndarray]:
+        return U.cpu().numpy(), V.cpu().numpy()
+
+    def state_arrays() -> dict[str, np.ndarray]:
+        # Both factor matrices are all WALS carries from one iteration to the next.
+        return {"user_factors": U.cpu().numpy().copy(), "item_factors": V.cpu().numpy().copy()}
+
+    with pool.running():
+        history = run_steps(
+            "wals", config.iterations, iteration, factors, state_arrays, callback, evaluator, on_state, resume
+        )
     return EmbeddingModel(
         user_factors=np.ascontiguousarray(U.cpu().numpy(), dtype=np.float32),
         item_factors=np.ascontiguousarray(V.cpu().numpy(), dtype=np.float32),
@@ -523,15 +527,3 @@ def fit_wals(
         config=asdict(config),
         history=history,
     )
-
-
-def _capture(
-    step: int, U: torch.Tensor, V: torch.Tensor, history: list[dict[str, Any]], elapsed: float
-) -> Callable[[], TrainingState]:
-    """The state after `step`: both factor matrices are all WALS carries from one iteration to the next."""
-
-    def capture() -> TrainingState:
-        arrays = {"user_factors": U.cpu().numpy().copy(), "item_factors": V.cpu().numpy().copy()}
-        return TrainingState("wals", step, arrays, {"elapsed": elapsed, "history": [dict(h) for h in history]})
-
-    return capture
