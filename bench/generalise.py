@@ -57,7 +57,7 @@ def _recall(
 
 
 def unfold_default(train: Interactions, dim: int) -> tuple[Any, dict[str, Any]]:
-    """The default job's training, as the worker runs it (app/services/training.py::_search)."""
+    """The default job's training, as the worker runs it (app/services/fitting.py::_search)."""
     spec = TrainingSpec(dataset_id="bench", dim=dim)
     space = search_space(spec, train)
     assert space is not None

@@ -52,8 +52,14 @@ class Plan:
         field = "iterations" if self.unit == "iteration" else "epochs"
         return replace(self, config=replace(self.config, **{field: steps}))
 
-    def resolved(self) -> dict[str, Any]:
-        """The algorithm block of the spec with every value Unfold chose filled in."""
+    def resolved_spec(self, spec: TrainingSpec) -> dict[str, Any]:
+        """The spec as trained (the model's `spec`): its algorithm's block with every value Unfold chose
+        filled in, and no block of the other algorithm."""
+        resolved = {**spec.model_dump(mode="json"), spec.algorithm: self._algorithm_block()}
+        resolved.pop("sgd" if spec.algorithm == "wals" else "wals", None)
+        return resolved
+
+    def _algorithm_block(self) -> dict[str, Any]:
         config = asdict(self.config)
         for key in ("dim", "seed", "device", "init_scale"):
             config.pop(key, None)

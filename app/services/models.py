@@ -15,6 +15,11 @@ from app.services.pagination import Page, paginate
 from app.storage import ArtifactStore
 
 
+def model_key(model_id: str) -> str:
+    """Where a model's artifact is published in the artifact store."""
+    return f"models/{model_id}"
+
+
 def resolve_model(session: Session, model_id_or_alias: str, *, tenant: str) -> Model:
     """A model of `tenant` by id, or by the tenant's alias that points at it."""
     model = session.get(Model, model_id_or_alias)

@@ -36,6 +36,33 @@ def planned_phases(spec: TrainingSpec, searching: bool) -> dict[str, float]:
     return phases
 
 
+def progress_snapshot(
+    step: int,
+    total_steps: int,
+    fraction: float,
+    phase: str,
+    phase_fraction: float,
+    unit: str,
+    eta_seconds: float | None,
+    loss: float | None = None,
+    metrics: dict[str, float] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The one shape of a job's `progress` (GET /v1/jobs/{id}), rounded as it is stored."""
+    return {
+        "step": step,
+        "total_steps": total_steps,
+        "fraction": round(fraction, 4),
+        "phase": phase,
+        "phase_fraction": round(phase_fraction, 4),
+        "unit": unit,
+        "eta_seconds": None if eta_seconds is None else round(eta_seconds, 3),
+        "loss": loss,
+        "metrics": metrics or {},
+        **extra,
+    }
+
+
 class JobProgress:
     """The whole job's fraction and ETA from each phase's own fraction (see the module doc)."""
 
@@ -65,24 +92,15 @@ class JobProgress:
         metrics: dict[str, float] | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
-        """The one shape of a job's `progress`, after moving `phase` to `phase_fraction`."""
+        """The job's `progress` after moving `phase` to `phase_fraction`."""
         self.done[phase] = min(max(phase_fraction, self.done.get(phase, 0.0)), 1.0)
         self.weights.setdefault(phase, 0.0)
         fraction = self.fraction()
         elapsed = time.monotonic() - self.started
         eta = elapsed * (1.0 - fraction) / fraction if fraction > 0 else None
-        progress = {
-            "step": step,
-            "total_steps": total_steps,
-            "fraction": round(fraction, 4),
-            "phase": phase,
-            "phase_fraction": round(self.done[phase], 4),
-            "unit": self.unit,
-            "eta_seconds": None if eta is None else round(eta, 3),
-            "loss": loss,
-            "metrics": metrics or {},
-            **extra,
-        }
+        progress = progress_snapshot(
+            step, total_steps, fraction, phase, self.done[phase], self.unit, eta, loss, metrics, **extra
+        )
         if self.warnings:
             progress["warnings"] = list(self.warnings)
         return progress

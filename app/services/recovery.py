@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import Job, utcnow
 from app.services import checkpoints, job_state, tuning
+from app.services.models import model_key
 from app.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -183,7 +184,7 @@ def _ended(
     checkpoints.delete(store, job_id)
     if kind != "trial":
         try:
-            store.delete(f"models/{job_state.model_id_for(job_id)}")
+            store.delete(model_key(job_state.model_id_for(job_id)))
         except Exception:
             log.warning("job %s: could not delete its unfinished model", job_id, exc_info=True)
     if kind == "trial":

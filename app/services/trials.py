@@ -17,7 +17,7 @@ from app.recsys.interactions import Interactions
 from app.recsys.split import split
 from app.services import checkpoints, job_state, tuning
 from app.services.datasets import load_dataset
-from app.services.training import fit_and_score, open_checkpoints
+from app.services.fitting import fit_and_score, open_checkpoints
 from app.spec import TrainingSpec
 from app.storage import ArtifactStore
 

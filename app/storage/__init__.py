@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.storage.base import ArtifactStore, check_key
+from app.storage.base import ArtifactStore, check_key, publishing
 from app.storage.local import LocalArtifactStore
 
 if TYPE_CHECKING:
     from app.config import Settings
 
-__all__ = ["ArtifactStore", "LocalArtifactStore", "check_key", "open_store"]
+__all__ = ["ArtifactStore", "LocalArtifactStore", "check_key", "open_store", "publishing"]
 
 
 def open_store(root: str, settings: Settings | None = None) -> ArtifactStore:

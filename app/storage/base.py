@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -84,3 +85,16 @@ class ArtifactStore(Protocol):
     def sweep_staging(self, older_than: float) -> list[str]:
         """Remove staging directories nothing wrote to for `older_than` seconds (left by killed processes)."""
         ...
+
+
+@contextlib.contextmanager
+def publishing(store: ArtifactStore, key: str) -> Iterator[Path]:
+    """A fresh staging directory to write an artifact into, published whole under `key` when the block
+    ends; thrown away, never published, when the block (or the publish) raises."""
+    staged = store.staging_dir()
+    try:
+        yield staged
+        store.publish_dir(key, staged)
+    except BaseException:
+        store.discard(staged)
+        raise

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from app.models import Model
+from app.models import Job, Model
 from app.recsys.artifact import load_model
-from app.services import checkpoints, job_state, training
+from app.services import checkpoints, job_state, publishing, training
+from app.services.models import model_key
 from app.services.recovery import recover
 from app.storage import open_store
 from tests.workers.conftest import Killed, Sent, job_row, make_stale
@@ -44,7 +45,7 @@ def _models(sessions: Any) -> list[Model]:
 
 
 def _factors(store: Any, model_id: str) -> np.ndarray:
-    return load_model(store.local_dir(f"models/{model_id}")).item_factors
+    return load_model(store.local_dir(model_key(model_id))).item_factors
 
 
 @pytest.mark.parametrize(("spec", "phase", "step"), [(WALS, "fit", 4), (SGD, "fit", 3), (WALS, "refit", 3)])
@@ -91,7 +92,7 @@ def test_a_checkpoint_of_another_spec_is_not_resumed(settings, submit, sessions,
     assert found is None
     _reap(sessions, store, job_id)
     with sessions() as session:  # the spec changed under the job: its checkpoint no longer fits
-        row = session.get(training.Job, job_id)
+        row = session.get(Job, job_id)
         row.spec = {**row.spec, "dim": 5}
         session.commit()
     assert train_job(settings, job_id) == "succeeded"
@@ -172,7 +173,7 @@ def test_a_kill_between_artifact_and_row_neither_loses_the_model_nor_makes_two(
     job_id = submit(**WALS)
     model_id = job_state.model_id_for(job_id)
     if where == "save_model":
-        Crash(monkeypatch, training, "save_model", "before")
+        Crash(monkeypatch, publishing, "save_model", "before")
     elif where == "publish":
         Crash(monkeypatch, type(store), "publish_dir", "after", only=lambda self, key, *_: _is_model_key(key))
     elif where == "checkpoint_delete":
@@ -181,7 +182,7 @@ def test_a_kill_between_artifact_and_row_neither_loses_the_model_nor_makes_two(
         Crash(monkeypatch, job_state, "succeed", "before")
     with pytest.raises(Killed):
         train_job(settings, job_id)
-    assert store.exists(f"models/{model_id}") == published
+    assert store.exists(model_key(model_id)) == published
     assert _models(sessions) == []  # no row: the API shows no model, even when its files are there
     assert api.get(f"/v1/models/{model_id}").status_code == 404
     assert api.get(f"/v1/jobs/{job_id}").json()["model_id"] is None
@@ -264,22 +265,22 @@ def test_cancel_stops_a_running_job_at_its_next_step_and_leaves_nothing(
     assert job["progress"]["step"] == 3  # the step that saw the request was the last one
     assert seen["checkpoint"]  # there was a checkpoint, and it is gone
     assert not store.exists(checkpoints.checkpoint_key(job_id))
-    assert not store.exists(f"models/{job_state.model_id_for(job_id)}")
+    assert not store.exists(model_key(job_state.model_id_for(job_id)))
     assert _models(sessions) == []
 
 
 def test_cancel_requested_during_the_final_steps_leaves_no_model(settings, api, submit, sessions, store, monkeypatch):
     """A cancel that lands after training, while the model is being published, still leaves nothing."""
     job_id = submit(**WALS)
-    real = training._build_index
+    real = publishing._build_index
 
     def build_index(*args: Any) -> Any:
         api.post(f"/v1/jobs/{job_id}/cancel")
         return real(*args)
 
-    monkeypatch.setattr(training, "_build_index", build_index)
+    monkeypatch.setattr(publishing, "_build_index", build_index)
     assert train_job(settings, job_id) == "cancelled"
-    assert not store.exists(f"models/{job_state.model_id_for(job_id)}")
+    assert not store.exists(model_key(job_state.model_id_for(job_id)))
     assert not store.exists(checkpoints.checkpoint_key(job_id))
     assert _models(sessions) == []
 
@@ -292,7 +293,7 @@ def test_a_failed_job_leaves_no_checkpoint(settings, submit, sessions, store, mo
         seen.append(store.exists(checkpoints.checkpoint_key(job_id)))
         raise ValueError("index broke")
 
-    monkeypatch.setattr(training, "_build_index", broken_index)
+    monkeypatch.setattr(publishing, "_build_index", broken_index)
     assert train_job(settings, job_id) == "failed"
     assert seen == [True]  # a checkpoint was there when it failed
     job = job_row(sessions, job_id)
