@@ -34,7 +34,8 @@ from app.models import Model
 from app.recsys.artifact import ModelArtifact, save_model
 from app.recsys.index import IndexConfig, ItemIndex, build_index
 from app.services import serving
-from app.storage import open_store
+from app.services.models import model_key
+from app.storage import open_store, publishing
 
 WRK_SCRIPT = """
 math.randomseed(1)
@@ -68,10 +69,9 @@ def synthetic_model(n_users: int, n_items: int, dim: int, seen_per_user: int, se
 def register(settings: Settings, artifact: ModelArtifact, index: ItemIndex) -> str:
     upgrade(settings.resolved_database_url)
     store = open_store(settings.resolved_artifact_root)
-    staged = store.staging_dir()
-    index.save(staged)
-    save_model(staged, artifact)
-    store.publish_dir("models/mdl_bench", staged)
+    with publishing(store, model_key("mdl_bench")) as staged:
+        index.save(staged)
+        save_model(staged, artifact)
     with session_scope(settings.resolved_database_url) as session:
         session.add(
             Model(
@@ -83,7 +83,7 @@ def register(settings: Settings, artifact: ModelArtifact, index: ItemIndex) -> s
                 spec={},
                 metrics={},
                 index=index.describe(),
-                artifact_key="models/mdl_bench",
+                artifact_key=model_key("mdl_bench"),
             )
         )
     return "mdl_bench"
@@ -91,7 +91,7 @@ def register(settings: Settings, artifact: ModelArtifact, index: ItemIndex) -> s
 
 def in_process(settings: Settings, model_id: str, n_users: int, queries: int) -> dict[str, float]:
     cache = serving.ModelCache(open_store(settings.resolved_artifact_root), 1 << 34)
-    model = cache.get(model_id, f"models/{model_id}")
+    model = cache.get(model_id, model_key(model_id))
     rng = np.random.default_rng(0)
     users = [f"u{u}" for u in rng.integers(0, n_users, queries)]
     serving.recommend_for_users(model, users[:10], 10, True)  # warm the lookups

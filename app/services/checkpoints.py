@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from app.recsys.base import TrainingState
-from app.storage import ArtifactStore
+from app.storage import ArtifactStore, publishing
 
 log = logging.getLogger(__name__)
 
@@ -61,16 +61,15 @@ class Checkpoint:
         return self.state.step if self.state is not None else 0
 
 
-def save(store: ArtifactStore, job_id: str, print_: str, checkpoint: Checkpoint) -> None:
+def save(store: ArtifactStore, job_id: str, job_fingerprint: str, checkpoint: Checkpoint) -> None:
     """Publish a checkpoint whole (replacing the previous one)."""
     if checkpoint.phase not in PHASES:
         raise ValueError(f"unknown checkpoint phase {checkpoint.phase!r}")
-    staged = store.staging_dir()
-    try:
+    with publishing(store, checkpoint_key(job_id)) as staged:
         state = checkpoint.state
         meta: dict[str, Any] = {
             "format": FORMAT,
-            "fingerprint": print_,
+            "fingerprint": job_fingerprint,
             "phase": checkpoint.phase,
             "history": checkpoint.history,
             "early_stopping": checkpoint.early_stopping,
@@ -84,13 +83,9 @@ def save(store: ArtifactStore, job_id: str, print_: str, checkpoint: Checkpoint)
                     raise ValueError(f"checkpoint array {name!r} has dtype object (it would need pickle)")
             np.savez(staged / ARRAYS, allow_pickle=False, **state.arrays)
         (staged / META).write_text(json.dumps(meta))
-        store.publish_dir(checkpoint_key(job_id), staged)
-    except BaseException:
-        store.discard(staged)
-        raise
 
 
-def load(store: ArtifactStore, job_id: str, print_: str) -> Checkpoint | None:
+def load(store: ArtifactStore, job_id: str, job_fingerprint: str) -> Checkpoint | None:
     """The job's checkpoint, or None when there is none or it cannot be used (logged: the job starts over)."""
     key = checkpoint_key(job_id)
     try:
@@ -99,7 +94,11 @@ def load(store: ArtifactStore, job_id: str, print_: str) -> Checkpoint | None:
         return None
     try:
         meta = json.loads((directory / META).read_text())
-        if meta.get("format") != FORMAT or meta.get("fingerprint") != print_ or meta.get("phase") not in PHASES:
+        if (
+            meta.get("format") != FORMAT
+            or meta.get("fingerprint") != job_fingerprint
+            or meta.get("phase") not in PHASES
+        ):
             log.warning("job %s: checkpoint from another format, spec or dataset; starting over", job_id)
             return None
         state = None
@@ -136,12 +135,18 @@ class Checkpointer:
         self,
         store: ArtifactStore,
         job_id: str,
-        print_: str,
+        job_fingerprint: str,
         every: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.store, self.job_id, self.print_, self.every, self.clock = store, job_id, print_, every, clock
-        self.resumed = load(store, job_id, print_)
+        self.store, self.job_id, self.job_fingerprint, self.every, self.clock = (
+            store,
+            job_id,
+            job_fingerprint,
+            every,
+            clock,
+        )
+        self.resumed = load(store, job_id, job_fingerprint)
         self.fit_result: dict[str, Any] | None = self.resumed.fit_result if self.resumed is not None else None
         self._last = clock()
         self.saved = 0
@@ -157,7 +162,7 @@ class Checkpointer:
         a checkpoint is a shortcut for a later attempt, not a condition of this one)."""
         started = self.clock()
         try:
-            save(self.store, self.job_id, self.print_, checkpoint)
+            save(self.store, self.job_id, self.job_fingerprint, checkpoint)
         except Exception:
             log.warning("job %s: could not save a checkpoint; training goes on", self.job_id, exc_info=True)
             return False

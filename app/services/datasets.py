@@ -18,7 +18,7 @@ from app.limits import Limits, too_many_rows, upload_too_large
 from app.models import Dataset, Job, new_id
 from app.recsys.interactions import Interactions
 from app.services.pagination import Page, paginate
-from app.storage import ArtifactStore
+from app.storage import ArtifactStore, publishing
 
 CHUNK = 1 << 20
 ARRAYS_FILE = "interactions.npz"
@@ -63,8 +63,9 @@ def create_dataset(
     limits: Limits,
 ) -> Dataset:
     """Stream an upload to disk, parse it, store its arrays and record the dataset."""
-    staged = store.staging_dir()
-    try:
+    dataset_id = new_id("ds")
+    key = f"datasets/{dataset_id}"
+    with publishing(store, key) as staged:
         raw = staged / "upload.raw"
         checksum, size = _stream_to_disk(upload, raw, limits)
         try:
@@ -90,14 +91,8 @@ def create_dataset(
         arrays.update({name: values for name, values in optional.items() if values is not None})
         # allow_pickle=False: an object array (ids that were not strings) fails here instead of pickling.
         np.savez(staged / ARRAYS_FILE, allow_pickle=False, **arrays)
-        dataset_id = new_id("ds")
         stats = parsed.stats
         (staged / "dataset.json").write_text(json.dumps({"id": dataset_id, "stats": stats}, indent=1))
-        key = f"datasets/{dataset_id}"
-        store.publish_dir(key, staged)
-    except BaseException:
-        store.discard(staged)
-        raise
     n_users, n_items, nnz = len(parsed.user_ids), len(parsed.item_ids), len(parsed.users)
     dataset = Dataset(
         id=dataset_id,

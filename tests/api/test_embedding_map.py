@@ -6,6 +6,7 @@ from pathlib import Path
 
 from app.recsys.synth import PlantedConfig, planted_communities, write_planted_csv
 from app.services.embedding_maps import EMBEDDING_MAP_FILE
+from app.services.models import model_key
 from tests.helpers import planted_csv, upload
 
 SMALL = {"dim": 8, "wals": {"iterations": 4}}
@@ -57,7 +58,7 @@ def test_a_model_without_a_map_is_404_saying_so(client, settings, tmp_path: Path
     # A model trained before maps were stored: its artifact has no map file.
     store = client.app.state.store
     model = client.get(f"/v1/models/{job['model_id']}").json()
-    (store.local_dir(f"models/{model['id']}") / EMBEDDING_MAP_FILE).unlink()
+    (store.local_dir(model_key(model["id"])) / EMBEDDING_MAP_FILE).unlink()
     r = client.get(f"/v1/models/{model['id']}/embedding-map")
     assert r.status_code == 404
     assert r.headers["content-type"].startswith("application/problem+json")

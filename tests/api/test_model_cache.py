@@ -11,28 +11,29 @@ import pytest
 
 from app.recsys.artifact import ModelArtifact, save_model
 from app.services import serving
-from app.storage import LocalArtifactStore
+from app.services.models import model_key
+from app.storage import LocalArtifactStore, publishing
 
 N_USERS, N_ITEMS, DIM = 30, 200, 16
 
 
 def _publish(store: LocalArtifactStore, model_id: str, seed: int) -> str:
     rng = np.random.default_rng(seed)
-    staged = store.staging_dir()
-    save_model(
-        staged,
-        ModelArtifact(
-            user_factors=rng.normal(size=(N_USERS, DIM)).astype(np.float32),
-            item_factors=rng.normal(size=(N_ITEMS, DIM)).astype(np.float32),
-            user_ids=np.array([f"u{i}" for i in range(N_USERS)]),
-            item_ids=np.array([f"i{i}" for i in range(N_ITEMS)]),
-            seen_indptr=np.arange(N_USERS + 1, dtype=np.int64),
-            seen_indices=np.arange(N_USERS, dtype=np.int32),
-            meta={"algorithm": "test", "spec": {}},
-        ),
-    )
-    store.publish_dir(f"models/{model_id}", staged)
-    return f"models/{model_id}"
+    key = model_key(model_id)
+    with publishing(store, key) as staged:
+        save_model(
+            staged,
+            ModelArtifact(
+                user_factors=rng.normal(size=(N_USERS, DIM)).astype(np.float32),
+                item_factors=rng.normal(size=(N_ITEMS, DIM)).astype(np.float32),
+                user_ids=np.array([f"u{i}" for i in range(N_USERS)]),
+                item_ids=np.array([f"i{i}" for i in range(N_ITEMS)]),
+                seen_indptr=np.arange(N_USERS + 1, dtype=np.int64),
+                seen_indices=np.arange(N_USERS, dtype=np.int32),
+                meta={"algorithm": "test", "spec": {}},
+            ),
+        )
+    return key
 
 
 @pytest.fixture

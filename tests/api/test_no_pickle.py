@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from app.recsys.synth import PlantedConfig, planted_communities, write_planted_csv
+from app.services.models import model_key
 from tests.helpers import upload
 
 REPO = Path(__file__).resolve().parents[2]
@@ -204,7 +205,7 @@ def test_artifacts_hold_no_pickles(client, trained):
     assert f"datasets/{ds}/interactions.npz" in names
     assert models["wals0"]["index"]["kind"] == "hnsw"
     for model in models.values():
-        assert f"models/{model['id']}/model.npz" in names and f"models/{model['id']}/model.json" in names
+        assert f"{model_key(model['id'])}/model.npz" in names and f"{model_key(model['id'])}/model.json" in names
     assert any(n.endswith(".faiss") for n in names)  # the HNSW graph was scanned too
     # The dataset kept its string ids and group labels as fixed-width unicode, not objects.
     with np.load(root / "datasets" / ds / "interactions.npz", allow_pickle=False) as z:
@@ -223,7 +224,7 @@ def test_loaders_refuse_a_pickled_array(client, trained):
     with np.load(dataset_file, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     np.savez(dataset_file, **{**arrays, "user_ids": planted})
-    model_dir = store.local_dir(f"models/{models['sgd2']['id']}")
+    model_dir = store.local_dir(model_key(models["sgd2"]["id"]))
     with np.load(model_dir / "model.npz", allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     np.savez(model_dir / "model.npz", **{**arrays, "item_ids": planted})

@@ -18,6 +18,7 @@ import pytest
 from app.client.embedded import EmbeddedServer, embedded_server
 from app.recsys.synth import PlantedConfig, planted_communities, write_planted_csv
 from app.services.embedding_maps import EMBEDDING_MAP_FILE
+from app.services.models import model_key
 from tests.conftest import REPO
 from tests.helpers import upload, wait_for_job
 
@@ -163,7 +164,7 @@ def test_a_model_without_a_map_says_so(browser, server, tmp_path: Path):
         job = wait_for_job(client, _submit(client, dataset["id"])["id"], timeout=120)
     assert job["status"] == "succeeded", job
     # As for a model trained before maps were stored: its artifact has no map file.
-    (server.app.state.store.local_dir(f"models/{job['model_id']}") / EMBEDDING_MAP_FILE).unlink()
+    (server.app.state.store.local_dir(model_key(job["model_id"])) / EMBEDDING_MAP_FILE).unlink()
     page = browser.new_page()
     page.goto(f"{server.url}/#{job['id']}")
     page.locator("#map-missing:not([hidden])").wait_for(timeout=TIMEOUT_MS)

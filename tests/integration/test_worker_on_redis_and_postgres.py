@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from app.api.app import create_app
 from app.config import Settings
 from app.migrate import upgrade
+from app.services.models import model_key
 from app.storage.s3 import S3ArtifactStore
 from tests.helpers import metric_value, upload, wait_for_job
 from tests.integration.conftest import unfold_process, wait_until
@@ -91,7 +92,7 @@ def test_upload_train_poll_query_on_postgres_and_redis(
     }
     assert not {x["item"] for x in recs} & seen_by_1
     store = client.app.state.store
-    assert store.exists(f"datasets/{ds['id']}") and store.exists(f"models/{model['id']}")
+    assert store.exists(f"datasets/{ds['id']}") and store.exists(model_key(model["id"]))
     assert isinstance(store, S3ArtifactStore) == (request.node.callspec.params["production"] == "s3")
     if isinstance(store, S3ArtifactStore):  # nothing went through a shared folder
         assert not (tmp_path / "artifacts").exists()

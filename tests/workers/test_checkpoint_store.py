@@ -49,10 +49,10 @@ def _checkpoint(step: int, seed: int = 0) -> checkpoints.Checkpoint:
 
 
 def test_a_checkpoint_round_trips_whole(store: ArtifactStore):
-    print_ = checkpoints.fingerprint({"dim": 3}, "a" * 64)
-    assert checkpoints.load(store, "job_1", print_) is None
-    checkpoints.save(store, "job_1", print_, _checkpoint(2))
-    back = checkpoints.load(store, "job_1", print_)
+    job_fingerprint = checkpoints.fingerprint({"dim": 3}, "a" * 64)
+    assert checkpoints.load(store, "job_1", job_fingerprint) is None
+    checkpoints.save(store, "job_1", job_fingerprint, _checkpoint(2))
+    back = checkpoints.load(store, "job_1", job_fingerprint)
     assert back is not None and back.phase == "fit" and back.step == 2
     assert back.history == _checkpoint(2).history and back.early_stopping["best_value"] == float("-inf")
     assert back.state is not None and back.state.meta == _state(2).meta
@@ -60,32 +60,34 @@ def test_a_checkpoint_round_trips_whole(store: ArtifactStore):
         assert back.state.arrays[name].dtype == array.dtype and np.array_equal(back.state.arrays[name], array)
     # The phase boundary: no core state, the fit phase's results.
     boundary = checkpoints.Checkpoint("refit", None, [{"step": 1}], {}, {"metrics": {"recall@20": 0.3}, "best_step": 0})
-    checkpoints.save(store, "job_1", print_, boundary)
-    back = checkpoints.load(store, "job_1", print_)
+    checkpoints.save(store, "job_1", job_fingerprint, boundary)
+    back = checkpoints.load(store, "job_1", job_fingerprint)
     assert back is not None and (back.phase, back.state, back.step) == ("refit", None, 0)
     assert back.fit_result == {"metrics": {"recall@20": 0.3}, "best_step": 0}
 
 
 def test_only_the_same_spec_and_data_resume(store: ArtifactStore):
-    print_ = checkpoints.fingerprint({"dim": 3, "seed": 0}, "a" * 64)
-    checkpoints.save(store, "job_1", print_, _checkpoint(2))
-    assert checkpoints.fingerprint({"seed": 0, "dim": 3}, "a" * 64) == print_  # key order does not matter
+    job_fingerprint = checkpoints.fingerprint({"dim": 3, "seed": 0}, "a" * 64)
+    checkpoints.save(store, "job_1", job_fingerprint, _checkpoint(2))
+    assert checkpoints.fingerprint({"seed": 0, "dim": 3}, "a" * 64) == job_fingerprint  # key order does not matter
     for other in (
         checkpoints.fingerprint({"dim": 4, "seed": 0}, "a" * 64),
         checkpoints.fingerprint({"dim": 3, "seed": 0}, "b" * 64),
     ):
         assert checkpoints.load(store, "job_1", other) is None
-    assert checkpoints.load(store, "job_2", print_) is None  # another job's
+    assert checkpoints.load(store, "job_2", job_fingerprint) is None  # another job's
     checkpoints.delete(store, "job_1")
     checkpoints.delete(store, "job_1")  # idempotent
-    assert checkpoints.load(store, "job_1", print_) is None and not store.exists(checkpoints.checkpoint_key("job_1"))
+    assert checkpoints.load(store, "job_1", job_fingerprint) is None and not store.exists(
+        checkpoints.checkpoint_key("job_1")
+    )
 
 
 def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_one(
     store: ArtifactStore, monkeypatch: pytest.MonkeyPatch
 ):
-    print_ = checkpoints.fingerprint({}, "c")
-    checkpoints.save(store, "job_1", print_, _checkpoint(2, seed=2))
+    job_fingerprint = checkpoints.fingerprint({}, "c")
+    checkpoints.save(store, "job_1", job_fingerprint, _checkpoint(2, seed=2))
     real_savez = np.savez
 
     def dies_half_way(path: Any, *args: Any, **kwargs: Any) -> None:
@@ -95,16 +97,16 @@ def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_one(
 
     monkeypatch.setattr(np, "savez", dies_half_way)
     with pytest.raises(OSError, match="disk gone"):
-        checkpoints.save(store, "job_1", print_, _checkpoint(3, seed=3))
+        checkpoints.save(store, "job_1", job_fingerprint, _checkpoint(3, seed=3))
     monkeypatch.setattr(np, "savez", real_savez)
-    back = checkpoints.load(store, "job_1", print_)
+    back = checkpoints.load(store, "job_1", job_fingerprint)
     assert back is not None and back.step == 2
     assert np.array_equal(back.state.arrays["table"], _state(2, seed=2).arrays["table"])  # type: ignore[union-attr]
 
 
 def test_a_crash_in_the_publish_itself_leaves_the_previous_one(store: ArtifactStore, monkeypatch: pytest.MonkeyPatch):
-    print_ = checkpoints.fingerprint({}, "c")
-    checkpoints.save(store, "job_1", print_, _checkpoint(2))
+    job_fingerprint = checkpoints.fingerprint({}, "c")
+    checkpoints.save(store, "job_1", job_fingerprint, _checkpoint(2))
     staged: list[Path] = []
 
     def crash(key: str, directory: Path) -> None:
@@ -113,10 +115,10 @@ def test_a_crash_in_the_publish_itself_leaves_the_previous_one(store: ArtifactSt
 
     monkeypatch.setattr(store, "publish_dir", crash)
     with pytest.raises(ConnectionError):
-        checkpoints.save(store, "job_1", print_, _checkpoint(5))
+        checkpoints.save(store, "job_1", job_fingerprint, _checkpoint(5))
     assert staged and not staged[0].exists()  # the half-written version was thrown away
     monkeypatch.undo()
-    back = checkpoints.load(store, "job_1", print_)
+    back = checkpoints.load(store, "job_1", job_fingerprint)
     assert back is not None and back.step == 2
 
 

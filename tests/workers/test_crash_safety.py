@@ -104,9 +104,9 @@ def test_checkpoints_are_throttled(settings, submit, sessions, store, monkeypatc
     saves: list[tuple[str, int]] = []
     real = checkpoints.save
 
-    def counting(store_: Any, job_id: str, print_: str, checkpoint: checkpoints.Checkpoint) -> None:
+    def counting(store_: Any, job_id: str, job_fingerprint: str, checkpoint: checkpoints.Checkpoint) -> None:
         saves.append((checkpoint.phase, checkpoint.step))
-        real(store_, job_id, print_, checkpoint)
+        real(store_, job_id, job_fingerprint, checkpoint)
 
     monkeypatch.setattr(checkpoints, "save", counting)
     job_id = submit(**WALS)
