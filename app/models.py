@@ -156,3 +156,19 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class Rendezvous(Base):
+    """Where the ranks of a distributed job's attempt meet: rank 0's torch.distributed store address.
+
+    One row per job, rewritten by each attempt's rank 0; a rank task whose attempt is not the row's (nor the
+    job's) belongs to an attempt that is over and leaves.
+    """
+
+    __tablename__ = "rendezvous"
+
+    job_id: Mapped[str] = mapped_column(String(40), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    address: Mapped[str] = mapped_column(String(300))  # host:port of rank 0's TCPStore
+    world: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
