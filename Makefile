@@ -48,8 +48,12 @@ lint: install
 typecheck: install
 	$(BIN)/mypy app workers
 
+# Every script in bench/ at a quick size, one after the other (bench/run_all.py; BENCH_ARGS="--only
+# ingest folding" for some). A script whose data (../shared/data), tool (wrk) or peer is missing is
+# skipped with the reason; run `make bench-extras` first to include the peers. Full-size commands and
+# the figures they gave: docs/benchmarks.md.
 bench: install
-	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 # Peers for side-by-side benchmarks; never runtime dependencies. LightFM's setup.py needs
 # --no-build-isolation (it imports itself while building).

@@ -4,7 +4,7 @@
 
 The settings search (app/recsys/autotune.py) runs once, at --search-dim, on the training data's validation
 split, as a default job would; its choice (confidence, w0, λ from the shrinkage, iterations) then trains a
-model at every dim on all of the training data, scored on test (bench/six.py's splits, every test user).
+model at every dim on all of the training data, scored on test (bench/shared_sets.py's splits, every test user).
 A search per dim would cost a search per dim; the point here is whether one choice keeps paying as the
 dimension grows, as frequency-scaled λ promises (Rendle et al. 2022).
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from common import REPO, machine, print_table, save_json
-from six import DATASETS
+from shared_sets import DATASETS
 
 from app.recsys.autotune import AutotuneConfig, autotune
 from app.recsys.device import set_threads

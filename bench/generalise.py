@@ -3,7 +3,7 @@
     make bench-extras        # implicit + threadpoolctl, benchmark extras only
     .venv/bin/python bench/generalise.py [--datasets ml100k mlsmall lastfm ml1m yelp amazon] [--dims 64 128]
 
-For every dataset (bench/six.py: its split, test never seen while choosing) and dim:
+For every dataset (bench/shared_sets.py: its split, test never seen while choosing) and dim:
   unfold-default   what `{"algorithm": "wals"}` trains: the settings search (app/recsys/autotune.py) on a
                    per-user validation split of the training data, then the final model on all of it
   unfold-fixed     `"search": {"mode": "off"}`: the fixed defaults, 15 iterations (the budget's unit)
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 from common import REPO, machine, print_table, save_json
-from six import DATASETS
+from shared_sets import DATASETS
 
 from app.recsys.autotune import AutotuneConfig, autotune
 from app.recsys.device import set_threads
