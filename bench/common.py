@@ -56,7 +56,7 @@ def _ml1m_parts(fit: tuple[str, ...], score: str) -> tuple[Interactions, Interac
 
 
 def ml1m_implicit() -> tuple[Interactions, Interactions]:
-    """ml-1m-implicit as the README's protocol wants it: train+valid to fit, test to score."""
+    """ml-1m-implicit as the benchmarks' protocol wants it: train+valid to fit, test to score."""
     return _ml1m_parts(("train", "valid"), "test")
 
 
@@ -90,7 +90,7 @@ def machine() -> str:
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    """A GitHub-markdown table, so the README can quote it verbatim."""
+    """A GitHub-markdown table, so docs/ can quote it verbatim."""
 
     def fmt(value: Any) -> str:
         if isinstance(value, float):

@@ -67,7 +67,7 @@ def test_compose_api_requires_keys_and_keeps_the_shared_environment():
     api_only = ("UNFOLD_REQUIRE_AUTH", "UNFOLD_PORT")
     assert {k: v for k, v in api.items() if k not in api_only} == worker == compose["x-unfold-env"]
     assert "keys" in {g.name for g in cli.registered_groups}
-    assert "docker compose exec api unfold keys create --tenant" in (REPO / "README.md").read_text()
+    assert "docker compose exec api unfold keys create --tenant" in (REPO / "docs" / "api-keys.md").read_text()
 
 
 def test_compose_minio_is_optional_and_matches_the_s3_settings():
