@@ -4,7 +4,7 @@
 
 Two planted communities joined only by a little noise. Positives-only training (SGD with
 strategy `none`, WALS with w0 = 0) lets one community's items leak into the other's top 10;
-negatives keep them apart. Prints a markdown table the README quotes.
+negatives keep them apart. Prints a markdown table docs/folding.md quotes.
 """
 
 from __future__ import annotations

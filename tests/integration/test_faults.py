@@ -9,7 +9,7 @@
 
 Each test runs its own redis-server on a free port (so it can kill it without touching the machine's),
 a fresh PostgreSQL database, short settings (heartbeat 1 s, requeue after 3 s) and prints what it
-measured (the README's Reliability section quotes these lines).
+measured (docs/reliability.md quotes these lines).
 """
 
 from __future__ import annotations
