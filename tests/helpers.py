@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-FINAL = ("succeeded", "failed", "cancelled")
+from app.job_status import FINISHED
 
 
 def planted_csv(path: Path, n_users: int = 60, n_items: int = 40, per_user: int = 12, seed: int = 0) -> Path:
@@ -34,7 +34,7 @@ def wait_for_job(client: Any, job_id: str, timeout: float = 300.0, prefix: str =
     deadline = time.monotonic() + timeout
     while True:
         job = client.get(f"{prefix}/v1/jobs/{job_id}").json()
-        if job["status"] in FINAL:
+        if job["status"] in FINISHED:
             return job
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s: {job.get('progress')}")

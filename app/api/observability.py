@@ -25,8 +25,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.auth import check_metrics_key
 from app.db import get_sessionmaker
+from app.job_status import JobStatus
 from app.models import Job
-from app.services.jobs import JOB_STATUSES
 
 
 def _job_seconds(session: Session) -> ColumnElement[Any]:
@@ -53,7 +53,7 @@ class _JobCollector(Collector):
                 .group_by(Job.status)
             ).all()
         jobs = GaugeMetricFamily("unfold_jobs", "Training jobs by status", labels=["status"])
-        for status in JOB_STATUSES:
+        for status in JobStatus:
             jobs.add_metric([status], counts.get(status, 0))
         yield jobs
         seconds = CounterMetricFamily(

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BeforeValidator
 
-Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+from app.job_status import JobStatus
 
 DatasetId = Annotated[str, Path(description="A dataset id (`ds_…`) from POST /v1/datasets.")]
 JobId = Annotated[str, Path(description="A job id (`job_…`) from POST /v1/jobs.")]
@@ -30,7 +30,7 @@ AliasName = Annotated[
 
 Limit = Annotated[int, Query(ge=1, le=500, description="Page size (1..500).")]
 Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page; omitted: start from the newest.")]
-StatusFilter = Annotated[Status | None, Query(description="Only those with this status; omitted: all.")]
+StatusFilter = Annotated[JobStatus | None, Query(description="Only those with this status; omitted: all.")]
 
 # What a bool query parameter may say (pydantic's own words, case-insensitive, nothing around them).
 BOOLS = {

@@ -19,7 +19,6 @@ import httpx
 from app.client.sse import parse_events
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-FINISHED = ("succeeded", "failed", "cancelled")
 # Reading a response may take this long: an upload is parsed before the server answers.
 UPLOAD_TIMEOUT = httpx.Timeout(600.0, connect=5.0)
 # The events endpoint sends a keep-alive every 15 s; silence four times that long means it is gone.

@@ -21,6 +21,7 @@ from rich.markup import escape
 
 from app.client import api, tables, views, watch
 from app.client.specs import build_spec
+from app.job_status import JobStatus
 
 EXIT_API_ERROR = 3
 PIPE_WIDTH = 200
@@ -47,14 +48,6 @@ class Format(StrEnum):
 class Algorithm(StrEnum):
     wals = "wals"
     sgd = "sgd"
-
-
-class Status(StrEnum):
-    queued = "queued"
-    running = "running"
-    succeeded = "succeeded"
-    failed = "failed"
-    cancelled = "cancelled"
 
 
 def api_errors(command: Callable[P, R]) -> Callable[P, R]:
@@ -184,7 +177,7 @@ def train(
 @jobs_cli.command("list")
 @api_errors
 def jobs_list(
-    status: Status = typer.Option(None, "--status", "-s", help="Only jobs in this status."),
+    status: JobStatus = typer.Option(None, "--status", "-s", help="Only jobs in this status."),
     limit: int = typer.Option(50, min=1, max=500),
 ) -> None:
     """List jobs, newest first."""

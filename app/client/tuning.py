@@ -10,6 +10,7 @@ import typer
 from app.client import tables, views
 from app.client.commands import EXIT_API_ERROR, Algorithm, api_errors, connect, err, out, show
 from app.client.specs import build_spec, parse_value
+from app.job_status import FINISHED
 
 tuning_cli = typer.Typer(
     help="Tuning runs: trials over a grid or random search on a validation split, then the best retrained.",
@@ -91,7 +92,7 @@ def tuning_cancel(tuning_id: str = typer.Argument(..., metavar="ID")) -> None:
     """Cancel a run: its queued and running trials stop, and no final model is trained."""
     with connect() as client:
         before = client.get_tuning(tuning_id)
-        if before["status"] in ("succeeded", "failed", "cancelled"):
+        if before["status"] in FINISHED:
             # The API answers a finished run unchanged: say that nothing was cancelled, and exit non-zero.
             err.print(f"tuning run {tuning_id} had already {before['status']}; nothing was cancelled")
             raise typer.Exit(EXIT_API_ERROR)

@@ -22,6 +22,7 @@ from rich.text import Text
 
 from app.client.api import JSON, UnfoldClient
 from app.client.tables import job_steps, number, status_text, when
+from app.job_status import FINISHED
 
 # Metrics shown beside the loss while a job runs, in this order of preference.
 LIVE_METRICS = ("recall@20", "ndcg@20", "recall@10", "ndcg@10")
@@ -123,7 +124,7 @@ class JobView:
         assert self.task is not None
         p = progress or {}
         total, step = p.get("total_steps"), p.get("step") or 0
-        finished = status in ("succeeded", "failed", "cancelled")
+        finished = status in FINISHED
         if status == "succeeded" and total:
             step = total
         parts = [("label", "head", escape(self.label)), ("status", "head", f"[bold]{status}[/bold]")]

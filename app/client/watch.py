@@ -11,8 +11,9 @@ import time
 from rich.console import Console
 from rich.markup import escape
 
-from app.client.api import FINISHED, JSON, EventsUnavailable, UnfoldClient
+from app.client.api import JSON, EventsUnavailable, UnfoldClient
 from app.client.views import JobView
+from app.job_status import FINISHED
 
 EXIT_CODES = {"succeeded": 0, "failed": 1, "cancelled": 2}
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.errors import Conflict, InvalidInput, NotFound
 from app.ingestion import IngestError, ParseOptions, RowLimitExceeded, parse_file
+from app.job_status import ACTIVE
 from app.limits import Limits, too_many_rows, upload_too_large
 from app.models import Dataset, Job, new_id
 from app.recsys.interactions import Interactions
@@ -22,7 +23,6 @@ from app.storage import ArtifactStore, publishing
 
 CHUNK = 1 << 20
 ARRAYS_FILE = "interactions.npz"
-ACTIVE_JOB_STATUSES = ("queued", "running")
 
 
 @dataclass(frozen=True)
@@ -154,9 +154,7 @@ def list_datasets(session: Session, limit: int, cursor: str | None, *, tenant: s
 def delete_dataset(session: Session, store: ArtifactStore, dataset_id: str, *, tenant: str) -> None:
     """Delete a dataset unless a queued or running job still needs it."""
     dataset = get_dataset(session, dataset_id, tenant=tenant)
-    busy = session.scalar(
-        select(Job.id).where(Job.dataset_id == dataset_id, Job.status.in_(ACTIVE_JOB_STATUSES)).limit(1)
-    )
+    busy = session.scalar(select(Job.id).where(Job.dataset_id == dataset_id, Job.status.in_(ACTIVE)).limit(1))
     if busy is not None:
         raise Conflict(f"dataset {dataset_id!r} is used by job {busy!r}, which is queued or running")
     session.delete(dataset)

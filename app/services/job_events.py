@@ -23,8 +23,9 @@ import anyio.to_thread
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.errors import TooManyRequests
+from app.job_status import FINISHED
 from app.models import Job
-from app.services.jobs import FINISHED, get_job
+from app.services.jobs import get_job
 
 POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0

@@ -20,6 +20,7 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, CursorResult, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.job_status import ACTIVE
 from app.models import Job, Model, utcnow
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,6 @@ log = logging.getLogger(__name__)
 WATCH_SECONDS = 2.0
 # A running job is taken for dead once its heartbeat is this many heartbeat periods old.
 STALE_HEARTBEATS = 4
-FINISHED = ("succeeded", "failed", "cancelled")
 
 
 def stale_after(heartbeat_seconds: float) -> float:
@@ -202,7 +202,7 @@ def finish(
     sessions: sessionmaker[Session], job_id: str, status: str, lease: Lease | None = None, **values: Any
 ) -> bool:
     """Move a job to a final status (unless it already reached one, or `lease` no longer holds it)."""
-    condition = Job.status.in_(("queued", "running")) if lease is None else lease.held()
+    condition = Job.status.in_(ACTIVE) if lease is None else lease.held()
     with sessions() as session:
         result = session.execute(
             update(Job).where(Job.id == job_id, condition).values(status=status, finished_at=utcnow(), **values)

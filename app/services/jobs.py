@@ -8,15 +8,13 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.errors import Conflict, NotFound
+from app.job_status import FINISHED, JobStatus
 from app.limits import Limits, check_spec
 from app.models import Job, new_id, utcnow
 from app.services import quotas
 from app.services.datasets import get_dataset
 from app.services.pagination import Page, paginate
 from app.spec import TrainingSpec
-
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-FINISHED = ("succeeded", "failed", "cancelled")
 
 Enqueue = Callable[[str], None]
 
@@ -84,7 +82,7 @@ def cancel_job(session: Session, job_id: str, *, tenant: str) -> Job:
     session.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(cancel_requested=True))
     session.commit()
     session.refresh(job)
-    if job.status in ("succeeded", "failed"):  # it ended between the read and the updates
+    if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):  # it ended between the read and the updates
         raise _already_finished(job)
     return job
 

@@ -10,6 +10,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.errors import NotFound
+from app.job_status import ACTIVE
 from app.models import Alias, Job, Model, utcnow
 from app.services.pagination import Page, paginate
 from app.storage import ArtifactStore
@@ -37,7 +38,7 @@ def _missing(session: Session, model_id: str, tenant: str) -> str:
     """Why there is no such model: its job (a model's id is derived from its job's) may still be training."""
     if model_id.startswith("mdl_"):
         job = session.get(Job, "job_" + model_id.removeprefix("mdl_"))
-        if job is not None and job.tenant == tenant and job.status in ("queued", "running"):
+        if job is not None and job.tenant == tenant and job.status in ACTIVE:
             return (
                 f"no model {model_id!r} yet: its job {job.id!r} is still {job.status} "
                 f"(GET /v1/jobs/{job.id} follows its progress)"

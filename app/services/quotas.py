@@ -13,9 +13,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.errors import TooManyRequests
+from app.job_status import ACTIVE
 from app.models import Job, TuningRun
 
-ACTIVE = ("queued", "running")
 SETTING = "UNFOLD_MAX_CONCURRENT_JOBS"
 # Jobs take seconds to hours; this only tells a client not to retry in a tight loop.
 RETRY_AFTER_SECONDS = 30

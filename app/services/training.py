@@ -18,6 +18,7 @@ import logging
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.job_status import FINISHED
 from app.models import Dataset, Job, Model
 from app.services import checkpoints, job_state
 from app.services.algorithms import plan_for
@@ -149,7 +150,7 @@ def _after_skip(sessions: sessionmaker[Session], store: ArtifactStore, job_id: s
         if job.status == "queued" and job.cancel_requested:
             job_state.finish(sessions, job_id, "cancelled")
             session.refresh(job)
-        if job.status in job_state.FINISHED:
+        if job.status in FINISHED:
             checkpoints.delete(store, job_id)
             if job.status != "succeeded":
                 try:

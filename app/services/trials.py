@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.job_status import FINISHED
 from app.models import Dataset, Job
 from app.recsys.interactions import Interactions
 from app.recsys.split import split
@@ -56,7 +57,7 @@ def run_trial(
         final_id = tuning.record_trial(sessions, job_id, None)
         with sessions() as session:
             job = session.get(Job, job_id)
-            if job is not None and job.status in job_state.FINISHED:
+            if job is not None and job.status in FINISHED:
                 checkpoints.delete(store, job_id)
         return "skipped", final_id
     with sessions() as session:

@@ -19,6 +19,7 @@ from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.errors import InvalidInput, LimitExceeded, NotFound
+from app.job_status import ACTIVE, FINISHED, JobStatus
 from app.limits import Limits, check_spec
 from app.models import Job, TuningRun, TuningTrial, new_id, utcnow
 from app.services import quotas
@@ -26,9 +27,6 @@ from app.services.datasets import get_dataset
 from app.services.pagination import Page, paginate
 from app.spec import TrainingSpec
 from app.tuning_spec import MAX_TRIALS, SearchSpaceError, SearchSpec, Trial, plan_trials
-
-ACTIVE = ("queued", "running")
-FINISHED = ("succeeded", "failed", "cancelled")
 
 
 class Dispatch(Protocol):
@@ -69,7 +67,7 @@ class TuningView:
         return {
             "trials_done": done,
             "trials_total": self.run.trials_total,
-            "trials_failed": sum(t.status == "failed" for t in self.leaderboard),
+            "trials_failed": sum(t.status == JobStatus.FAILED for t in self.leaderboard),
             "fraction": done / self.run.trials_total if self.run.trials_total else 1.0,
             "phase": phase,
         }

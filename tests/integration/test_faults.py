@@ -33,8 +33,9 @@ from fastapi.testclient import TestClient
 
 from app.api.app import create_app
 from app.config import Settings
+from app.job_status import FINISHED
 from app.migrate import upgrade
-from tests.helpers import FINAL, planted_csv, upload
+from tests.helpers import planted_csv, upload
 from tests.integration.conftest import free_port
 from tests.services import postgres_database
 
@@ -240,7 +241,10 @@ def test_sigkill_of_the_worker_mid_training_resumes_on_a_new_worker(shape: dict[
         again = _wait(resumed, 60, "the job to resume on the new worker", [second_log])
         resumed_at = time.monotonic()
         job = _wait(
-            lambda: (j := client.get(f"/v1/jobs/{job_id}").json())["status"] in FINAL and j, 90, "the end", [second_log]
+            lambda: (j := client.get(f"/v1/jobs/{job_id}").json())["status"] in FINISHED and j,
+            90,
+            "the end",
+            [second_log],
         )
 
         assert job["status"] == "succeeded", (job["error"], second_log.read_text()[-3000:])
@@ -295,7 +299,7 @@ def test_redis_restarted_while_a_job_is_queued_still_runs_it_once(shape: dict[st
             lambda: f"job {job_id} not claimed".encode() in log.read_bytes(), 60, "the duplicate to be refused", [log]
         )
         job = _wait(
-            lambda: (j := client.get(f"/v1/jobs/{job_id}").json())["status"] in FINAL and j, 90, "the end", [log]
+            lambda: (j := client.get(f"/v1/jobs/{job_id}").json())["status"] in FINISHED and j, 90, "the end", [log]
         )
 
         assert running["status"] in ("running", "succeeded")

@@ -13,8 +13,9 @@ from fastapi.testclient import TestClient
 
 from app.api.app import create_app
 from app.config import Settings
+from app.job_status import FINISHED
 from app.migrate import upgrade
-from tests.helpers import FINAL, planted_csv, upload
+from tests.helpers import planted_csv, upload
 from tests.integration.conftest import unfold_process, wait_until
 from tests.services import postgres_database, redis_url
 
@@ -57,7 +58,7 @@ def test_a_tuning_run_uses_both_workers_and_yields_a_model(tmp_path: Path):
         location = r.headers["location"]
 
         def finished() -> bool:
-            return client.get(location).json()["status"] in FINAL
+            return client.get(location).json()["status"] in FINISHED
 
         wait_until(finished, 120, "the tuning run to finish", logs[0])
         run = client.get(location).json()
