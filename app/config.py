@@ -11,6 +11,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app import limits as request_limits
+from app.spec import MAX_K
 
 
 class Settings(BaseSettings):
@@ -56,7 +57,7 @@ class Settings(BaseSettings):
         le=request_limits.MAX_SGD_EPOCHS,
         description="Largest sgd.epochs of a job (422).",
     )
-    max_k: int = Field(request_limits.MAX_K, ge=1, le=1_000_000, description="Largest `k` of a query (422).")
+    max_k: int = Field(MAX_K, ge=1, le=1_000_000, description="Largest `k` of a query (422).")
     max_batch_users: int = Field(
         request_limits.MAX_BATCH_USERS, ge=1, description="Users per batch-recommendation call (422)."
     )

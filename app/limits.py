@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from app.errors import LimitExceeded
 from app.recsys.sgd_config import RECIPE_EPOCHS
-from app.spec import TrainingSpec
+from app.spec import MAX_K, TrainingSpec
 
 MIB = 1024 * 1024
 # What Unfold picks when a spec leaves wals.iterations out (WALSConfig.iterations; a test keeps them equal).
@@ -26,7 +26,6 @@ MAX_UPLOAD_ROWS = 100_000_000
 MAX_DIM = 4096
 MAX_WALS_ITERATIONS = 1000
 MAX_SGD_EPOCHS = 1000
-MAX_K = 1000
 MAX_BATCH_USERS = 10_000
 # A buffered JSON batch answer is built whole in memory (about 60 bytes of Python objects per result
 # on top of its JSON): bounded before any search runs. NDJSON streams are not (see check_batch_cost).
