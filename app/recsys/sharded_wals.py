@@ -202,11 +202,19 @@ def open_rendezvous(host: str, port: int, rank: int, world: int, timeout: float)
     )
 
 
-def join(store: Store, rank: int, world: int, timeout: float, backend: str | None = None) -> None:
+def join(
+    store: Store,
+    rank: int,
+    world: int,
+    timeout: float,
+    backend: str | None = None,
+    collective_timeout: float | None = None,
+) -> None:
     """Join the process group of `world` ranks through `store`; TimeoutError unless all joined within `timeout`.
 
-    backend None picks NCCL when CUDA is available, else gloo. The group's collectives time out after
-    `timeout` seconds too, so a peer that died mid-iteration fails the others instead of hanging them.
+    backend None picks NCCL when CUDA is available, else gloo. Collectives time out after `collective_timeout`
+    seconds (default `timeout`): a peer that hangs fails the others then; a peer that dies closes its
+    connections, which fails them at once.
     """
     deadline = time.monotonic() + timeout
     joined = store.add("unfold/joined", 1)
@@ -218,7 +226,8 @@ def join(store: Store, rank: int, world: int, timeout: float, backend: str | Non
         time.sleep(0.05)
         joined = store.add("unfold/joined", 0)
     chosen = backend or ("nccl" if torch.cuda.is_available() else "gloo")
-    dist.init_process_group(chosen, store=store, rank=rank, world_size=world, timeout=timedelta(seconds=timeout))
+    limit = timedelta(seconds=timeout if collective_timeout is None else collective_timeout)
+    dist.init_process_group(chosen, store=store, rank=rank, world_size=world, timeout=limit)
 
 
 def leave() -> None:
@@ -283,6 +292,21 @@ class _Ranks:
                 dist.recv(full[a:b], src=owner)
         return full
 
+    def start(self, first: int, resumed: bool) -> tuple[int, bool]:
+        """Rank 0's first step and whether it resumes, on every rank."""
+        if self.world == 1:
+            return first, resumed
+        t = torch.tensor([first, int(resumed)], dtype=torch.int64, device=self.device)
+        dist.broadcast(t, src=0)
+        return int(t[0]), bool(t[1])
+
+    def broadcast(self, X: torch.Tensor) -> None:
+        """Rank 0's X, in place on every rank."""
+        if self.world > 1:
+            dist.broadcast(X, src=0)
+            if self.rank == 0:
+                self.bytes_sent += (self.world - 1) * X.numel() * X.element_size()
+
     def sums(self, values: list[float]) -> list[float]:
         """Σ over ranks of each value (float64)."""
         t = torch.tensor(values, dtype=torch.float64, device=self.device)
@@ -341,8 +365,8 @@ def fit_sharded_wals(
     """Train WALS as rank shard.rank of shard.world in the joined process group (join(); one rank: no group).
 
     The same model as fit_wals on the whole matrix with the same config. callback, evaluator and on_state run
-    on rank 0 only (ValueError if given elsewhere); interrupt may be given on any rank. `resume` is a state
-    from on_state (the complete factors), given to every rank.
+    on rank 0 only (ValueError if given elsewhere); interrupt may be given on any rank. `resume` (a state
+    from on_state: the complete factors) is read on rank 0 only, which sends the factors to the others.
     """
     if shard.rank != 0 and (callback is not None or evaluator is not None or on_state is not None):
         raise ValueError("callback, evaluator and on_state run on rank 0 only")
@@ -354,18 +378,33 @@ def fit_sharded_wals(
     ia, ib = int(shard.item_bounds[shard.rank]), int(shard.item_bounds[shard.rank + 1])
     history: list[dict[str, Any]] = []
     first, offset = 1, 0.0
-    if resume is None:
+    if shard.rank == 0 and resume is not None:
+        shapes = {"user_factors": (shard.n_users, config.dim), "item_factors": (shard.n_items, config.dim)}
+        check_resume(resume, "wals", shapes)
+        first, offset = resume.step + 1, float(resume.meta.get("elapsed", 0.0))
+        history = [dict(h) for h in resume.meta.get("history", [])]
+    # Rank 0's resume decides for all (the others need not read the checkpoint): it sends them the factors.
+    first, resumed = ranks.start(first, shard.rank == 0 and resume is not None)
+    if not resumed:
         # Every rank draws both complete matrices as fit_wals does and keeps its rows: the same start.
         generator = torch.Generator().manual_seed(config.seed)
         V = init_factors(shard.n_items, config, generator).to(device)
         U_own = init_factors(shard.n_users, config, generator)[ua:ub].clone().to(device)
     else:
-        shapes = {"user_factors": (shard.n_users, config.dim), "item_factors": (shard.n_items, config.dim)}
-        check_resume(resume, "wals", shapes)
-        V = torch.tensor(resume.arrays["item_factors"], dtype=torch.float32, device=device)
-        U_own = torch.tensor(resume.arrays["user_factors"][ua:ub], dtype=torch.float32, device=device)
-        first, offset = resume.step + 1, float(resume.meta.get("elapsed", 0.0))
-        history = [dict(h) for h in resume.meta.get("history", [])]
+        U_all, V = (
+            (
+                torch.tensor(resume.arrays[name], dtype=torch.float32, device=device)
+                for name in ("user_factors", "item_factors")
+            )
+            if shard.rank == 0 and resume is not None
+            else (
+                torch.empty(n, config.dim, dtype=torch.float32, device=device) for n in (shard.n_users, shard.n_items)
+            )
+        )
+        ranks.broadcast(U_all)
+        ranks.broadcast(V)
+        U_own = U_all[ua:ub].clone()
+        del U_all
     V_own = V[ia:ib].clone()
     users = _prepare_rows(shard.users, config, device)
     items = _prepare_rows(shard.items, config, device)
@@ -415,11 +454,11 @@ def fit_sharded_wals(
             if stop:
                 break
     del U
-    U_all = ranks.gather_to_root(U_own, shard.user_bounds)
+    gathered = ranks.gather_to_root(U_own, shard.user_bounds)
     model = None
-    if U_all is not None:
+    if gathered is not None:
         model = EmbeddingModel(
-            user_factors=np.ascontiguousarray(U_all.cpu().numpy(), dtype=np.float32),
+            user_factors=np.ascontiguousarray(gathered.cpu().numpy(), dtype=np.float32),
             item_factors=np.ascontiguousarray(V.cpu().numpy(), dtype=np.float32),
             algorithm="wals",
             config=asdict(config),

@@ -9,12 +9,14 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from app.recsys.base import TrainingState
 from app.recsys.sharded_wals import fit_sharded_wals, join, leave, load_shard, open_rendezvous
 from app.recsys.wals import WALSConfig
 
@@ -55,9 +57,26 @@ def rank_main(shard_path: str, address_file: str, out: str, config: dict[str, An
         if die_at is not None and shard.rank == die_at[0] and calls == die_at[1]:
             os.kill(os.getpid(), signal.SIGKILL)
 
+    state_file = options.get("state_file")  # rank 0 checkpoints every step there, or resumes from it
+
+    def on_state(step: int, capture: Callable[[], TrainingState]) -> None:
+        state = capture()
+        np.savez(str(state_file), step=np.array(step), **state.arrays)
+
+    resume = None
+    if shard.rank == 0 and options.get("resume"):
+        with np.load(str(state_file)) as z:
+            arrays = {name: z[name] for name in ("user_factors", "item_factors")}
+            resume = TrainingState("wals", int(z["step"]), arrays, {})
     started = time.monotonic()
     try:
-        fit = fit_sharded_wals(shard, WALSConfig(**config), interrupt=interrupt)
+        fit = fit_sharded_wals(
+            shard,
+            WALSConfig(**config),
+            on_state=on_state if shard.rank == 0 and state_file else None,
+            resume=resume,
+            interrupt=interrupt,
+        )
     except Exception as exc:
         Path(out).write_text(
             json.dumps({"failed": type(exc).__name__, "message": str(exc), "after": time.monotonic() - started})

@@ -33,6 +33,7 @@ def _data(seed: int = 0) -> Interactions:
 def _run_ranks(tmp_path: Path, data: Interactions, world: int, config: WALSConfig, **options: Any) -> list[dict]:
     """Start `world` rank processes on their shard files; return what each wrote (rank 0's factors too)."""
     context = multiprocessing.get_context("spawn")
+    tmp_path.mkdir(parents=True, exist_ok=True)
     processes = []
     for shard in make_shards(data, world):
         path = tmp_path / f"shard-{shard.rank}.npz"
@@ -119,3 +120,19 @@ def test_a_killed_rank_fails_its_peers_in_time(tmp_path: Path) -> None:
     assert results[1] == {"exitcode": "no output"}
     assert results[0]["failed"] in ("RuntimeError", "DistBackendError"), results[0]
     assert results[0]["after"] < 10.0 + 15.0
+
+
+def test_fresh_ranks_resume_rank_0s_checkpoint_and_end_with_the_same_model(tmp_path: Path) -> None:
+    data = _data()
+    expected = fit_wals(data, CONFIG)
+    state = tmp_path / "state.npz"
+    # Rank 1 dies at the start of iteration 4 (its 7th check); rank 0 checkpointed every step before that.
+    first = _run_ranks(tmp_path / "a", data, 2, CONFIG, die_at=(1, 7), state_file=str(state))
+    assert "failed" in first[0]
+    with np.load(state) as z:
+        assert int(z["step"]) == 3
+    # A fresh set of ranks: only rank 0 reads the checkpoint.
+    second = _run_ranks(tmp_path / "b", data, 2, CONFIG, state_file=str(state), resume=True)
+    assert [r.get("iterations") for r in second] == [CONFIG.iterations - 3] * 2, second
+    np.testing.assert_allclose(second[0]["U"], expected.user_factors, atol=1e-4)
+    np.testing.assert_allclose(second[0]["V"], expected.item_factors, atol=1e-4)
