@@ -141,7 +141,7 @@ def worker(
     _explain_root()
     argv = [
         "worker",
-        f"--queues={settings.queue}",
+        f"--queues={settings.queue},{settings.rank_queue}",
         f"--concurrency={concurrency or settings.worker_concurrency}",
         f"--hostname={name or f'unfold-{os.getpid()}@%h'}",
         "--loglevel=INFO",

@@ -29,6 +29,21 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO); default AWS S3.")
     s3_region: str | None = Field(None, description="S3 region; default boto3's (AWS_DEFAULT_REGION).")
     queue: str = Field("unfold", description="Celery queue the API sends training tasks to.")
+    # Distributed jobs (docs/distributed.md): rank 0 is the job's training task, ranks 1… are tasks on this queue.
+    rank_queue: str = Field("unfold.ranks", description="Celery queue of the rank tasks of distributed jobs.")
+    rendezvous_host: str | None = Field(
+        None,
+        description="Address the other ranks reach this worker at when it is a distributed job's rank 0; default "
+        "the address its hostname resolves to.",
+    )
+    rendezvous_timeout_seconds: float = Field(
+        60.0, gt=0, description="A distributed job fails unless all its ranks joined within this time."
+    )
+    rank_timeout_seconds: float = Field(
+        1800.0,
+        gt=0,
+        description="Longest a rank waits in one collective (for a hung peer; a dead one fails its peers at once).",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     # Limits (app.limits): every violation is a problem+json naming the field, the limit and the value.

@@ -271,6 +271,21 @@ class EarlyStoppingSpec(_Strict):
     patience: int = Field(3, ge=1, le=100, description="Steps without improvement before stopping.")
 
 
+MAX_RANKS = 64
+
+
+class DistributedSpec(_Strict):
+    """One model trained by several workers at once (docs/distributed.md): WALS with its rows sharded over ranks."""
+
+    workers: int = Field(
+        1,
+        ge=1,
+        le=MAX_RANKS,
+        description=f"Ranks that train the model together (1..{MAX_RANKS}), each on its own worker; 1: one worker "
+        "as usual. More than 1 needs algorithm wals, search.mode off and as many free workers.",
+    )
+
+
 class TrainingSpec(_Strict):
     """What to train (API.md, "Training spec"): every field but dataset_id has a default, and only the block
     of the chosen algorithm is read. Unknown fields and out-of-range values are a 422 naming the field."""
@@ -310,6 +325,9 @@ class TrainingSpec(_Strict):
         default_factory=SearchSpec,
         description="Settings the spec leaves out are measured on the data (auto, the default) or fixed (off).",
     )
+    distributed: DistributedSpec = Field(
+        default_factory=DistributedSpec, description="Train one model on several workers at once (WALS)."
+    )
 
     @field_validator("wals", "sgd")
     @classmethod
@@ -333,6 +351,17 @@ class TrainingSpec(_Strict):
                 sgd_config_from_spec(self.sgd.model_dump(), dim=self.dim, seed=self.seed)
             except ValueError as exc:
                 raise ValueError(f"sgd: {exc}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _check_distributed(self) -> TrainingSpec:
+        workers = self.distributed.workers
+        if workers > 1 and self.algorithm != "wals":
+            raise ValueError(f"distributed.workers {workers} needs algorithm 'wals': only WALS trains on several ranks")
+        if workers > 1 and self.search.mode != "off":
+            raise ValueError(
+                f"distributed.workers {workers} needs search.mode 'off': the settings search runs on one worker"
+            )
         return self
 
     @model_validator(mode="after")

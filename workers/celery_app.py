@@ -12,6 +12,7 @@ from app.config import Settings, get_settings
 TRAIN_TASK = "training.train"
 TRIAL_TASK = "tuning.trial"
 FINAL_TASK = "tuning.final"
+RANK_TASK = "training.rank"
 
 
 def broker_options(settings: Settings) -> tuple[str, dict[str, object]]:
@@ -35,7 +36,7 @@ def broker_options(settings: Settings) -> tuple[str, dict[str, object]]:
 def create_celery(settings: Settings) -> Celery:
     """A Celery app configured for long, crash-safe training tasks."""
     url, transport_options = broker_options(settings)
-    app = Celery("unfold", broker=url, include=["workers.tasks"])
+    app = Celery("unfold", broker=url, include=["workers.tasks", "workers.ranks"])
     app.conf.update(
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,

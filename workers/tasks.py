@@ -17,13 +17,14 @@ from app.services.trials import run_trial
 from app.storage import open_store
 from workers import recovery  # noqa: F401  # connects the reaper/reconciler to worker start
 from workers.celery_app import FINAL_TASK, TRAIN_TASK, TRIAL_TASK, celery_app
+from workers.ranks import ranks_for, send_again
 
 
 def train_job(settings: Settings, job_id: str) -> str:
     """Run one job with the given settings (the task body; also called directly in tests)."""
     set_threads(settings.torch_threads)
     with logs.job_context(job_id):
-        return run_job(
+        outcome = run_job(
             get_sessionmaker(settings.resolved_database_url),
             open_store(settings.resolved_artifact_root, settings),
             job_id,
@@ -31,7 +32,12 @@ def train_job(settings: Settings, job_id: str) -> str:
             heartbeat_seconds=settings.heartbeat_seconds,
             checkpoint_seconds=settings.checkpoint_seconds,
             search_budget=settings.search_budget,
+            ranks=ranks_for(settings),
+            max_attempts=settings.max_attempts,
         )
+    if outcome == "requeued":  # after the row went back to queued, like every send
+        send_again(settings, job_id)
+    return outcome
 
 
 @celery_app.task(name=TRAIN_TASK)  # type: ignore[untyped-decorator]  # celery ships no types

@@ -24,6 +24,7 @@ process group's timeout.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -228,6 +229,25 @@ def join(
     chosen = backend or ("nccl" if torch.cuda.is_available() else "gloo")
     limit = timedelta(seconds=timeout if collective_timeout is None else collective_timeout)
     dist.init_process_group(chosen, store=store, rank=rank, world_size=world, timeout=limit)
+
+
+def broadcast_json(message: dict[str, Any] | None) -> dict[str, Any]:
+    """Rank 0's message (JSON-able) on every rank of the joined group; rank 0 passes it, the others None."""
+    device = torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
+    size = torch.zeros(1, dtype=torch.int64, device=device)
+    if dist.get_rank() == 0:
+        if message is None:
+            raise ValueError("rank 0 must give the message it broadcasts")
+        data = json.dumps(message).encode()
+        size[0] = len(data)
+        dist.broadcast(size, src=0)
+        dist.broadcast(torch.frombuffer(bytearray(data), dtype=torch.uint8).to(device), src=0)
+        return message
+    dist.broadcast(size, src=0)
+    buffer = torch.empty(int(size[0]), dtype=torch.uint8, device=device)
+    dist.broadcast(buffer, src=0)
+    received: dict[str, Any] = json.loads(bytes(buffer.cpu().numpy()))
+    return received
 
 
 def leave() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ from app.recsys.base import EmbeddingModel, Evaluator, StateCallback, TrainingSt
 from app.recsys.interactions import Interactions
 from app.recsys.metrics import ranking_metrics
 from app.services import checkpoints, job_state
-from app.services.algorithms import Plan, chosen_spec, plan_for, search_space
+from app.services.algorithms import Fit, Plan, chosen_spec, plan_for, search_space
 from app.services.progress import JobProgress, StepProgress
 from app.spec import TrainingSpec
 from app.storage import ArtifactStore
@@ -126,9 +127,11 @@ def fit_or_search(
     test: Interactions | None,
     checkpointer: checkpoints.Checkpointer | None,
     budget: float,
+    fit: Fit | None = None,
 ) -> tuple[TrainingSpec, EmbeddingModel, dict[str, Any] | None, int]:
     """The model trained on `data`: with the search when the spec asks for it, else with the spec's values.
-    Returns the spec the model was trained with, the model, the search report and early stopping's best step."""
+    Returns the spec the model was trained with, the model, the search report and early stopping's best step.
+    `fit` replaces the algorithm's own fit (a distributed job's ranks: distributed.Coordinator.fit)."""
     if spec.search.mode == "auto":
         searched = _search(data, spec, job, test, budget)
         if searched is not None:
@@ -136,7 +139,9 @@ def fit_or_search(
             return searched[0], searched[1], searched[2], 0
     job.weigh("search", 0.0)
     job.weigh("fit", 1.0)
-    model, progress = fit_phase(data, plan_for(spec, data), job, "fit", spec, test, checkpointer)
+    plan = plan_for(spec, data)
+    model, progress = fit_phase(data, plan if fit is None else replace(plan, fit=fit), job, "fit", spec, test,
+                                checkpointer)  # fmt: skip
     return spec, model, None, progress.best_step if spec.early_stopping else 0
 
 

@@ -9,7 +9,7 @@ the phase boundary, so a crash in the refit keeps it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,7 @@ from app.recsys.interactions import Interactions
 from app.recsys.metrics import popularity_metrics, ranking_metrics
 from app.recsys.split import split
 from app.services import checkpoints
-from app.services.algorithms import Plan, default_steps, plan_for
+from app.services.algorithms import Fit, Plan, default_steps, plan_for
 from app.services.datasets import StoredDataset
 from app.services.fitting import fit_or_search, fit_phase
 from app.services.progress import JobProgress
@@ -43,13 +43,15 @@ def train_evaluate_refit(
     progress: JobProgress,
     checkpointer: checkpoints.Checkpointer | None,
     search_budget: float,
+    fit: Fit | None = None,
 ) -> Trained:
-    """The model served for `spec` on `stored`, with its held-out metrics when a split was held out."""
+    """The model served for `spec` on `stored`, with its held-out metrics when a split was held out; `fit`
+    replaces the algorithm's own fit for every fit (a distributed job's ranks)."""
     full = stored.interactions
     ev = spec.evaluation
     metrics: dict[str, Any] = {}
     if ev.split == "none":
-        spec, model, search, _ = fit_or_search(full, spec, progress, None, checkpointer, search_budget)
+        spec, model, search, _ = fit_or_search(full, spec, progress, None, checkpointer, search_budget, fit)
         plan = plan_for(spec, full)
         if search is not None:
             metrics["search"] = search
@@ -62,7 +64,9 @@ def train_evaluate_refit(
             raise ValueError(f"evaluation.split {ev.split!r} left no test interactions")
         fitted = checkpointer.fit_result if checkpointer is not None else None
         if fitted is None:
-            spec, model, search, best_step = fit_or_search(train, spec, progress, test, checkpointer, search_budget)
+            spec, model, search, best_step = fit_or_search(
+                train, spec, progress, test, checkpointer, search_budget, fit
+            )
             metrics = _evaluate(model, train, test, stored, spec, search)
             progress.warnings.extend(_baseline_warnings(metrics, tuple(ev.k)))
             progress.report("evaluate", 1.0, 0, 0, metrics=_flat_ranking(metrics))
@@ -84,7 +88,8 @@ def train_evaluate_refit(
         if spec.early_stopping and fitted["best_step"]:
             plan = plan.with_steps(int(fitted["best_step"]))
         progress.weigh("refit", plan.steps / default_steps(spec.algorithm))
-        model, _ = fit_phase(full, plan, progress, "refit", spec, None, checkpointer)
+        model, _ = fit_phase(full, plan if fit is None else replace(plan, fit=fit), progress, "refit", spec, None,
+                             checkpointer)  # fmt: skip
     if progress.warnings:
         metrics["warnings"] = list(dict.fromkeys(progress.warnings))
     return Trained(spec, plan, model, metrics)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.job_status import FINISHED
 from app.models import Dataset, Job, Model
-from app.services import checkpoints, job_state
+from app.services import checkpoints, distributed, job_state
 from app.services.algorithms import plan_for
 from app.services.datasets import load_dataset
 from app.services.fitting import open_checkpoints
@@ -41,6 +41,7 @@ def train_model(
     reporter: job_state.JobReporter,
     checkpoint_seconds: float | None = None,
     search_budget: float = 3.0,
+    ranks: distributed.Ranks | None = None,
 ) -> Model:
     """Choose the settings the spec leaves out (or take its values), fit, evaluate and (when a split was held
     out) refit on all data; store the artifact.
@@ -48,6 +49,8 @@ def train_model(
     With `checkpoint_seconds` (None: no checkpoints) the training state is saved at most that often
     and a checkpoint left by an earlier attempt is resumed; a model an earlier attempt already
     published is returned as it is. `search_budget` is the search's budget when the spec names none.
+    A spec with distributed.workers > 1 trains on that many ranks, this process being rank 0 (`ranks` sends
+    the others; distributed.py).
     """
     model_id = job_state.model_id_for(job.id)
     published = published_meta(store, model_id, job.id)
@@ -63,7 +66,14 @@ def train_model(
     checkpointer = open_checkpoints(store, job, dataset, reporter, checkpoint_seconds)
     stored = load_dataset(store, dataset)
     progress = JobProgress(reporter, planned_phases(spec, spec.search.mode == "auto"), plan_for(spec).unit)
-    trained = train_evaluate_refit(stored, spec, progress, checkpointer, search_budget)
+    workers = spec.distributed.workers
+    if workers > 1:
+        if ranks is None:
+            raise distributed.RanksMissing(f"distributed.workers {workers}: this worker cannot send rank tasks")
+        with distributed.coordinating(sessions, store, reporter.lease, workers, ranks) as coordinator:
+            trained = train_evaluate_refit(stored, spec, progress, checkpointer, search_budget, coordinator.fit)
+    else:
+        trained = train_evaluate_refit(stored, spec, progress, checkpointer, search_budget)
     if reporter.cancel_requested():
         raise job_state.JobCancelled("cancelled by request")
     progress.report("publish", 0.0, 0, 0)
@@ -81,11 +91,15 @@ def run_job(
     heartbeat_seconds: float,
     checkpoint_seconds: float | None = None,
     search_budget: float = 3.0,
+    ranks: distributed.Ranks | None = None,
+    max_attempts: int = 3,
 ) -> str:
     """Claim and run a job to a final status; returns what happened (for logs and tests).
 
     "lost" means another worker took the job over while this one ran (it was taken for dead):
     this attempt then leaves the row, its checkpoint and any published model to that worker.
+    "requeued": a rank of a distributed job left mid-fit; the job is queued again (below `max_attempts`)
+    with its checkpoint, for the caller to send again.
     """
     lease = job_state.claim(sessions, job_id, worker, stale_after=job_state.stale_after(heartbeat_seconds))
     if lease is None:
@@ -98,7 +112,7 @@ def run_job(
     key = model_key(job_state.model_id_for(job_id))
     try:
         with job_state.JobReporter(sessions, lease, heartbeat_seconds) as reporter:
-            model = train_model(sessions, store, job, reporter, checkpoint_seconds, search_budget)
+            model = train_model(sessions, store, job, reporter, checkpoint_seconds, search_budget, ranks)
             # The published model now survives a crash on its own: the checkpoint is no longer needed.
             if job_state.holds(sessions, lease):
                 checkpoints.delete(store, job_id)
@@ -118,6 +132,14 @@ def run_job(
         job_state.finish(sessions, job_id, "cancelled", lease)
         log.info("job %s cancelled", job_id)
         return "cancelled"
+    except distributed.RanksLost as exc:
+        if lease.attempt < max_attempts and distributed.requeue(sessions, lease):
+            log.warning("job %s: attempt %d lost a rank (%s); queued again", job_id, lease.attempt, exc)
+            return "requeued"
+        log.error("job %s failed: %s (attempt %d of %d)", job_id, exc, lease.attempt, max_attempts)
+        _discard(sessions, store, lease, key)
+        job_state.finish(sessions, job_id, "failed", lease, error={"type": "RanksLost", "message": str(exc)})
+        return "failed"
     except Exception as exc:  # the job records every failure; nothing is left "running"
         log.exception("job %s failed", job_id)
         _discard(sessions, store, lease, key)

@@ -61,12 +61,13 @@ def rank_main(shard_path: str, address_file: str, out: str, config: dict[str, An
 
     def on_state(step: int, capture: Callable[[], TrainingState]) -> None:
         state = capture()
-        np.savez(str(state_file), step=np.array(step), **state.arrays)
+        arrays = state.arrays
+        np.savez(str(state_file), step=np.array(step), U=arrays["user_factors"], V=arrays["item_factors"])
 
     resume = None
     if shard.rank == 0 and options.get("resume"):
         with np.load(str(state_file)) as z:
-            arrays = {name: z[name] for name in ("user_factors", "item_factors")}
+            arrays = {"user_factors": z["U"], "item_factors": z["V"]}
             resume = TrainingState("wals", int(z["step"]), arrays, {})
     started = time.monotonic()
     try:
