@@ -12,28 +12,18 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from sqlalchemy import ColumnElement, func, select
-from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.auth import check_metrics_key
 from app.db import get_sessionmaker
 from app.job_status import JobStatus
-from app.models import Job
-
-
-def _job_seconds(session: Session) -> ColumnElement[Any]:
-    """finished_at − started_at in seconds, in the database's own date arithmetic."""
-    if session.get_bind().dialect.name == "postgresql":
-        return func.extract("epoch", Job.finished_at - Job.started_at)
-    return (func.julianday(Job.finished_at) - func.julianday(Job.started_at)) * 86400.0
+from app.services.job_metrics import job_figures
 
 
 class _JobCollector(Collector):
@@ -43,18 +33,10 @@ class _JobCollector(Collector):
         self.app = app
 
     def collect(self) -> Iterator[Metric]:
-        state = self.app.state
-        with get_sessionmaker(state.settings.resolved_database_url)() as session:
-            counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
-            # Summed in SQL so a scrape stays one small query however many jobs have run.
-            ended = session.execute(
-                select(Job.status, func.count(), func.coalesce(func.sum(_job_seconds(session)), 0.0))
-                .where(Job.started_at.is_not(None), Job.finished_at.is_not(None))
-                .group_by(Job.status)
-            ).all()
+        figures = job_figures(get_sessionmaker(self.app.state.settings.resolved_database_url))
         jobs = GaugeMetricFamily("unfold_jobs", "Training jobs by status", labels=["status"])
         for status in JobStatus:
-            jobs.add_metric([status], counts.get(status, 0))
+            jobs.add_metric([status], figures.counts.get(status, 0))
         yield jobs
         seconds = CounterMetricFamily(
             "unfold_training_seconds", "Wall seconds of finished jobs, from start to end, by outcome", labels=["status"]
@@ -62,9 +44,9 @@ class _JobCollector(Collector):
         runs = CounterMetricFamily(
             "unfold_training_runs", "Finished jobs that had started, by outcome", labels=["status"]
         )
-        for status, n, total in ended:
-            seconds.add_metric([status], float(total))
-            runs.add_metric([status], n)
+        for ended in figures.ended:
+            seconds.add_metric([ended.status], ended.seconds)
+            runs.add_metric([ended.status], ended.runs)
         yield seconds
         yield runs
 

@@ -7,12 +7,13 @@ missing one, and alias names are the tenant's own (two tenants may both have a "
 from __future__ import annotations
 
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.errors import NotFound
 from app.job_status import ACTIVE
 from app.models import Alias, Job, Model, utcnow
 from app.services.pagination import Page, paginate
+from app.services.serving import LoadedModel, ModelCache
 from app.storage import ArtifactStore
 
 
@@ -32,6 +33,19 @@ def resolve_model(session: Session, model_id_or_alias: str, *, tenant: str) -> M
     if model is None or model.tenant != tenant:
         raise NotFound(_missing(session, model_id_or_alias, tenant))
     return model
+
+
+def loaded_model(
+    sessions: sessionmaker[Session], cache: ModelCache, model_id_or_alias: str, *, tenant: str
+) -> LoadedModel:
+    """A model of `tenant`, loaded for queries: from the cache, else looked up (id or alias) and loaded."""
+    with sessions() as session:
+
+        def lookup() -> tuple[str, str]:
+            row = resolve_model(session, model_id_or_alias, tenant=tenant)
+            return row.id, row.artifact_key
+
+        return cache.resolve(tenant, model_id_or_alias, lookup)
 
 
 def _missing(session: Session, model_id: str, tenant: str) -> str:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import text
 
 from app.api import examples
-from app.db import get_engine
+from app.services.health import check_database
 
 router = APIRouter(tags=["health"])
 
@@ -32,21 +30,6 @@ class Readiness(BaseModel):
     checks: dict[str, str] = Field(description='"ok" or the error, for "database" and "broker".')
 
 
-def _check_database(url: str) -> None:
-    """Raise unless the database answers a query on Unfold's own schema, on a connection of this probe.
-
-    SELECT 1 said ok with the SQLite file deleted under a running API (SQLite answers it from any
-    file, even the empty one it creates), while every request failed.
-    """
-    engine = get_engine(url)
-    database = engine.url.database
-    if engine.dialect.name == "sqlite" and database and database != ":memory:" and not Path(database).exists():
-        # Checked before connecting: connecting would create an empty file in its place.
-        raise FileNotFoundError(f"the SQLite database {database} does not exist")
-    with engine.connect() as conn:
-        conn.execute(text("SELECT version_num FROM alembic_version")).one()
-
-
 @router.get(
     "/readyz",
     response_model=Readiness,
@@ -63,7 +46,7 @@ def readyz(request: Request) -> JSONResponse:
     settings = request.app.state.settings
     checks: dict[str, str] = {}
     try:
-        _check_database(settings.resolved_database_url)
+        check_database(settings.resolved_database_url)
         checks["database"] = "ok"
     except Exception as exc:  # a probe reports, it does not raise
         checks["database"] = f"error: {type(exc).__name__}: {exc}"

@@ -9,12 +9,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from app.api import examples
-from app.api.deps import EnqueueDep, LimitsDep, SessionDep, SettingsDep, TenantDep
+from app.api.deps import EnqueueDep, LimitsDep, SessionDep, SessionsDep, SettingsDep, TenantDep
 from app.api.params import Cursor, JobId, Limit, StatusFilter
 from app.api.problems import V1_ERRORS, Problem, problems
 from app.api.schemas import JobOut, Page
 from app.api.streams import follow_job as follow_stream
-from app.db import get_sessionmaker
 from app.services import job_events, jobs
 from app.spec import SPEC_EXAMPLES, TrainingSpec
 
@@ -127,10 +126,9 @@ def cancel_job(session: SessionDep, tenant: TenantDep, job_id: JobId) -> JobOut:
     },
     summary="Follow a job: server-sent events until it ends",
 )
-async def follow_job(request: Request, settings: SettingsDep, tenant: TenantDep, job_id: JobId) -> StreamingResponse:
+async def follow_job(request: Request, sessions: SessionsDep, tenant: TenantDep, job_id: JobId) -> StreamingResponse:
     """`event: progress` (data {id, status, progress}) on every change, then `event: end` with the job."""
     # No SessionDep: the stream outlives the request's dependencies; each poll opens its own session.
-    sessions = get_sessionmaker(settings.resolved_database_url)
 
     def snapshot() -> dict[str, Any]:
         return JobOut.model_validate(job_events.read_job(sessions, job_id, tenant=tenant)).model_dump(mode="json")

@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BeforeValidator
 
-from app.api.deps import CacheDep, LimitsDep, TenantDep
+from app.api.deps import CacheDep, LimitsDep, SessionsDep, TenantDep
 from app.api.hot_path import PEEK_MISSED
 from app.api.params import ExcludeSeen, ItemId, ModelId, UserId, only_query, parse_k
 from app.api.problems import V1_ERRORS, problems
@@ -24,7 +24,6 @@ from app.api.schemas import (
     Recommendations,
     ScoredItem,
 )
-from app.db import get_sessionmaker
 from app.limits import check_batch_cost, check_batch_users, check_k
 from app.services import models, serving
 
@@ -38,7 +37,9 @@ KQuery = Annotated[
 ]
 
 
-async def _loaded(request: Request, cache: CacheDep, tenant: TenantDep, model_id: ModelId) -> serving.LoadedModel:
+async def _loaded(
+    request: Request, cache: CacheDep, sessions: SessionsDep, tenant: TenantDep, model_id: ModelId
+) -> serving.LoadedModel:
     # The hot path stays on the event loop: a remembered name and a loaded model need no I/O.
     # Only a miss (database lookup, loading an artifact) goes to the threadpool.
     # Unless the hot path already peeked and missed: that miss may have been this request's turn to
@@ -47,16 +48,7 @@ async def _loaded(request: Request, cache: CacheDep, tenant: TenantDep, model_id
     if loaded is not None:
         return loaded
 
-    def resolve() -> serving.LoadedModel:
-        with get_sessionmaker(request.app.state.settings.resolved_database_url)() as session:
-
-            def lookup() -> tuple[str, str]:
-                row = models.resolve_model(session, model_id, tenant=tenant)
-                return row.id, row.artifact_key
-
-            return cache.resolve(tenant, model_id, lookup)
-
-    return await run_in_threadpool(resolve)
+    return await run_in_threadpool(models.loaded_model, sessions, cache, model_id, tenant=tenant)
 
 
 ModelDep = Annotated[serving.LoadedModel, Depends(_loaded)]

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, Response, status
 
-from fastapi import APIRouter, Depends, Request, Response, status
-
-from app.api.deps import LimitsDep, SessionDep, SettingsDep, TenantDep
+from app.api.deps import DispatchDep, LimitsDep, SessionDep, SettingsDep, TenantDep
 from app.api.params import Cursor, Limit, StatusFilter, TuningId
 from app.api.problems import V1_ERRORS, problems
 from app.api.schemas import Page, TuningIn, TuningOut
 from app.services import tuning
 
 router = APIRouter(prefix="/v1/tuning", tags=["tuning"], responses=V1_ERRORS)
-
-
-def _dispatch(request: Request) -> tuning.Dispatch:
-    return request.app.state.tuning_dispatch  # type: ignore[no-any-return]
-
-
-DispatchDep = Annotated[tuning.Dispatch, Depends(_dispatch)]
 
 
 @router.post(
