@@ -14,7 +14,7 @@ import time
 
 from common import machine, print_table
 
-from app.recsys.folding import folding_diagnostics
+from app.recsys.folding_diagnostics import folding_diagnostics
 from app.recsys.metrics import ranking_metrics
 from app.recsys.sampling import NegativeConfig
 from app.recsys.sgd import SGDConfig, fit_sgd

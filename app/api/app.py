@@ -9,10 +9,10 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from app.api.auth import AuthBeforeBody, Authenticator
+from app.api.body_size import BodySizeLimit
 from app.api.docs import DESCRIPTION, install_examples
 from app.api.errors import install_error_handlers
 from app.api.hot_path import HotPathStats, HotRecommendations
-from app.api.limits import BodySizeLimit
 from app.api.observability import install_metrics
 from app.api.problems import install_openapi
 from app.api.routes import datasets, health, jobs, models, queries, tuning

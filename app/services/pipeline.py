@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from app.recsys.base import EmbeddingModel
-from app.recsys.folding import folding_diagnostics
+from app.recsys.folding_diagnostics import folding_diagnostics
 from app.recsys.interactions import Interactions
 from app.recsys.metrics import popularity_metrics, ranking_metrics
 from app.recsys.split import split

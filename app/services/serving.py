@@ -21,7 +21,7 @@ import numpy as np
 from app.errors import DomainError, InvalidInput, NotFound
 from app.recsys.artifact import ARRAYS, META, ModelArtifact, load_model
 from app.recsys.confidence import confidence
-from app.recsys.foldin import fold_in
+from app.recsys.fold_in import fold_in
 from app.recsys.index import INDEX_FILE, INDEX_META, ExactIndex, IndexConfig, ItemIndex, load_index
 from app.recsys.search import gather_exclusions
 from app.storage import ArtifactStore

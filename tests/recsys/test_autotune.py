@@ -142,7 +142,7 @@ def test_a_model_no_better_than_popularity_says_so() -> None:
 def test_sgd_converges_without_naming_epochs_on_many_small_communities() -> None:
     # The case: bce with uniform negatives at the recipe's rate and epochs leaves many small
     # communities as mixed as random; the search finds a rate that separates them.
-    from app.recsys.folding import folding_diagnostics
+    from app.recsys.folding_diagnostics import folding_diagnostics
 
     planted = planted_communities(
         PlantedConfig(n_groups=20, users_per_group=60, items_per_group=30, interactions_per_user=8, seed=1)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import app.recsys.folding as folding
-from app.recsys.folding import cross_group_leakage, folding_diagnostics
+import app.recsys.folding_diagnostics as folding
+from app.recsys.folding_diagnostics import cross_group_leakage, folding_diagnostics
 from app.recsys.interactions import Interactions
 from app.recsys.split import split
 from app.recsys.synth import PlantedConfig, planted_communities

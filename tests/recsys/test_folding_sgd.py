@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.recsys.folding import folding_diagnostics
+from app.recsys.folding_diagnostics import folding_diagnostics
 from app.recsys.sgd import fit_sgd
 from app.recsys.sgd_config import NegativeConfig, SGDConfig
 from app.recsys.split import split

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from app.recsys.confidence import confidence
-from app.recsys.foldin import fold_in
+from app.recsys.fold_in import fold_in
 from app.recsys.interactions import Interactions
 from app.recsys.wals import WALSConfig, solve_rows
 
