@@ -12,11 +12,10 @@ from dataclasses import dataclass
 
 from app.errors import LimitExceeded
 from app.recsys.sgd_config import RECIPE_EPOCHS
+from app.recsys.wals_defaults import ITERATIONS as DEFAULT_WALS_ITERATIONS
 from app.spec import MAX_K, TrainingSpec
 
 MIB = 1024 * 1024
-# What Unfold picks when a spec leaves wals.iterations out (WALSConfig.iterations; a test keeps them equal).
-DEFAULT_WALS_ITERATIONS = 15
 
 # Defaults shared with app.config.Settings.
 MAX_UPLOAD_MB = 512.0

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from app.recsys import wals_defaults
 from app.recsys.sgd_config import sgd_config_from_spec
 
 MAX_K = 1000
@@ -85,12 +86,20 @@ class ConfidenceSpec(_Strict):
     scheme: Literal["linear", "log"] | None = Field(
         None,
         description="c = 1 + α·log(1 + r/ε) (robust to heavy-tailed counts), or c = 1 + α·r; omitted: chosen by "
-        "the search on weighted data, log otherwise.",
+        f"the search on weighted data, {wals_defaults.CONFIDENCE} otherwise.",
     )
     alpha: float | None = Field(
-        None, ge=0, le=1e6, description="α (0..1e6); omitted: chosen by the search (10 with `search.mode` off)."
+        None,
+        ge=0,
+        le=1e6,
+        description=f"α (0..1e6); omitted: chosen by the search ({wals_defaults.ALPHA:g} with `search.mode` off).",
     )
-    eps: float = Field(1.0, gt=0, le=1e9, description="ε of the log scheme, in the weights' units (ignored by linear).")
+    eps: float = Field(
+        wals_defaults.EPS, gt=0, le=1e9, description="ε of the log scheme, in the weights' units (ignored by linear)."
+    )
+
+
+_L2, _W0 = wals_defaults.L2, wals_defaults.UNOBSERVED_WEIGHT
 
 
 class WALSSpec(_Strict):
@@ -98,35 +107,38 @@ class WALSSpec(_Strict):
         None,
         ge=1,
         le=1000,
-        description="Alternating sweeps (users, then items); default 15. UNFOLD_MAX_WALS_ITERATIONS may lower the "
-        "ceiling of 1000.",
+        description=f"Alternating sweeps (users, then items); default {wals_defaults.ITERATIONS}. "
+        "UNFOLD_MAX_WALS_ITERATIONS may lower the ceiling of 1000.",
     )
     l2: float | None = Field(
         None,
         ge=0,
         le=1e6,
-        description="λ; default 0.01 with frequency scaling, lowered from the data's counts where that would "
-        "over-shrink (README, 'How the defaults are chosen'); 100 with one λ.",
+        description=f"λ; default {_L2['frequency']:g} with frequency scaling, lowered from the data's counts where "
+        f"that would over-shrink (docs/defaults.md); {_L2['none']:g} with one λ.",
     )
     l2_scaling: Literal["none", "frequency"] | None = Field(
         None,
         description="frequency: each row's λ_u = λ·(|I_u| + w0·n_items)^l2_exponent (Rendle et al. 2022); none: one λ; "
-        "omitted: chosen by the search (frequency with `search.mode` off).",
+        f"omitted: chosen by the search ({wals_defaults.L2_SCALING} with `search.mode` off).",
     )
-    l2_exponent: float = Field(1.0, ge=0, le=2, description="ν of the frequency scaling.")
+    l2_exponent: float = Field(wals_defaults.L2_EXPONENT, ge=0, le=2, description="ν of the frequency scaling.")
     unobserved_weight: float | None = Field(
         None,
         ge=0,
         le=1e3,
-        description="w0: weight of every unobserved (user, item) pair; default 2 with frequency scaling, 1 with one "
-        "λ. Near 0 the model learns from positives only and unrelated groups fold together.",
+        description=f"w0: weight of every unobserved (user, item) pair; default {_W0['frequency']:g} with frequency "
+        f"scaling, {_W0['none']:g} with one λ. Near 0 the model learns from positives only and unrelated groups fold "
+        "together.",
     )
     confidence: ConfidenceSpec = Field(
         default_factory=ConfidenceSpec,
         description="How an interaction's weight r (rating, count) becomes its confidence c.",
     )
-    solver: Literal["cg", "cholesky"] = Field("cg", description="Row solver: a few CG steps or exact Cholesky.")
-    cg_steps: int = Field(3, ge=1, le=100, description="CG steps per row solve.")
+    solver: Literal["cg", "cholesky"] = Field(
+        wals_defaults.SOLVER, description="Row solver: a few CG steps or exact Cholesky."
+    )
+    cg_steps: int = Field(wals_defaults.CG_STEPS, ge=1, le=100, description="CG steps per row solve.")
 
 
 class NegativesSpec(_Strict):

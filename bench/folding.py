@@ -66,6 +66,7 @@ def main() -> None:
             dim=args.dim,
             iterations=10,
             l2=100.0,
+            l2_scaling="none",
             unobserved_weight=w0,
             confidence="linear",
             alpha=10.0,

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from app.recsys import cholesky, wals_kernel
+from app.recsys import wals_defaults as defaults
 from app.recsys.base import (
     Callback,
     EmbeddingModel,
@@ -70,25 +71,26 @@ L2_SCALINGS = ("none", "frequency")
 
 @dataclass(frozen=True)
 class WALSConfig:
-    """Hyper-parameters of fit_wals; init_scale None means a normal init with standard deviation 1/sqrt(dim).
+    """Hyper-parameters of fit_wals; the defaults are the recommended settings of wals_defaults.py.
 
-    The defaults were tuned on MovieLens: ml-1m-implicit (binary weights) recall@20 0.283 at dim 64, and
-    ML-100K (ratings as weights, random 80/20 split) about 2× the popularity baseline's recall@20.
+    λ's scale depends on l2_scaling (about 0.01 with "frequency", 100 with "none"): a config that changes the
+    scaling names λ and w0 too (wals_defaults.L2 and UNOBSERVED_WEIGHT hold the recommended pairs). The service
+    lowers an omitted λ further from the data (wals_defaults.capped_l2). init_scale None means a normal init
+    with standard deviation 1/sqrt(dim).
     """
 
     dim: int = 64
-    iterations: int = 15
-    # λ is not scaled by row counts, so it is large next to w0: λ/w0 ≈ 100 and c/w0 ≈ 10 worked best.
-    l2: float = 100.0
-    unobserved_weight: float = 1.0
+    iterations: int = defaults.ITERATIONS
+    l2: float = defaults.L2[defaults.L2_SCALING]
+    unobserved_weight: float = defaults.UNOBSERVED_WEIGHT[defaults.L2_SCALING]
     # "none": λ for every row; "frequency": λ·(|I_u| + w0·n_items)^l2_exponent per row (see the module doc).
-    l2_scaling: str = "none"
-    l2_exponent: float = 1.0
-    confidence: str = "log"  # "log" | "linear"; log is robust to heavy-tailed counts (play counts)
-    alpha: float = 10.0
-    eps: float = 1.0
-    solver: str = "cg"  # "cg" | "cholesky"
-    cg_steps: int = 3
+    l2_scaling: str = defaults.L2_SCALING
+    l2_exponent: float = defaults.L2_EXPONENT
+    confidence: str = defaults.CONFIDENCE  # "log" | "linear"
+    alpha: float = defaults.ALPHA
+    eps: float = defaults.EPS
+    solver: str = defaults.SOLVER  # "cg" | "cholesky"
+    cg_steps: int = defaults.CG_STEPS
     seed: int = 0
     init_scale: float | None = None
     device: str = "auto"

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from app.recsys import wals_defaults as defaults
 from app.recsys.autotune import Outcome, Space
 from app.recsys.base import Callback, EmbeddingModel, Evaluator, Interrupt, StateCallback, TrainingState
 from app.recsys.interactions import Interactions
@@ -72,28 +73,19 @@ class Plan:
         return config
 
 
-# Defaults with frequency-scaled λ, chosen on validation splits (train → valid) of ml-1m-implicit and
-# hetrec-lastfm at dim 64 (bench/defaults.py): within 2 % of the best grid point on both. An omitted λ is
-# then lowered from the data where this one would over-shrink (wals_defaults.py); one λ 100 is the
-# `"l2_scaling": "none"` default.
-FREQUENCY_SCALED_L2 = 0.01
-FREQUENCY_SCALED_W0 = 2.0
-
-
 def wals_config(spec: TrainingSpec, data: Interactions | None = None) -> WALSConfig:
-    """The core's WALS config: given fields win, omitted ones take Unfold's defaults for this data."""
-    base = WALSConfig()
+    """The core's WALS config: given fields win, omitted ones take the recommended settings (wals_defaults.py),
+    with λ lowered from this data where the recommended one would over-shrink."""
     w = spec.wals
 
     def pick(value: Any, default: Any) -> Any:
         return default if value is None else value
 
-    scaling = w.l2_scaling or "frequency"
-    scaled = scaling == "frequency"
-    unobserved_weight = pick(w.unobserved_weight, FREQUENCY_SCALED_W0 if scaled else base.unobserved_weight)
-    alpha = pick(w.confidence.alpha, base.alpha)
-    scheme = pick(w.confidence.scheme, base.confidence)
-    l2 = pick(w.l2, FREQUENCY_SCALED_L2 if scaled else base.l2)
+    scaling = w.l2_scaling or defaults.L2_SCALING
+    unobserved_weight = pick(w.unobserved_weight, defaults.UNOBSERVED_WEIGHT[scaling])
+    alpha = pick(w.confidence.alpha, defaults.ALPHA)
+    scheme = pick(w.confidence.scheme, defaults.CONFIDENCE)
+    l2 = pick(w.l2, defaults.L2[scaling])
     if w.l2 is None and data is not None and data.nnz:
         shrinkage = interaction_shrinkage(
             data, l2, unobserved_weight, scaling, w.l2_exponent, scheme, alpha, w.confidence.eps
@@ -101,7 +93,7 @@ def wals_config(spec: TrainingSpec, data: Interactions | None = None) -> WALSCon
         l2 = capped_l2(l2, shrinkage)
     return WALSConfig(
         dim=spec.dim,
-        iterations=pick(w.iterations, base.iterations),
+        iterations=pick(w.iterations, defaults.ITERATIONS),
         l2=l2,
         l2_scaling=scaling,
         l2_exponent=w.l2_exponent,
@@ -125,7 +117,7 @@ def plan_for(spec: TrainingSpec, data: Interactions | None = None) -> Plan:
 
 def default_steps(algorithm: str) -> int:
     """Steps of a fit with fixed settings: the unit of the search's budget and of a job's progress."""
-    return WALSConfig().iterations if algorithm == "wals" else RECIPE_EPOCHS
+    return defaults.ITERATIONS if algorithm == "wals" else RECIPE_EPOCHS
 
 
 def search_space(spec: TrainingSpec, data: Interactions) -> Space | None:
@@ -229,7 +221,7 @@ def wals_search_space(spec: TrainingSpec, data: Interactions, max_iterations: in
         config_for=config_for,
         fit=fit_wals,
         step_cost=_wals_step_cost,
-        default_steps=WALSConfig().iterations,
+        default_steps=defaults.ITERATIONS,
         max_steps=w.iterations or max_iterations,
         steps_named=w.iterations is not None,
         warm_state=_warm_state,

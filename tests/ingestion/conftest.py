@@ -9,9 +9,6 @@ import pytest
 
 from app.ingestion import ParsedDataset
 
-# The shared benchmark data lives beside the repository, never inside it.
-DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
 WriteFile = Callable[..., Path]
 
 

@@ -124,7 +124,10 @@ def test_the_map_shows_folding_groups_apart_with_negatives_on_top_of_each_other_
     )
     separation = {}
     for w0 in (1e-4, 0.1):
-        model = fit_wals(data.interactions, WALSConfig(dim=16, iterations=10, unobserved_weight=w0, device="cpu"))
+        model = fit_wals(
+            data.interactions,
+            WALSConfig(dim=16, iterations=10, l2=100.0, l2_scaling="none", unobserved_weight=w0, device="cpu"),
+        )
         picture = embedding_map(model.item_factors, data.interactions.item_counts(), data.item_groups)
         separation[w0] = picture.group_separation
     assert separation[0.1] >= 2 * separation[1e-4], separation

@@ -133,7 +133,14 @@ def test_validation() -> None:
 def _fit(train: Interactions, w0: float, dim: int = 16) -> tuple[np.ndarray, np.ndarray]:
     # Pinned (not the library defaults, which may move): the setting the thresholds were measured with.
     config = WALSConfig(
-        dim=dim, iterations=10, l2=100.0, unobserved_weight=w0, confidence="linear", alpha=10.0, device="cpu"
+        dim=dim,
+        iterations=10,
+        l2=100.0,
+        l2_scaling="none",
+        unobserved_weight=w0,
+        confidence="linear",
+        alpha=10.0,
+        device="cpu",
     )
     model = fit_wals(train, config)
     return model.user_factors, model.item_factors

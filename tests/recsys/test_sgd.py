@@ -175,38 +175,6 @@ def test_in_batch_runs_are_identical() -> None:
     assert np.array_equal(fit_sgd(data, config).item_factors, fit_sgd(data, config).item_factors)
 
 
-def test_callback_sees_every_epoch_and_can_stop() -> None:
-    seen: list[tuple[int, float, float, dict[str, float]]] = []
-
-    def callback(step: int, elapsed: float, loss: float, metrics: dict[str, float]) -> bool:
-        seen.append((step, elapsed, loss, metrics))
-        return step == 3
-
-    def evaluator(users: np.ndarray, items: np.ndarray) -> dict[str, float]:
-        return {"norm": float(np.linalg.norm(users @ items.T))}
-
-    model = fit_sgd(_tiny(), _config(epochs=10), callback=callback, evaluator=evaluator)
-    assert [s[0] for s in seen] == [1, 2, 3]
-    assert len(model.history) == 3
-    assert [h["loss"] for h in model.history] == [s[2] for s in seen]
-    assert all(h["metrics"].keys() == {"norm"} for h in model.history)
-    assert seen[0][1] <= seen[1][1] <= seen[2][1]
-    final = model.user_factors @ model.item_factors.T
-    assert model.history[-1]["metrics"]["norm"] == pytest.approx(float(np.linalg.norm(final)), rel=1e-6)
-
-
-@pytest.mark.parametrize("variant", ["sgd", "minibatch_sgd"])
-def test_callback_exceptions_propagate(variant: str) -> None:
-    class Cancelled(Exception):
-        pass
-
-    def callback(step: int, elapsed: float, loss: float, metrics: dict[str, float]) -> None:
-        raise Cancelled
-
-    with pytest.raises(Cancelled):
-        fit_sgd(_tiny(), _config(variant=variant), callback=callback)
-
-
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("loss", LOSSES)
 def test_loss_decreases_when_learnable(variant: str, loss: str) -> None:

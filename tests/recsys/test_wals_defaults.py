@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from app.recsys import wals_kernel
+from app.recsys import wals_defaults, wals_kernel
 from app.recsys.interactions import Interactions
 from app.recsys.metrics import popularity_metrics, ranking_metrics
 from app.recsys.split import split
@@ -35,7 +35,14 @@ def test_shrinkage_is_what_wals_takes_from_a_dense_block() -> None:
     users, items = np.meshgrid(np.arange(n_users), np.arange(n_items), indexing="ij")
     data = Interactions.from_coo(users.ravel(), items.ravel(), n_users=n_users, n_items=n_items)
     config = WALSConfig(
-        dim=1, iterations=60, l2=l2, unobserved_weight=0.0, confidence="linear", alpha=1.0, solver="cholesky"
+        dim=1,
+        iterations=60,
+        l2=l2,
+        l2_scaling="none",
+        unobserved_weight=0.0,
+        confidence="linear",
+        alpha=1.0,
+        solver="cholesky",
     )
     s = interaction_shrinkage(data, l2, 0.0, "none", 1.0, "linear", 1.0, 1.0)
     # c = 1 + α·r = 2 per entry, so s = λ / (2·√(U·I)).
@@ -93,3 +100,46 @@ def test_the_default_spec_takes_its_l2_from_the_data_and_a_given_l2_wins() -> No
     assert interaction_shrinkage(sparse, chosen.l2, *args) == pytest.approx(TARGET_SHRINKAGE)
     assert wals_config(default, dense).l2 == 0.01  # under the target already
     assert wals_config(TrainingSpec(dataset_id="d", wals={"l2": 0.05}), sparse).l2 == 0.05
+
+
+def test_the_core_and_the_service_default_to_the_recommended_settings() -> None:
+    from app.services.algorithms import default_steps, wals_config
+    from app.spec import TrainingSpec, WALSSpec
+
+    dense = planted_communities(PlantedConfig(n_groups=2, users_per_group=100, items_per_group=50)).interactions
+    core = WALSConfig()
+    assert (core.l2_scaling, core.l2, core.unobserved_weight) == (
+        wals_defaults.L2_SCALING,
+        wals_defaults.L2[wals_defaults.L2_SCALING],
+        wals_defaults.UNOBSERVED_WEIGHT[wals_defaults.L2_SCALING],
+    )
+    assert (core.iterations, core.confidence, core.alpha, core.eps) == (
+        wals_defaults.ITERATIONS,
+        wals_defaults.CONFIDENCE,
+        wals_defaults.ALPHA,
+        wals_defaults.EPS,
+    )
+    assert (core.solver, core.cg_steps, core.l2_exponent) == (
+        wals_defaults.SOLVER,
+        wals_defaults.CG_STEPS,
+        wals_defaults.L2_EXPONENT,
+    )
+    # A spec that names nothing trains the core's default config where the data leave λ as it is.
+    assert wals_config(TrainingSpec(dataset_id="d"), dense) == core
+    assert wals_config(TrainingSpec(dataset_id="d")) == core
+    assert default_steps("wals") == core.iterations
+    # One λ for every row: the recommended pair for that scaling, not the frequency-scaled λ.
+    unscaled = wals_config(TrainingSpec(dataset_id="d", wals={"l2_scaling": "none"}))
+    assert (unscaled.l2, unscaled.unobserved_weight) == (
+        wals_defaults.L2["none"],
+        wals_defaults.UNOBSERVED_WEIGHT["none"],
+    )
+    assert unscaled.l2 > 1000 * core.l2
+    # The spec's own defaults are the core's.
+    spec = WALSSpec()
+    assert (spec.solver, spec.cg_steps, spec.l2_exponent, spec.confidence.eps) == (
+        core.solver,
+        core.cg_steps,
+        core.l2_exponent,
+        core.eps,
+    )
