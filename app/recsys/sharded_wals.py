@@ -373,7 +373,7 @@ def _observed_part(rows: _Rows, X: torch.Tensor, Y: torch.Tensor, w0: float) -> 
 
 
 def fit_sharded_wals(
-    shard: Shard,
+    shard: Shard | str | Path,
     config: WALSConfig,
     callback: Callback | None = None,
     evaluator: Evaluator | None = None,
@@ -382,52 +382,56 @@ def fit_sharded_wals(
     on_state: StateCallback | None = None,
     interrupt: Interrupt | None = None,
 ) -> ShardedFit:
-    """Train WALS as rank shard.rank of shard.world in the joined process group (join(); one rank: no group).
+    """Train WALS as rank rank of world in the joined process group (join(); one rank: no group).
 
     The same model as fit_wals on the whole matrix with the same config. callback, evaluator and on_state run
     on rank 0 only (ValueError if given elsewhere); interrupt may be given on any rank. `resume` (a state
     from on_state: the complete factors) is read on rank 0 only, which sends the factors to the others.
+    `shard` may be the path of a shard file: the fit then loads it and keeps only what it needs (the raw
+    weights go once they are confidences), which is what a rank that owns its shard file should pass.
     """
-    if shard.rank != 0 and (callback is not None or evaluator is not None or on_state is not None):
+    source = load_shard(shard) if isinstance(shard, str | Path) else shard
+    rank, world, nnz = source.rank, source.world, source.nnz
+    user_bounds, item_bounds, n_users, n_items = source.user_bounds, source.item_bounds, source.n_users, source.n_items
+    if rank != 0 and (callback is not None or evaluator is not None or on_state is not None):
         raise ValueError("callback, evaluator and on_state run on rank 0 only")
-    if shard.world > 1 and (not dist.is_initialized() or dist.get_world_size() != shard.world):
-        raise ValueError(f"shard of {shard.world} ranks needs a joined process group of that size (join())")
+    if world > 1 and (not dist.is_initialized() or dist.get_world_size() != world):
+        raise ValueError(f"shard of {world} ranks needs a joined process group of that size (join())")
     device = pick_device(config.device)
-    ranks = _Ranks(shard.rank, shard.world, device)
-    ua, ub = int(shard.user_bounds[shard.rank]), int(shard.user_bounds[shard.rank + 1])
-    ia, ib = int(shard.item_bounds[shard.rank]), int(shard.item_bounds[shard.rank + 1])
+    users = _prepare_rows(source.users, config, device)
+    items = _prepare_rows(source.items, config, device)
+    del source, shard  # loaded here: the raw weights are freed (the prepared rows share only the indices)
+    ranks = _Ranks(rank, world, device)
+    ua, ub = int(user_bounds[rank]), int(user_bounds[rank + 1])
+    ia, ib = int(item_bounds[rank]), int(item_bounds[rank + 1])
     history: list[dict[str, Any]] = []
     first, offset = 1, 0.0
-    if shard.rank == 0 and resume is not None:
-        shapes = {"user_factors": (shard.n_users, config.dim), "item_factors": (shard.n_items, config.dim)}
+    if rank == 0 and resume is not None:
+        shapes = {"user_factors": (n_users, config.dim), "item_factors": (n_items, config.dim)}
         check_resume(resume, "wals", shapes)
         first, offset = resume.step + 1, float(resume.meta.get("elapsed", 0.0))
         history = [dict(h) for h in resume.meta.get("history", [])]
     # Rank 0's resume decides for all (the others need not read the checkpoint): it sends them the factors.
-    first, resumed = ranks.start(first, shard.rank == 0 and resume is not None)
+    first, resumed = ranks.start(first, rank == 0 and resume is not None)
     if not resumed:
         # Every rank draws both complete matrices as fit_wals does and keeps its rows: the same start.
         generator = torch.Generator().manual_seed(config.seed)
-        V = init_factors(shard.n_items, config, generator).to(device)
-        U_own = init_factors(shard.n_users, config, generator)[ua:ub].clone().to(device)
+        V = init_factors(n_items, config, generator).to(device)
+        U_own = init_factors(n_users, config, generator)[ua:ub].clone().to(device)
     else:
         U_all, V = (
             (
                 torch.tensor(resume.arrays[name], dtype=torch.float32, device=device)
                 for name in ("user_factors", "item_factors")
             )
-            if shard.rank == 0 and resume is not None
-            else (
-                torch.empty(n, config.dim, dtype=torch.float32, device=device) for n in (shard.n_users, shard.n_items)
-            )
+            if rank == 0 and resume is not None
+            else (torch.empty(n, config.dim, dtype=torch.float32, device=device) for n in (n_users, n_items))
         )
         ranks.broadcast(U_all)
         ranks.broadcast(V)
         U_own = U_all[ua:ub].clone()
         del U_all
     V_own = V[ia:ib].clone()
-    users = _prepare_rows(shard.users, config, device)
-    items = _prepare_rows(shard.items, config, device)
     threads = torch.get_num_threads() if device.type == "cpu" else 1
     wals_kernel.set_threads(threads)
     user_blocks = _blocks(users, threads * BLOCKS_PER_THREAD, config.dim)
@@ -435,7 +439,7 @@ def fit_sharded_wals(
     w0 = config.unobserved_weight
     VtV = ranks.gramian(V_own)
     # Rank 0 keeps the complete U of each iteration for the evaluator and checkpoints.
-    keep_users = shard.rank == 0 and (evaluator is not None or on_state is not None)
+    keep_users = rank == 0 and (evaluator is not None or on_state is not None)
     U: torch.Tensor | None = None
     iterations = 0
     start = time.perf_counter()
@@ -445,7 +449,7 @@ def fit_sharded_wals(
             U_own = _solve(users, user_blocks, V, U_own, config, pool, gramian=VtV)
             UtU = ranks.gramian(U_own)
             del V, U
-            U_full = ranks.all_gather(U_own, shard.user_bounds)
+            U_full = ranks.all_gather(U_own, user_bounds)
             _checked(ranks, interrupt)
             observed: list[float] = []
             V_own = _solve(items, item_blocks, U_full, V_own, config, pool, observed, gramian=UtU)
@@ -453,14 +457,14 @@ def fit_sharded_wals(
             U = U_full if keep_users else None
             del U_full
             VtV = ranks.gramian(V_own)
-            V = ranks.all_gather(V_own, shard.item_bounds)
+            V = ranks.all_gather(V_own, item_bounds)
             penalty = float(_l2_penalty(users, U_own, config)) + float(_l2_penalty(items, V_own, config))
             observed_sum, penalty = ranks.sums([observed_sum, penalty])
             total = observed_sum + w0 * float((UtU.double() * VtV.double()).sum()) + penalty
-            loss = total / max(shard.nnz, 1)
+            loss = total / max(nnz, 1)
             iterations += 1
             stop, error = False, None
-            if shard.rank == 0:
+            if rank == 0:
                 try:
                     stop = _report(step, loss, offset + time.perf_counter() - start, U, V, history,
                                    callback, evaluator, on_state)  # fmt: skip
@@ -474,7 +478,7 @@ def fit_sharded_wals(
             if stop:
                 break
     del U
-    gathered = ranks.gather_to_root(U_own, shard.user_bounds)
+    gathered = ranks.gather_to_root(U_own, user_bounds)
     model = None
     if gathered is not None:
         model = EmbeddingModel(

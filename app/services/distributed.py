@@ -34,7 +34,6 @@ from app.recsys.sharded_wals import (
     fit_sharded_wals,
     join,
     leave,
-    load_shard,
     make_shards,
     open_rendezvous,
     save_shard,
@@ -211,9 +210,9 @@ def serve_rank(
                 log.info("job %s: rank %d done after %d fit(s)", job_id, rank, fits)
                 return "done"
             started = time.monotonic()
-            shard = load_shard(store.local_dir(shard_key(job_id, attempt, int(command["fit"]), rank)) / SHARD_FILE)
-            fit_sharded_wals(shard, WALSConfig(**command["config"]))
-            del shard
+            # Given the file, the fit keeps only the shard's rows it needs.
+            path = store.local_dir(shard_key(job_id, attempt, int(command["fit"]), rank)) / SHARD_FILE
+            fit_sharded_wals(path, WALSConfig(**command["config"]))
             fits += 1
             log.info("job %s: rank %d fit %d in %.1f s", job_id, rank, fits, time.monotonic() - started)
     except (RuntimeError, TimeoutError) as exc:

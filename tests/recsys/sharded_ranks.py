@@ -72,7 +72,7 @@ def rank_main(shard_path: str, address_file: str, out: str, config: dict[str, An
     started = time.monotonic()
     try:
         fit = fit_sharded_wals(
-            shard,
+            shard_path if options.get("by_path") else shard,
             WALSConfig(**config),
             on_state=on_state if shard.rank == 0 and state_file else None,
             resume=resume,
