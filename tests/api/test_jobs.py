@@ -40,10 +40,38 @@ def test_job_runs_to_a_model_with_progress_history_and_metrics(client, tmp_path:
     assert "popularity" in model["metrics"]["baseline"]
 
 
+def _nulls(block: dict, prefix: str = "") -> list[str]:
+    """The dotted names of the null values in a (nested) spec block."""
+    found = []
+    for name, value in block.items():
+        if isinstance(value, dict):
+            found += _nulls(value, f"{prefix}{name}.")
+        elif value is None:
+            found.append(f"{prefix}{name}")
+    return found
+
+
 def test_default_spec_is_complete(client, tmp_path: Path):
+    """A spec naming only the dataset trains, and the model's spec names every value used: trained again as it
+    stands, it chooses nothing and records the same settings."""
+    from app.spec import TrainingSpec, WALSSpec
+
     ds = _dataset(client, tmp_path)
-    job = client.post("/v1/jobs", json={"dataset_id": ds, "algorithm": "wals"}).json()
-    assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "succeeded"
+    job = client.post("/v1/jobs", json={"dataset_id": ds}).json()
+    model = _model_of(client, job["id"])
+    spec = model["spec"]
+    refit = [h for h in client.get(f"/v1/jobs/{job['id']}").json()["history"] if h["phase"] == "refit"]
+    assert model["algorithm"] == "wals" and spec["algorithm"] == "wals" and spec["dim"] == model["dim"] == 64
+    assert "sgd" not in spec  # only the chosen algorithm's block
+    assert model["metrics"]["search"]["trials"]  # what the spec left out was searched
+    assert set(TrainingSpec.model_fields) - {"sgd"} <= set(spec)
+    assert set(WALSSpec.model_fields) == set(spec["wals"])
+    assert _nulls(spec["wals"]) == []
+    assert spec["wals"]["l2_scaling"] in ("none", "frequency") and spec["wals"]["l2"] > 0
+    assert spec["wals"]["iterations"] == len(refit)  # the refit ran the iterations the spec names
+    again = _model_of(client, client.post("/v1/jobs", json=spec).json()["id"])
+    assert again["spec"]["wals"] == spec["wals"]
+    assert "search" not in again["metrics"]  # everything was named: nothing was searched
 
 
 def test_bad_specs_are_422_naming_the_field(client, tmp_path: Path):
