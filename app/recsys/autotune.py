@@ -52,8 +52,12 @@ WINNER_SCORES = 4
 # The plan spends at most this share of the budget: the cost model is a model (on a busy 2-core machine wall
 # time ran up to 1.4x its figure), and the budget is a ceiling.
 PLANNED_SHARE = 0.75
-# Each call of a fit costs about this many more steps (preparing both sides, drawing its start, threads).
-CALL_STEPS = 2
+# Each call of a fit costs a fixed part (starting the fit: both sides, its start, threads: 18-35 ms, about half a
+# step on the README's planted set) and a pass over the nonzeros (a candidate's λ from the counts and the fit's
+# setup: 75 ms on amazon-book-sample, a seventh of a dim-64 step). Priced as two steps each (the earlier model)
+# it cost a big catalogue 10x what it measured and bought no trial there.
+CALL_COST = 3e7
+CALL_COST_PER_NONZERO = 800.0
 # Validation recall on a few hundred users is noisy (a few % on sparse data): scores within TOLERANCE of the
 # best count as the best, and only two in a row below it by DECLINE mean the curve has turned.
 TOLERANCE = 0.02
@@ -184,6 +188,11 @@ class ValidationRecall:
         return self(np.ones((fit.n_users, 1), dtype=np.float32), counts[:, None])
 
 
+def _call_cost(data: Interactions) -> float:
+    """What one call of a fit costs beyond its steps (see CALL_COST)."""
+    return CALL_COST + CALL_COST_PER_NONZERO * data.nnz
+
+
 def proxy_dim(dim: int) -> int:
     """The dimension rungs train at: half the real one, within 16..64 (the ranking of settings carries over)."""
     return int(min(dim, max(16, min(64, dim // 2))))
@@ -201,23 +210,25 @@ def sweep_size(axes: list[tuple[str, tuple[Any, ...]]]) -> int:
 
 
 def _sweep(axes: list[tuple[str, tuple[Any, ...]]], budget: int, score: Callable[[dict[str, Any]], float]) -> None:
-    """Coordinate sweep: from every axis' first value, try each axis' other values with the rest held at the
-    best point so far, moving there when it scores higher; stops after `budget` trials."""
+    """Coordinate sweep, breadth first: from every axis' first value, round r tries each axis' r-th value with
+    the rest held at the best point so far, moving there when it scores higher; stops after `budget` trials.
+    Breadth first because budgets are small: with three trials every axis gets its likeliest alternative
+    (a sparse catalogue wants a lower w0, a planted set a stronger shrinkage) before any axis gets a second."""
     best = {name: values[0] for name, values in axes}
     best_score = score(dict(best))
     tried = 1
-    for name, values in axes:
-        here = best[name]
-        for value in values[1:]:
+    for rank in range(1, max((len(values) for _, values in axes), default=0)):
+        for name, values in axes:
+            if rank >= len(values):
+                continue
             if tried >= budget:
                 return
-            point = {**best, name: value}
+            point = {**best, name: values[rank]}
             value_score = score(point)
             tried += 1
             # A move needs a margin: a few steps favour settings that learn fast, not those that end best.
             if value_score > best_score * (1 + SWEEP_MARGIN):
-                best_score, here = value_score, value
-        best[name] = here
+                best_score, best = value_score, point
 
 
 @dataclass
@@ -289,21 +300,23 @@ class _Search:
         space, c = self.space, self.config
         step_fit = self._cost(self.guess, self.fit_part, self.dim)
         step_all = self._cost(self.guess, self.train, self.dim)
-        # Each call of a fit costs about CALL_STEPS more steps (preparing both sides, drawing its start,
-        # starting its threads, λ from the counts): on small data that is a real share of a 4-step trial.
+        # Each call of a fit costs _call_cost on top of its steps: on small data a real share of a trial.
         winner_steps = 0 if space.steps_named else space.max_steps
         scores = math.ceil(winner_steps / self.winner_every)
-        winner = (winner_steps + CALL_STEPS) * step_fit + scores * self.recall.cost(self.dim) if winner_steps else 0.0
+        winner = 0.0
+        if winner_steps:
+            winner = winner_steps * step_fit + _call_cost(self.fit_part) + scores * self.recall.cost(self.dim)
         final_steps = c.final_warm_steps if space.warm_state is not None and winner_steps else space.max_steps
-        final = (final_steps + CALL_STEPS) * step_all
+        final = final_steps * step_all + _call_cost(self.train)
         allowed = PLANNED_SHARE * c.budget * self.unit
         if winner + final > allowed:
             self.winner_enabled = False
-            self.planned = (space.default_steps + CALL_STEPS) * step_all
+            self.planned = space.default_steps * step_all + _call_cost(self.train)
             return 1
         self.planned = winner + final
         d = proxy_dim(self.dim)
-        trial = (self.rung_steps + CALL_STEPS) * self._cost(self.guess, self.fit_part, d) + self.recall.cost(d)
+        trial = self.rung_steps * self._cost(self.guess, self.fit_part, d) + _call_cost(self.fit_part)
+        trial += self.recall.cost(d)
         for n in range(sweep_size(space.axes), 1, -1):
             cost = trial * sum(_rung_sizes(n, c.keep))
             if cost <= allowed - self.planned:
