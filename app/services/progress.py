@@ -113,11 +113,10 @@ class JobProgress:
         for phase in self.done:
             self.done[phase] = 1.0
         last = self.reporter.history[-1] if self.reporter.history else {}
-        progress = self.snapshot("publish", 1.0, int(last.get("step", 0)), int(last.get("step", 0)))
+        step = int(last.get("step", 0))
         # The finished job shows where its training ended ("refit iteration 6 of 6"), not the publish step.
         phase = last.get("phase", "publish")
-        progress.update(phase=phase, loss=last.get("loss"), metrics=last.get("metrics") or {}, eta_seconds=0.0)
-        self.reporter.report(progress, None)
+        self.report(phase, 1.0, step, step, loss=last.get("loss"), metrics=last.get("metrics") or {})
 
 
 class StepProgress:
