@@ -20,7 +20,7 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, CursorResult, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.job_status import ACTIVE
+from app.job_status import ACTIVE, JobStatus
 from app.models import Job, Model, utcnow
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class Lease:
         """SQL: the row is still running under this claim."""
         return (
             (Job.id == self.job_id)
-            & (Job.status == "running")
+            & (Job.status == JobStatus.RUNNING)
             & (Job.worker == self.worker)
             & (Job.attempts == self.attempt)
         )
@@ -82,12 +82,12 @@ def claim(sessions: sessionmaker[Session], job_id: str, worker: str, stale_after
                 Job.id == job_id,
                 Job.cancel_requested.is_(False),
                 or_(
-                    Job.status == "queued",
-                    (Job.status == "running") & (Job.heartbeat_at < now - timedelta(seconds=stale_after)),
+                    Job.status == JobStatus.QUEUED,
+                    (Job.status == JobStatus.RUNNING) & (Job.heartbeat_at < now - timedelta(seconds=stale_after)),
                 ),
             )
             .values(
-                status="running",
+                status=JobStatus.RUNNING,
                 worker=worker,
                 attempts=Job.attempts + 1,
                 started_at=now,
@@ -165,7 +165,8 @@ class JobReporter:
             row = session.execute(
                 select(Job.status, Job.worker, Job.attempts, Job.cancel_requested).where(Job.id == self.job_id)
             ).one_or_none()
-        if row is None or (row.status, row.worker, row.attempts) != ("running", self.lease.worker, self.lease.attempt):
+        held = (JobStatus.RUNNING, self.lease.worker, self.lease.attempt)
+        if row is None or (row.status, row.worker, row.attempts) != held:
             self._lost.set()
             raise LeaseLost(f"job {self.job_id}: attempt {self.lease.attempt} no longer holds it")
         if row.cancel_requested:
@@ -218,7 +219,7 @@ def succeed(sessions: sessionmaker[Session], lease: Lease, model: Model) -> bool
         result = session.execute(
             update(Job)
             .where(lease.held(), Job.cancel_requested.is_(False))
-            .values(status="succeeded", model_id=model.id, finished_at=utcnow())
+            .values(status=JobStatus.SUCCEEDED, model_id=model.id, finished_at=utcnow())
         )
         if not cast(CursorResult[Any], result).rowcount:
             session.rollback()

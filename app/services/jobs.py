@@ -37,7 +37,7 @@ def submit_job(
         tenant=tenant,
         dataset_id=spec.dataset_id,
         algorithm=spec.algorithm,
-        status="queued",
+        status=JobStatus.QUEUED,
         spec=spec.model_dump(mode="json"),
         history=[],
     )
@@ -76,10 +76,10 @@ def cancel_job(session: Session, job_id: str, *, tenant: str) -> Job:
     # Conditional updates, so a cancel racing the worker's claim never loses either write.
     session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == "queued")
-        .values(status="cancelled", cancel_requested=True, finished_at=utcnow())
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+        .values(status=JobStatus.CANCELLED, cancel_requested=True, finished_at=utcnow())
     )
-    session.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(cancel_requested=True))
+    session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING).values(cancel_requested=True))
     session.commit()
     session.refresh(job)
     if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):  # it ended between the read and the updates
@@ -88,7 +88,7 @@ def cancel_job(session: Session, job_id: str, *, tenant: str) -> Job:
 
 
 def _already_finished(job: Job) -> Conflict:
-    state = "was already cancelled" if job.status == "cancelled" else f"has already {job.status}"
+    state = "was already cancelled" if job.status == JobStatus.CANCELLED else f"has already {job.status}"
     return Conflict(
         f"job {job.id!r} {state}, so nothing was cancelled; only a queued or running job can be",
         job_id=job.id,

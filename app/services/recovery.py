@@ -29,6 +29,7 @@ from typing import Any, Protocol, cast
 from sqlalchemy import ColumnElement, CursorResult, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.job_status import JobStatus
 from app.models import Job, utcnow
 from app.services import checkpoints, job_state, tuning
 from app.services.models import model_key
@@ -101,7 +102,7 @@ def _reap(
     with sessions() as session:
         dead = session.execute(
             select(Job.id, Job.attempts, Job.kind, Job.tuning_id, Job.cancel_requested, Job.worker, Job.heartbeat_at)
-            .where(Job.status == "running", Job.heartbeat_at < cutoff)
+            .where(Job.status == JobStatus.RUNNING, Job.heartbeat_at < cutoff)
             .order_by(Job.heartbeat_at)
             .limit(limit)
         ).all()
@@ -109,13 +110,13 @@ def _reap(
         # Still the same dead attempt: a claim in between raised attempts and refreshed the heartbeat.
         same = (
             (Job.id == row.id)
-            & (Job.status == "running")
+            & (Job.status == JobStatus.RUNNING)
             & (Job.attempts == row.attempts)
             & (Job.heartbeat_at < cutoff)
         )
         kind = task_kind(row.kind, row.tuning_id)
         if row.cancel_requested:
-            if _update(sessions, same, status="cancelled", finished_at=now):
+            if _update(sessions, same, status=JobStatus.CANCELLED, finished_at=now):
                 log.warning("job %s: worker %s lost while cancelling; cancelled", row.id, row.worker)
                 done.cancelled.append(row.id)
                 _ended(sessions, store, send, row.id, kind, done)
@@ -125,13 +126,12 @@ def _reap(
                 f"worker lost {row.attempts} times (the last one, {row.worker}, sent no heartbeat since {since}); "
                 f"gave up after max_attempts={max_attempts}"
             )
-            if _update(
-                sessions, same, status="failed", finished_at=now, error={"type": "WorkerLost", "message": message}
-            ):
+            error = {"type": "WorkerLost", "message": message}
+            if _update(sessions, same, status=JobStatus.FAILED, finished_at=now, error=error):
                 log.error("job %s failed: %s", row.id, message)
                 done.failed.append(row.id)
                 _ended(sessions, store, send, row.id, kind, done)
-        elif _update(sessions, same, status="queued", heartbeat_at=now):
+        elif _update(sessions, same, status=JobStatus.QUEUED, heartbeat_at=now):
             log.warning(
                 "job %s: worker %s lost (no heartbeat since %s); sent again for attempt %d of %d",
                 row.id,
@@ -151,12 +151,13 @@ def _reconcile(
     with sessions() as session:
         waiting = session.execute(
             select(Job.id, Job.kind, Job.tuning_id)
-            .where(Job.status == "queued", Job.cancel_requested.is_(False), last_sent < cutoff)
+            .where(Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False), last_sent < cutoff)
             .order_by(Job.created_at)
             .limit(limit)
         ).all()
     for row in waiting:
-        if _update(sessions, (Job.id == row.id) & (Job.status == "queued") & (last_sent < cutoff), heartbeat_at=now):
+        still_waiting = (Job.id == row.id) & (Job.status == JobStatus.QUEUED) & (last_sent < cutoff)
+        if _update(sessions, still_waiting, heartbeat_at=now):
             log.warning("job %s: queued with no taker while a worker was idle; sent again (lost message?)", row.id)
             done.resent.append(row.id)
             _send(send, row.id, task_kind(row.kind, row.tuning_id))

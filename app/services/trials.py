@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.job_status import FINISHED
+from app.job_status import FINISHED, JobStatus
 from app.models import Dataset, Job
 from app.recsys.interactions import Interactions
 from app.recsys.split import split
@@ -74,17 +74,17 @@ def run_trial(
             fit, valid = validation_split(load_dataset(store, dataset).interactions, spec)
             metrics = fit_and_score(fit, valid, spec, reporter, checkpointer)
         log.info("trial %s succeeded: %s", job_id, metrics)
-        return "succeeded", _end(sessions, store, lease, "succeeded", metrics=metrics)
+        return "succeeded", _end(sessions, store, lease, JobStatus.SUCCEEDED, metrics=metrics)
     except job_state.LeaseLost:
         log.warning("trial %s: attempt %d was taken over by another worker; leaving it", job_id, lease.attempt)
         return "lost", None
     except job_state.JobCancelled:
         log.info("trial %s cancelled", job_id)
-        return "cancelled", _end(sessions, store, lease, "cancelled")
+        return "cancelled", _end(sessions, store, lease, JobStatus.CANCELLED)
     except Exception as exc:  # the trial records every failure; the run goes on with the others
         log.exception("trial %s failed", job_id)
         error = {"type": type(exc).__name__, "message": str(exc)}
-        return "failed", _end(sessions, store, lease, "failed", error=error)
+        return "failed", _end(sessions, store, lease, JobStatus.FAILED, error=error)
 
 
 def _end(

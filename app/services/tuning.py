@@ -107,7 +107,7 @@ def submit_tuning(
         id=new_id("tun"),
         tenant=tenant,
         dataset_id=spec.dataset_id,
-        status="queued",
+        status=JobStatus.QUEUED,
         spec=spec.model_dump(mode="json"),
         search=search.model_dump(mode="json"),
         metric=plan.metric,
@@ -121,7 +121,7 @@ def submit_tuning(
             tenant=tenant,
             dataset_id=spec.dataset_id,
             algorithm=trial.spec.algorithm,
-            status="queued",
+            status=JobStatus.QUEUED,
             spec=trial.spec.model_dump(mode="json"),
             history=[],
             kind="trial",
@@ -178,16 +178,16 @@ def cancel_tuning(session: Session, tuning_id: str, *, tenant: str) -> TuningVie
     session.execute(
         update(TuningRun)
         .where(TuningRun.id == tuning_id, TuningRun.status.in_(ACTIVE))
-        .values(status="cancelled", finished_at=now)
+        .values(status=JobStatus.CANCELLED, finished_at=now)
     )
     # The same conditional updates as a job's cancel: a cancel racing a claim loses neither write.
     session.execute(
         update(Job)
-        .where(Job.tuning_id == tuning_id, Job.status == "queued")
-        .values(status="cancelled", cancel_requested=True, finished_at=now)
+        .where(Job.tuning_id == tuning_id, Job.status == JobStatus.QUEUED)
+        .values(status=JobStatus.CANCELLED, cancel_requested=True, finished_at=now)
     )
     session.execute(
-        update(Job).where(Job.tuning_id == tuning_id, Job.status == "running").values(cancel_requested=True)
+        update(Job).where(Job.tuning_id == tuning_id, Job.status == JobStatus.RUNNING).values(cancel_requested=True)
     )
     session.commit()
     return get_tuning(session, tuning_id, tenant=tenant)
@@ -199,8 +199,8 @@ def mark_started(sessions: sessionmaker[Session], tuning_id: str) -> None:
     with sessions() as session:
         session.execute(
             update(TuningRun)
-            .where(TuningRun.id == tuning_id, TuningRun.status == "queued")
-            .values(status="running", started_at=now)
+            .where(TuningRun.id == tuning_id, TuningRun.status == JobStatus.QUEUED)
+            .values(status=JobStatus.RUNNING, started_at=now)
         )
         session.commit()
 
@@ -229,8 +229,8 @@ def record_trial(
         if status is None:
             result = session.execute(
                 update(Job)
-                .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(True))
-                .values(status="cancelled", finished_at=now)
+                .where(Job.id == job_id, Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(True))
+                .values(status=JobStatus.CANCELLED, finished_at=now)
             )
         else:
             result = session.execute(
@@ -254,7 +254,7 @@ def record_trial(
 def _join(session: Session, run: TuningRun) -> str | None:
     if run.final_job_id is not None:
         final = session.get(Job, run.final_job_id)
-        return run.final_job_id if final is not None and final.status == "queued" else None
+        return run.final_job_id if final is not None and final.status == JobStatus.QUEUED else None
     if run.status not in ACTIVE:
         return None
     active = session.scalar(
@@ -267,12 +267,12 @@ def _join(session: Session, run: TuningRun) -> str | None:
     best = session.execute(
         select(Job)
         .join(TuningTrial, TuningTrial.job_id == Job.id)
-        .where(TuningTrial.tuning_id == run.id, Job.status == "succeeded", TuningTrial.value.is_not(None))
+        .where(TuningTrial.tuning_id == run.id, Job.status == JobStatus.SUCCEEDED, TuningTrial.value.is_not(None))
         .order_by(TuningTrial.value.desc(), TuningTrial.number)
         .limit(1)
     ).scalar_one_or_none()
     if best is None:
-        run.status, run.finished_at = "failed", utcnow()
+        run.status, run.finished_at = JobStatus.FAILED, utcnow()
         run.error = {"type": "NoTrialSucceeded", "message": _no_success_message(session, run.id)}
         return None
     final = Job(
@@ -280,7 +280,7 @@ def _join(session: Session, run: TuningRun) -> str | None:
         tenant=run.tenant,  # the run's own work: admitted with the run, not counted again
         dataset_id=run.dataset_id,
         algorithm=best.algorithm,
-        status="queued",
+        status=JobStatus.QUEUED,
         spec=best.spec,
         history=[],
         kind="train",
@@ -293,7 +293,7 @@ def _join(session: Session, run: TuningRun) -> str | None:
 
 def _no_success_message(session: Session, tuning_id: str) -> str:
     failed = session.scalars(
-        select(Job).where(Job.tuning_id == tuning_id, Job.kind == "trial", Job.status == "failed").limit(1)
+        select(Job).where(Job.tuning_id == tuning_id, Job.kind == "trial", Job.status == JobStatus.FAILED).limit(1)
     ).first()
     if failed is not None and failed.error:
         return f"no trial succeeded; e.g. {failed.error.get('type')}: {failed.error.get('message')}"
