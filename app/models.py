@@ -13,6 +13,8 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from app.job_status import JobStatus
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -61,7 +63,7 @@ class Job(Base):
     tenant: Mapped[str] = _tenant_column()
     dataset_id: Mapped[str] = mapped_column(String(40), index=True)
     algorithm: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
+    status: Mapped[str] = mapped_column(String(16), index=True, default=JobStatus.QUEUED)
     spec: Mapped[dict[str, Any]] = mapped_column()
     progress: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     history: Mapped[list[Any]] = mapped_column(default=list)
@@ -115,7 +117,7 @@ class TuningRun(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant: Mapped[str] = _tenant_column()
     dataset_id: Mapped[str] = mapped_column(String(40), index=True)
-    status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
+    status: Mapped[str] = mapped_column(String(16), index=True, default=JobStatus.QUEUED)
     spec: Mapped[dict[str, Any]] = mapped_column()
     search: Mapped[dict[str, Any]] = mapped_column()
     metric: Mapped[str] = mapped_column(String(32))

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from app.api import examples
+from app.job_status import JobStatus
 from app.spec import TrainingSpec
 from app.tuning_spec import SearchSpec
 
@@ -87,7 +88,7 @@ class JobOut(_Out):
     model_config = _examples(examples.JOB_SUCCEEDED, examples.JOB_RUNNING, examples.JOB_QUEUED)
 
     id: str = Field(description="Opaque id (`job_…`); GET /v1/jobs/{id} polls it.")
-    status: str = Field(description="queued | running | succeeded | failed | cancelled")
+    status: JobStatus = Field(description="Where the job stands.")
     dataset_id: str = Field(description="The dataset it trains on.")
     algorithm: str = Field(description="wals | sgd, from the spec.")
     spec: dict[str, Any] = Field(
@@ -238,7 +239,7 @@ class TrialOut(_Out):
     number: int = Field(description="The trial's position in the plan, from 0.")
     job_id: str = Field(description="The trial's job: progress and history at /v1/jobs/{job_id}.")
     params: dict[str, Any] = Field(description="The values this trial set, by dotted path.")
-    status: str = Field(description="Its job's status: queued | running | succeeded | failed | cancelled")
+    status: JobStatus = Field(description="Its job's status.")
     value: float | None = Field(description="The run's metric on the validation split, once succeeded.")
     metrics: dict[str, Any] | None = Field(description="Every ranking metric of the trial, once succeeded.")
     worker: str | None = Field(description="The worker that claimed the trial.")
@@ -260,7 +261,7 @@ class TuningOut(_Out):
     model_config = _examples(examples.TUNING)
 
     id: str = Field(description="Opaque id (`tun_…`).")
-    status: str = Field(description="queued | running | succeeded | failed | cancelled")
+    status: JobStatus = Field(description="Where the run stands.")
     dataset_id: str = Field(description="The dataset every trial trains on.")
     metric: str = Field(description="What the leaderboard ranks by (higher is better).")
     spec: dict[str, Any] = Field(description="The base training spec, with the schema's defaults written out.")
