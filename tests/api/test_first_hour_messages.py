@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from app.services.job_state import model_id_for
 from tests.helpers import planted_csv, upload
 
 SMALL = {"dim": 4, "wals": {"iterations": 2}}
@@ -89,7 +90,7 @@ def test_the_model_of_a_job_still_training_says_so(client, tmp_path: Path):
     ds = upload(client, planted_csv(tmp_path / "p.csv")).json()["id"]
     client.app.state.enqueue = lambda job_id: None  # no worker: the job stays queued
     job = client.post("/v1/jobs", json={"dataset_id": ds, **SMALL}).json()
-    model_id = "mdl_" + job["id"].split("_", 1)[1]  # the id it will have (app.services.job_state.model_id_for)
+    model_id = model_id_for(job["id"])  # the id it will have
     r = client.get(f"/v1/models/{model_id}")
     assert r.status_code == 404 and "queued" in r.json()["detail"] and job["id"] in r.json()["detail"]
     # Another id is just missing, and says nothing about jobs.
