@@ -56,7 +56,9 @@ schema = schemathesis.openapi.from_asgi(
 SEED_SPEC = {"algorithm": "sgd", "dim": 4, "sgd": {"epochs": 1}, "evaluation": {"split": "none"}}
 
 
-@pytest.fixture(scope="module")
+# Session-scoped: its teardown removes the folder (and database) the module-level app uses, so it must run
+# once, however the tests of this module are spread among others (pytest --random-order-bucket=global).
+@pytest.fixture(scope="session")
 def seeded() -> Iterator[tuple[dict[str, str], dict[str, str]]]:
     import psycopg
 

@@ -67,7 +67,9 @@ class Seeded:
     ids: dict[str, str]  # path parameter name -> a real value
 
 
-@pytest.fixture(scope="module")
+# Session-scoped: its teardown removes the folder (and database) the module-level app uses, so it must run
+# once, however the tests of this module are spread among others (pytest --random-order-bucket=global).
+@pytest.fixture(scope="session")
 def seeded() -> Iterator[Seeded]:
     upgrade(CONFIG.resolved_database_url)
     with get_sessionmaker(CONFIG.resolved_database_url)() as session:
