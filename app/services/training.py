@@ -18,7 +18,7 @@ import logging
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.job_status import FINISHED
+from app.job_status import FINISHED, JobStatus
 from app.models import Dataset, Job, Model
 from app.services import checkpoints, distributed, job_state
 from app.services.algorithms import plan_for
@@ -122,14 +122,14 @@ def run_job(
         if not job_state.holds(sessions, lease):
             raise job_state.LeaseLost(f"job {job_id}: lost before its success was recorded")
         _discard(sessions, store, lease, key)
-        job_state.finish(sessions, job_id, "cancelled", lease)
+        job_state.finish(sessions, job_id, JobStatus.CANCELLED, lease)
         return "cancelled"
     except job_state.LeaseLost:
         log.warning("job %s: attempt %d was taken over by another worker; leaving it", job_id, lease.attempt)
         return "lost"
     except job_state.JobCancelled:
         _discard(sessions, store, lease, key)
-        job_state.finish(sessions, job_id, "cancelled", lease)
+        job_state.finish(sessions, job_id, JobStatus.CANCELLED, lease)
         log.info("job %s cancelled", job_id)
         return "cancelled"
     except distributed.RanksLost as exc:
@@ -138,12 +138,13 @@ def run_job(
             return "requeued"
         log.error("job %s failed: %s (attempt %d of %d)", job_id, exc, lease.attempt, max_attempts)
         _discard(sessions, store, lease, key)
-        job_state.finish(sessions, job_id, "failed", lease, error={"type": "RanksLost", "message": str(exc)})
+        job_state.finish(sessions, job_id, JobStatus.FAILED, lease, error={"type": "RanksLost", "message": str(exc)})
         return "failed"
     except Exception as exc:  # the job records every failure; nothing is left "running"
         log.exception("job %s failed", job_id)
         _discard(sessions, store, lease, key)
-        job_state.finish(sessions, job_id, "failed", lease, error={"type": type(exc).__name__, "message": str(exc)})
+        error = {"type": type(exc).__name__, "message": str(exc)}
+        job_state.finish(sessions, job_id, JobStatus.FAILED, lease, error=error)
         return "failed"
 
 
@@ -169,12 +170,12 @@ def _after_skip(sessions: sessionmaker[Session], store: ArtifactStore, job_id: s
         job = session.get(Job, job_id)
         if job is None:
             return
-        if job.status == "queued" and job.cancel_requested:
-            job_state.finish(sessions, job_id, "cancelled")
+        if job.status == JobStatus.QUEUED and job.cancel_requested:
+            job_state.finish(sessions, job_id, JobStatus.CANCELLED)
             session.refresh(job)
         if job.status in FINISHED:
             checkpoints.delete(store, job_id)
-            if job.status != "succeeded":
+            if job.status != JobStatus.SUCCEEDED:
                 try:
                     store.delete(model_key(job_state.model_id_for(job_id)))
                 except Exception:
