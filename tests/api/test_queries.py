@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from app.recsys import wals_defaults
 from tests.helpers import planted_csv, upload
 
 N_USERS, N_ITEMS = 60, 40
@@ -188,7 +189,8 @@ def test_frequency_scaled_wals_trains_and_folds_in(client, tmp_path: Path):
     assert job["status"] == "succeeded", job
     wals = client.get(f"/v1/models/{job['model_id']}").json()["spec"]["wals"]
     # Omitted λ and w0 take the frequency-scaled defaults, and the resolved spec says so.
-    assert (wals["l2_scaling"], wals["l2"], wals["unobserved_weight"]) == ("frequency", 0.01, 2.0)
+    scaled = (wals_defaults.L2["frequency"], wals_defaults.UNOBSERVED_WEIGHT["frequency"])
+    assert wals["l2_scaling"] == "frequency" and (wals["l2"], wals["unobserved_weight"]) == scaled
     seen = _seen(tmp_path)["u0"]
     r = client.post(f"/v1/models/{job['model_id']}/recommendations", json={"items": sorted(seen), "k": 5})
     assert r.status_code == 200, r.text

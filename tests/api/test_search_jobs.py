@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.recsys import wals_defaults as defaults
 from tests.helpers import upload
 
 
@@ -56,9 +57,10 @@ def test_search_off_trains_the_fixed_defaults(client, tmp_path: Path) -> None:
     assert not [h for h in job["history"] if h["phase"] == "search"]
     model = client.get(f"/v1/models/{job['model_id']}").json()
     assert "search" not in model["metrics"]
-    wals = model["spec"]["wals"]
-    assert (wals["iterations"], wals["unobserved_weight"], wals["l2_scaling"]) == (15, 2.0, "frequency")
-    assert wals["confidence"] == {"scheme": "log", "alpha": 10.0, "eps": 1.0}
+    wals, scaling = model["spec"]["wals"], defaults.L2_SCALING
+    assert (wals["iterations"], wals["l2_scaling"]) == (defaults.ITERATIONS, scaling)
+    assert wals["unobserved_weight"] == defaults.UNOBSERVED_WEIGHT[scaling] and wals["l2"] <= defaults.L2[scaling]
+    assert wals["confidence"] == {"scheme": defaults.CONFIDENCE, "alpha": defaults.ALPHA, "eps": defaults.EPS}
 
 
 def test_named_settings_are_kept(client, tmp_path: Path) -> None:
