@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.config import Settings
-from app.storage import ArtifactStore, LocalArtifactStore, open_store
+from app.storage import ArtifactStore, LocalArtifactStore, open_store, publishing
 from app.storage.s3 import MARKER, S3ArtifactStore, parse_s3_url
 from tests.s3 import CREDENTIALS, REGION, create_bucket
 
@@ -103,6 +103,19 @@ def test_discard_removes_the_staging_dir(store: ArtifactStore):
     (staged / "f").write_bytes(b"1")
     store.discard(staged)
     assert not staged.exists()
+
+
+def test_publishing_publishes_the_block_whole_or_discards_it(store: ArtifactStore):
+    with publishing(store, "models/mdl_1") as staged:
+        (staged / "model.json").write_bytes(b"{}")
+    assert not staged.exists() and _read(store.local_dir("models/mdl_1")) == {"model.json": b"{}"}
+    with pytest.raises(RuntimeError, match="half written"), publishing(store, "models/mdl_2") as staged:
+        (staged / "model.json").write_bytes(b"{}")
+        raise RuntimeError("half written")
+    assert not staged.exists() and not store.exists("models/mdl_2")
+    with pytest.raises(ValueError, match="artifact key"), publishing(store, "../x") as staged:
+        (staged / "model.json").write_bytes(b"{}")
+    assert not staged.exists()  # a publish that fails discards what was staged too
 
 
 @pytest.mark.parametrize(
