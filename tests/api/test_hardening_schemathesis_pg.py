@@ -25,7 +25,7 @@ from schemathesis.checks import not_a_server_error
 
 from app.api.app import create_app
 from app.config import Settings
-from app.db import get_sessionmaker
+from app.db import get_engine, get_sessionmaker
 from app.migrate import upgrade
 from app.services.api_keys import create_key
 from tests.helpers import planted_csv
@@ -45,6 +45,8 @@ CONFIG = Settings(
     max_sgd_epochs=1,
 )
 APP = create_app(CONFIG)  # connects to nothing until the fixture has created the database
+# The engine the app's authenticator keeps for the whole run: the fixture disposes it with the process's current one.
+_APP_ENGINE = get_engine(_URL)
 schema = schemathesis.openapi.from_asgi(
     "/openapi.json",
     APP,
@@ -83,9 +85,8 @@ def seeded() -> Iterator[tuple[dict[str, str], dict[str, str]]]:
             ids |= {"user": "u1", "item": "i1"}
             yield headers, ids
     finally:
-        from app.db import get_engine
-
         get_engine(_URL).dispose()
+        _APP_ENGINE.dispose()
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{_DB}" WITH (FORCE)')
         _FOLDER.cleanup()
