@@ -155,12 +155,17 @@ def main(args: argparse.Namespace) -> None:
                                            l2_scaling="frequency", device="cpu"))  # fmt: skip
     total = args.interactions * 5 // 4  # the training part is --interactions
     n_users, n_items = total // 60, total // 300
-    work = Path(tempfile.mkdtemp(prefix="unfold-distributed-"))
+    work = Path(args.data_dir or tempfile.mkdtemp(prefix="unfold-distributed-"))
+    work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    train, test = _planted(total, n_users, n_items, args.seed)
-    _save_matrix(train, work / "train.npz")
+    if (work / "test.npz").exists():  # --data-dir of an earlier run with the same arguments
+        train, test = _load_matrix(work / "train.npz"), _load_matrix(work / "test.npz")
+    else:
+        train, test = _planted(total, n_users, n_items, args.seed)
+        _save_matrix(train, work / "train.npz")
+        _save_matrix(test, work / "test.npz")
     for world in args.ranks:
-        if world > 1:
+        if world > 1 and not (work / f"shard-{world}-{world - 1}.npz").exists():
             for shard in make_shards(train, world):
                 save_shard(shard, work / f"shard-{world}-{shard.rank}.npz")
     print(f"data: {n_users} users, {n_items} items, {train.nnz} train / {test.nnz} test interactions "
@@ -202,7 +207,8 @@ def main(args: argparse.Namespace) -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     print_table(rows, list(rows[0]))
-    shutil.rmtree(work)
+    if not args.data_dir:
+        shutil.rmtree(work)
     if args.out:
         meta = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 "command": " ".join(sys.argv), "config": config, "users": n_users, "items": n_items,
@@ -221,6 +227,7 @@ if __name__ == "__main__":
     parser.add_argument("--eval-users", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="")
+    parser.add_argument("--data-dir", default="", help="keep the data and shards here and reuse them next time")
     parser.add_argument("--data", default="")
     parser.add_argument("--config", default="{}")
     parser.add_argument("--address", default="")

@@ -13,10 +13,11 @@ One half-step (users; items are symmetric), with V complete on every rank:
 so the item half-step sees the same U and the same Gramian as the single process, and with the same seed
 the factors match fit_wals's up to float rounding (the Gramian is summed in another order). Every rank
 draws the same initial factors and keeps its rows. What crosses ranks per iteration is both factor matrices
-once (n_users·d + n_items·d floats, sent by their owners) and two d × d Gramians; a rank holds one complete
-factor matrix at a time (the opposite side's), which is where this design stops scaling (docs/distributed.md).
+once (n_users·d + n_items·d floats, sent by their owners) and two d × d Gramians; every rank holds both
+complete factor matrices (its own rows are views, solved in place), which is where this design stops scaling
+(docs/distributed.md).
 
-Rank 0 runs the callback, evaluator and on_state, with the complete factors; stopping (the callback's
+Rank 0 runs the callback, evaluator and on_state on the complete factors; stopping (the callback's
 answer, an interrupt() or an error on any rank) is agreed on by every rank at each half-step boundary, so no
 rank waits in a collective for a peer that left. A peer that dies makes the collectives fail within the
 process group's timeout.
@@ -284,33 +285,15 @@ class _Ranks:
             self.bytes_sent += 2 * (self.world - 1) * G.numel() * G.element_size() // self.world
         return G
 
-    def all_gather(self, own: torch.Tensor, bounds: np.ndarray) -> torch.Tensor:
-        """The complete matrix on every rank: each owner broadcasts its rows into place."""
-        full = torch.empty(int(bounds[-1]), own.shape[1], dtype=own.dtype, device=self.device)
-        full[int(bounds[self.rank]) : int(bounds[self.rank + 1])] = own
+    def all_gather(self, full: torch.Tensor, bounds: np.ndarray) -> None:
+        """Complete `full` in place: each owner broadcasts its rows [bounds[r], bounds[r + 1]) to the others."""
         for owner in range(self.world):
             a, b = int(bounds[owner]), int(bounds[owner + 1])
             if self.world == 1 or a == b:
                 continue
             dist.broadcast(full[a:b], src=owner)
             if owner == self.rank:
-                self.bytes_sent += (self.world - 1) * (b - a) * own.shape[1] * own.element_size()
-        return full
-
-    def gather_to_root(self, own: torch.Tensor, bounds: np.ndarray) -> torch.Tensor | None:
-        """The complete matrix on rank 0 (None elsewhere): each rank sends its rows there."""
-        if self.rank != 0:
-            if own.shape[0]:
-                dist.send(own.contiguous(), dst=0)
-                self.bytes_sent += own.numel() * own.element_size()
-            return None
-        full = torch.empty(int(bounds[-1]), own.shape[1], dtype=own.dtype, device=self.device)
-        full[: int(bounds[1])] = own
-        for owner in range(1, self.world):
-            a, b = int(bounds[owner]), int(bounds[owner + 1])
-            if a < b:
-                dist.recv(full[a:b], src=owner)
-        return full
+                self.bytes_sent += (self.world - 1) * (b - a) * full.shape[1] * full.element_size()
 
     def start(self, first: int, resumed: bool) -> tuple[int, bool]:
         """Rank 0's first step and whether it resumes, on every rank."""
@@ -382,7 +365,7 @@ def fit_sharded_wals(
     on_state: StateCallback | None = None,
     interrupt: Interrupt | None = None,
 ) -> ShardedFit:
-    """Train WALS as rank rank of world in the joined process group (join(); one rank: no group).
+    """Train WALS as the shard's rank in the joined process group (join(); one rank needs no group).
 
     The same model as fit_wals on the whole matrix with the same config. callback, evaluator and on_state run
     on rank 0 only (ValueError if given elsewhere); interrupt may be given on any rank. `resume` (a state
@@ -414,12 +397,12 @@ def fit_sharded_wals(
     # Rank 0's resume decides for all (the others need not read the checkpoint): it sends them the factors.
     first, resumed = ranks.start(first, rank == 0 and resume is not None)
     if not resumed:
-        # Every rank draws both complete matrices as fit_wals does and keeps its rows: the same start.
+        # Every rank draws both complete matrices as fit_wals does: the same start.
         generator = torch.Generator().manual_seed(config.seed)
         V = init_factors(n_items, config, generator).to(device)
-        U_own = init_factors(n_users, config, generator)[ua:ub].clone().to(device)
+        U = init_factors(n_users, config, generator).to(device)
     else:
-        U_all, V = (
+        U, V = (
             (
                 torch.tensor(resume.arrays[name], dtype=torch.float32, device=device)
                 for name in ("user_factors", "item_factors")
@@ -427,37 +410,31 @@ def fit_sharded_wals(
             if rank == 0 and resume is not None
             else (torch.empty(n, config.dim, dtype=torch.float32, device=device) for n in (n_users, n_items))
         )
-        ranks.broadcast(U_all)
+        ranks.broadcast(U)
         ranks.broadcast(V)
-        U_own = U_all[ua:ub].clone()
-        del U_all
-    V_own = V[ia:ib].clone()
+    # Both complete matrices stay on every rank; a rank solves its own rows in place (views) and the gathers
+    # fill in the others' rows, so no second copy of a factor matrix is ever made.
+    U_own, V_own = U[ua:ub], V[ia:ib]
     threads = torch.get_num_threads() if device.type == "cpu" else 1
     wals_kernel.set_threads(threads)
     user_blocks = _blocks(users, threads * BLOCKS_PER_THREAD, config.dim)
     item_blocks = _blocks(items, threads * BLOCKS_PER_THREAD, config.dim)
     w0 = config.unobserved_weight
     VtV = ranks.gramian(V_own)
-    # Rank 0 keeps the complete U of each iteration for the evaluator and checkpoints.
-    keep_users = rank == 0 and (evaluator is not None or on_state is not None)
-    U: torch.Tensor | None = None
     iterations = 0
     start = time.perf_counter()
     with _RowPool(threads).running() as pool:
         for step in range(first, config.iterations + 1):
             _checked(ranks, interrupt)
-            U_own = _solve(users, user_blocks, V, U_own, config, pool, gramian=VtV)
+            _into(U_own, _solve(users, user_blocks, V, U_own, config, pool, gramian=VtV))
             UtU = ranks.gramian(U_own)
-            del V, U
-            U_full = ranks.all_gather(U_own, user_bounds)
+            ranks.all_gather(U, user_bounds)
             _checked(ranks, interrupt)
             observed: list[float] = []
-            V_own = _solve(items, item_blocks, U_full, V_own, config, pool, observed, gramian=UtU)
-            observed_sum = observed[0] if observed else _observed_part(items, V_own, U_full, w0)
-            U = U_full if keep_users else None
-            del U_full
+            _into(V_own, _solve(items, item_blocks, U, V_own, config, pool, observed, gramian=UtU))
+            observed_sum = observed[0] if observed else _observed_part(items, V_own, U, w0)
             VtV = ranks.gramian(V_own)
-            V = ranks.all_gather(V_own, item_bounds)
+            ranks.all_gather(V, item_bounds)
             penalty = float(_l2_penalty(users, U_own, config)) + float(_l2_penalty(items, V_own, config))
             observed_sum, penalty = ranks.sums([observed_sum, penalty])
             total = observed_sum + w0 * float((UtU.double() * VtV.double()).sum()) + penalty
@@ -477,12 +454,10 @@ def fit_sharded_wals(
                 raise PeerStopped("rank 0 stopped the fit")
             if stop:
                 break
-    del U
-    gathered = ranks.gather_to_root(U_own, user_bounds)
     model = None
-    if gathered is not None:
+    if rank == 0:
         model = EmbeddingModel(
-            user_factors=np.ascontiguousarray(gathered.cpu().numpy(), dtype=np.float32),
+            user_factors=np.ascontiguousarray(U.cpu().numpy(), dtype=np.float32),
             item_factors=np.ascontiguousarray(V.cpu().numpy(), dtype=np.float32),
             algorithm="wals",
             config=asdict(config),
@@ -491,11 +466,17 @@ def fit_sharded_wals(
     return ShardedFit(model=model, bytes_sent=ranks.bytes_sent, iterations=iterations)
 
 
+def _into(own: torch.Tensor, solved: torch.Tensor) -> None:
+    """Make `solved` the rows of `own` (the compiled CPU loop already solved them in place)."""
+    if solved.data_ptr() != own.data_ptr():
+        own.copy_(solved)
+
+
 def _report(
     step: int,
     loss: float,
     elapsed: float,
-    U: torch.Tensor | None,
+    U: torch.Tensor,
     V: torch.Tensor,
     history: list[dict[str, Any]],
     callback: Callback | None,
@@ -504,12 +485,12 @@ def _report(
 ) -> bool:
     """Rank 0's end of an iteration, as in fit_wals; True when the callback asks to stop."""
     metrics: dict[str, float] = {}
-    if evaluator is not None and U is not None:
+    if evaluator is not None:
         metrics = evaluator(U.cpu().numpy().copy(), V.cpu().numpy().copy())
     history.append(history_entry(step, loss, elapsed, metrics))
     if callback is not None and callback(step, elapsed, loss, metrics):
         return True
-    if on_state is not None and U is not None:
+    if on_state is not None:
         factors, done = (U, V), len(history)
 
         def capture() -> TrainingState:

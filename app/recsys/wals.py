@@ -462,7 +462,8 @@ def wals_loss(
 def init_factors(n_rows: int, config: WALSConfig, generator: torch.Generator) -> torch.Tensor:
     """Return seeded normal factors with standard deviation init_scale (default 1/sqrt(dim))."""
     scale = config.init_scale if config.init_scale is not None else 1.0 / math.sqrt(config.dim)
-    return torch.randn(n_rows, config.dim, generator=generator, dtype=torch.float32) * scale
+    # Scaled in place: the same values without a second n_rows × dim matrix at the start (a rank's peak).
+    return torch.randn(n_rows, config.dim, generator=generator, dtype=torch.float32).mul_(scale)
 
 
 def fit_wals(
