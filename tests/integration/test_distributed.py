@@ -122,3 +122,20 @@ def test_a_rank_killed_mid_fit_requeues_the_job_and_fresh_ranks_finish_it(shape:
     assert f"job {job_id}: attempt 1 lost a rank".encode() in text
     print(f"\nDISTRIBUTED sigkill: rank 1 killed, job resumed from fit step {resumed['step']} and succeeded "
           f"{time.monotonic() - killed_at:.1f} s after the kill; test {time.monotonic() - started:.1f} s")  # fmt: skip
+
+
+def test_a_job_whose_ranks_cannot_all_join_fails_clearly(shape: dict[str, Any]):  # noqa: F811
+    _env(shape)
+    shape["env"]["UNFOLD_RENDEZVOUS_TIMEOUT_SECONDS"] = "5"
+    with ExitStack() as stack:
+        client = stack.enter_context(TestClient(create_app(shape["settings"])))
+        _, log = _worker(stack, shape, "alone")  # one worker, one task at a time: rank 1 never starts
+        ds = _dataset(client, shape["tmp"])
+        _ready(log)
+        job_id = client.post("/v1/jobs", json={"dataset_id": ds, **SPEC, "distributed": {"workers": 2}}).json()["id"]
+        job = _finished(client, job_id, [log])
+        # The rank task it sent runs once the worker is free, finds the attempt over and leaves.
+        _wait(lambda: f"job {job_id}: rank 1 of attempt 1 is stale".encode() in log.read_bytes(), 30, "rank 1", [log])
+    assert job["status"] == "failed" and job["attempts"] == 1
+    assert job["error"]["type"] == "RanksMissing"
+    assert "only 1 of 2 ranks joined within 5 s" in job["error"]["message"]
