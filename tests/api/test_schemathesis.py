@@ -167,7 +167,6 @@ EXPLICIT = [
     ),
     ("GET", "/v1/models/{model_id}/embedding-map", {"model_id"}, None, None, 200),
     ("PUT", "/v1/aliases/{name}", set(), None, {"model_id": "{model_id}"}, 200),
-    ("DELETE", "/v1/aliases/{name}", set(), None, None, 204),
     (
         "POST",
         "/v1/tuning",
@@ -215,6 +214,17 @@ def test_an_upload_and_its_deletion_conform(seeded: Seeded):
     response = upload.call_and_validate(headers=seeded.headers, checks=CHECKS)
     assert response.status_code == 201, response.text
     delete = schema["/v1/datasets/{dataset_id}"]["DELETE"].Case(path_parameters={"dataset_id": response.json()["id"]})
+    assert delete.call_and_validate(headers=seeded.headers, checks=CHECKS).status_code == 204
+
+
+def test_an_alias_and_its_deletion_conform(seeded: Seeded):
+    # One test, so the deletion never depends on another test having created the alias first.
+    alias = {"name": "short-lived"}
+    put = schema["/v1/aliases/{name}"]["PUT"].Case(
+        path_parameters=alias, body={"model_id": seeded.ids["model_id"]}, media_type="application/json"
+    )
+    assert put.call_and_validate(headers=seeded.headers, checks=CHECKS).status_code == 200
+    delete = schema["/v1/aliases/{name}"]["DELETE"].Case(path_parameters=alias)
     assert delete.call_and_validate(headers=seeded.headers, checks=CHECKS).status_code == 204
 
 
