@@ -167,28 +167,42 @@ def save_shard(shard: Shard, path: str | Path) -> None:
     )
 
 
+@dataclass(frozen=True)
+class _Layout:
+    rank: int
+    world: int
+    nnz: int
+    user_bounds: np.ndarray
+    item_bounds: np.ndarray
+
+
+def _layout(z: Any) -> _Layout:
+    version, rank, world, nnz = (int(v) for v in z["header"])
+    if version != SHARD_FORMAT:
+        raise ValueError(f"shard format {version} is not supported (expected {SHARD_FORMAT})")
+    return _Layout(rank, world, nnz, z["user_bounds"], z["item_bounds"])
+
+
+def _side(z: Any, layout: _Layout, side: str) -> Interactions:
+    """One side's rows of an open shard file: "user" (over all items) or "item" (over all users)."""
+    own, other = (
+        (layout.user_bounds, layout.item_bounds) if side == "user" else (layout.item_bounds, layout.user_bounds)
+    )
+    return Interactions(
+        n_users=int(own[layout.rank + 1] - own[layout.rank]),
+        n_items=int(other[-1]),
+        indptr=z[f"{side}_indptr"],
+        indices=z[f"{side}_indices"],
+        weights=z[f"{side}_weights"],
+    )
+
+
 def load_shard(path: str | Path) -> Shard:
     """Read a shard written by save_shard."""
     with np.load(path, allow_pickle=False) as z:
-        version, rank, world, nnz = (int(v) for v in z["header"])
-        if version != SHARD_FORMAT:
-            raise ValueError(f"shard format {version} is not supported (expected {SHARD_FORMAT})")
-        user_bounds, item_bounds = z["user_bounds"], z["item_bounds"]
-        users = Interactions(
-            n_users=int(user_bounds[rank + 1] - user_bounds[rank]),
-            n_items=int(item_bounds[-1]),
-            indptr=z["user_indptr"],
-            indices=z["user_indices"],
-            weights=z["user_weights"],
-        )
-        items = Interactions(
-            n_users=int(item_bounds[rank + 1] - item_bounds[rank]),
-            n_items=int(user_bounds[-1]),
-            indptr=z["item_indptr"],
-            indices=z["item_indices"],
-            weights=z["item_weights"],
-        )
-    return Shard(rank, world, user_bounds, item_bounds, users, items, nnz)
+        layout = _layout(z)
+        users, items = _side(z, layout, "user"), _side(z, layout, "item")
+    return Shard(layout.rank, layout.world, layout.user_bounds, layout.item_bounds, users, items, layout.nnz)
 
 
 def open_rendezvous(host: str, port: int, rank: int, world: int, timeout: float) -> TCPStore:
@@ -373,17 +387,24 @@ def fit_sharded_wals(
     `shard` may be the path of a shard file: the fit then loads it and keeps only what it needs (the raw
     weights go once they are confidences), which is what a rank that owns its shard file should pass.
     """
-    source = load_shard(shard) if isinstance(shard, str | Path) else shard
-    rank, world, nnz = source.rank, source.world, source.nnz
-    user_bounds, item_bounds, n_users, n_items = source.user_bounds, source.item_bounds, source.n_users, source.n_items
+    device = pick_device(config.device)
+    if isinstance(shard, str | Path):
+        # One side at a time, each side's raw weights freed once they are confidences: the prepared rows
+        # share only the indices with what was read.
+        with np.load(shard, allow_pickle=False) as z:
+            layout = _layout(z)
+            users = _prepare_rows(_side(z, layout, "user"), config, device)
+            items = _prepare_rows(_side(z, layout, "item"), config, device)
+    else:
+        layout = _Layout(shard.rank, shard.world, shard.nnz, shard.user_bounds, shard.item_bounds)
+        users, items = _prepare_rows(shard.users, config, device), _prepare_rows(shard.items, config, device)
+    rank, world, nnz, user_bounds, item_bounds = (layout.rank, layout.world, layout.nnz, layout.user_bounds,
+                                                  layout.item_bounds)  # fmt: skip
+    n_users, n_items = int(user_bounds[-1]), int(item_bounds[-1])
     if rank != 0 and (callback is not None or evaluator is not None or on_state is not None):
         raise ValueError("callback, evaluator and on_state run on rank 0 only")
     if world > 1 and (not dist.is_initialized() or dist.get_world_size() != world):
         raise ValueError(f"shard of {world} ranks needs a joined process group of that size (join())")
-    device = pick_device(config.device)
-    users = _prepare_rows(source.users, config, device)
-    items = _prepare_rows(source.items, config, device)
-    del source, shard  # loaded here: the raw weights are freed (the prepared rows share only the indices)
     ranks = _Ranks(rank, world, device)
     ua, ub = int(user_bounds[rank]), int(user_bounds[rank + 1])
     ia, ib = int(item_bounds[rank]), int(item_bounds[rank + 1])
