@@ -456,7 +456,12 @@ def fit_sharded_wals(
             observed_sum = observed[0] if observed else _observed_part(items, V_own, U, w0)
             VtV = ranks.gramian(V_own)
             ranks.all_gather(V, item_bounds)
-            penalty = float(_l2_penalty(users, U_own, config)) + float(_l2_penalty(items, V_own, config))
+            # Block by block, as wals._objective does: the norms are taken in float64, one block's copy at a time.
+            penalty = sum(
+                float(_l2_penalty(b.rows, own[b.start : b.stop], config))
+                for blocks, own in ((user_blocks, U_own), (item_blocks, V_own))
+                for b in blocks
+            )
             observed_sum, penalty = ranks.sums([observed_sum, penalty])
             total = observed_sum + w0 * float((UtU.double() * VtV.double()).sum()) + penalty
             loss = total / max(nnz, 1)
