@@ -178,6 +178,7 @@ def main(args: argparse.Namespace) -> None:
             processes = [_spawn("single", work / "train.npz", work / "out-1-0", config, args.threads)]
         else:
             address = work / f"address-{world}"
+            address.unlink(missing_ok=True)  # a port from an earlier run in the same --data-dir
             processes = [
                 _spawn("rank", work / f"shard-{world}-{r}.npz", work / f"out-{world}-{r}", config, 1, address)
                 for r in range(world)
