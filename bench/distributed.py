@@ -79,7 +79,7 @@ def _save_matrix(data: Any, path: Path) -> None:
 def _load_matrix(path: Path) -> Any:
     from app.recsys.interactions import Interactions
 
-    with np.load(path) as z:
+    with np.load(path, allow_pickle=False) as z:
         n_users, n_items = (int(v) for v in z["n"])
         return Interactions(n_users, n_items, z["indptr"], z["indices"], z["weights"])
 
@@ -106,7 +106,7 @@ def rank(args: argparse.Namespace) -> None:
     from app.recsys.wals import WALSConfig
 
     torch.set_num_threads(args.threads)
-    with np.load(args.data) as z:
+    with np.load(args.data, allow_pickle=False) as z:
         _, rank, world, _ = (int(v) for v in z["header"])  # the header only: the fit loads the rest
     address = Path(args.address)
     if rank == 0:
@@ -188,7 +188,7 @@ def main(args: argparse.Namespace) -> None:
                 sys.exit(f"{world} ranks: a process failed")
         loopback = (_loopback_sent() - sent_before) / world / args.iterations if world > 1 else 0.0
         figures = [json.loads((work / f"out-{world}-{r}").read_text()) for r in range(world)]
-        with np.load(work / f"out-{world}-0.npz") as z:
+        with np.load(work / f"out-{world}-0.npz", allow_pickle=False) as z:
             U, V = z["U"], z["V"]
         recall = ranking_metrics(U, V, train, test, (20,), max_users=args.eval_users, seed=0)["recall@20"]
         if reference is None:
