@@ -72,8 +72,8 @@ def _planted(n_interactions: int, n_users: int, n_items: int, seed: int) -> tupl
 
 
 def _save_matrix(data: Any, path: Path) -> None:
-    np.savez(path, n=np.array([data.n_users, data.n_items]), indptr=data.indptr, indices=data.indices,
-             weights=data.weights)  # fmt: skip
+    np.savez(path, allow_pickle=False, n=np.array([data.n_users, data.n_items]), indptr=data.indptr,
+             indices=data.indices, weights=data.weights)  # fmt: skip
 
 
 def _load_matrix(path: Path) -> Any:
@@ -93,7 +93,7 @@ def single(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     train = _load_matrix(Path(args.data))
     model = fit_wals(train, WALSConfig(**json.loads(args.config)))
-    np.savez(args.out + ".npz", U=model.user_factors, V=model.item_factors)
+    np.savez(args.out + ".npz", allow_pickle=False, U=model.user_factors, V=model.item_factors)
     seconds = model.history[-1]["seconds"] / len(model.history)
     Path(args.out).write_text(json.dumps({"seconds_per_iteration": seconds, "peak_rss_mb": peak_rss_mb()}))
 
@@ -123,7 +123,7 @@ def rank(args: argparse.Namespace) -> None:
     seconds = (time.perf_counter() - started) / max(fit.iterations, 1)
     leave()
     if fit.model is not None:
-        np.savez(args.out + ".npz", U=fit.model.user_factors, V=fit.model.item_factors)
+        np.savez(args.out + ".npz", allow_pickle=False, U=fit.model.user_factors, V=fit.model.item_factors)
         seconds = fit.model.history[-1]["seconds"] / len(fit.model.history)
     figures = {"seconds_per_iteration": seconds, "peak_rss_mb": peak_rss_mb(),
                "bytes_per_iteration": fit.bytes_sent / max(fit.iterations, 1)}  # fmt: skip
