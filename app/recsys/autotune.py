@@ -7,9 +7,9 @@ them measured on a validation split carved from its own training data, at a boun
   1. validation: every user gives up 10 % of their interactions (the latest when timestamps exist;
      split.holdout_per_user), and keeps the rest to fit on;
   2. rungs, at a proxy (smaller) dimension for `rung_steps` steps each, scored on validation: a coordinate
-     sweep over the free settings (each axis in turn, the others held at the best point so far, so a
-     handful of trials covers every axis), then the best third goes on from its own state for as many
-     steps again;
+     sweep over the free settings (breadth first: each axis' next value, the others held at the best point so
+     far, so a handful of trials covers every axis), then the best third goes on from its own state for as
+     many steps again;
   3. the winner trains at the real dimension on the fit part, scored every few steps, until validation
      recall clearly falls: the latest step within noise of the best is the step count the model keeps;
   4. the final model sees all of the training data: warm-started from the winner's state at its chosen
@@ -194,7 +194,8 @@ def _call_cost(data: Interactions) -> float:
 
 
 def proxy_dim(dim: int) -> int:
-    """The dimension rungs train at: half the real one, within 16..64 (the ranking of settings carries over)."""
+    """The dimension rungs train at: half the real one, within 16..64. The ranking of λ carries over; w0's does not
+    always (yelp2018-sample at dim 64, ml-latest-small at 128: docs/defaults.md)."""
     return int(min(dim, max(16, min(64, dim // 2))))
 
 
