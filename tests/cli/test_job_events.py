@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from app.services import job_events
+from app.services import job_events, job_state
 from tests.helpers import planted_csv, upload
 
 SMALL = {"dim": 8, "wals": {"iterations": 3}}
@@ -59,9 +59,34 @@ def test_unknown_job_is_a_404_problem(client):
     assert "job_missing" in r.json()["detail"]
 
 
-def test_events_follow_a_running_job_in_order(client, settings, dataset: str, fast_polls):
+def _same_place(shown: dict[str, Any] | None, written: dict[str, Any]) -> bool:
+    keys = ("phase", "step", "fraction", "phase_fraction")
+    return shown is not None and all(shown.get(k) == written.get(k) for k in keys)
+
+
+def test_events_follow_a_running_job_in_order(client, settings, dataset: str, fast_polls, monkeypatch):
     from workers.tasks import train_job
 
+    # The stream polls; a tiny job can run a whole phase between two polls (CI saw search, then refit).
+    # So each progress write waits until the stream has sent it: the test sees every write, in order.
+    sent: list[dict[str, Any] | None] = []
+    cond = threading.Condition()
+    write = job_state.JobReporter.report
+
+    def write_then_wait_for_the_stream(self, progress, entry):
+        write(self, progress, entry)
+        with cond:
+            cond.wait_for(lambda: any(_same_place(p, progress) for p in sent), timeout=10)
+
+    def watched(lines: Iterable[str]) -> Iterable[str]:
+        for line in lines:
+            if line.startswith("data: "):
+                with cond:
+                    sent.append(json.loads(line[len("data: ") :]).get("progress"))
+                    cond.notify_all()
+            yield line
+
+    monkeypatch.setattr(job_state.JobReporter, "report", write_then_wait_for_the_stream)
     client.app.state.enqueue = lambda job_id: None  # queued until this test runs it
     job = client.post("/v1/jobs", json={"dataset_id": dataset, **SMALL}).json()
     worker = threading.Thread(target=train_job, args=(settings, job["id"]))
@@ -73,7 +98,7 @@ def test_events_follow_a_running_job_in_order(client, settings, dataset: str, fa
         first = json.loads(next(lines)[len("data: ") :])
         assert first == {"id": job["id"], "status": "queued", "progress": None}
         worker.start()
-        events = _events(lines)
+        events = _events(watched(lines))
     worker.join(timeout=60)
     names = [e for e, _ in events]
     assert names[-1] == "end" and names.count("end") == 1 and set(names[:-1]) == {"progress"}
