@@ -86,6 +86,9 @@ class Settings(BaseSettings):
         gt=0,
         description="Largest JSON answer of a batch call, estimated before the search, in MiB (413).",
     )
+    max_events_per_request: int = Field(
+        request_limits.MAX_EVENTS_PER_REQUEST, ge=1, description="Events per POST /v1/datasets/{id}/events (413)."
+    )
     log_format: Literal["text", "json"] = Field(
         "text", description="Log lines as text, or one JSON object per line (with job_id) for a log pipeline."
     )
@@ -202,6 +205,7 @@ class Settings(BaseSettings):
             max_batch_users=self.max_batch_users,
             max_batch_results=self.max_batch_results,
             max_batch_response_bytes=int(self.max_batch_response_mb * request_limits.MIB),
+            max_events_per_request=self.max_events_per_request,
         )
 
 

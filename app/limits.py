@@ -30,6 +30,8 @@ MAX_BATCH_USERS = 10_000
 # on top of its JSON): bounded before any search runs. NDJSON streams are not (see check_batch_cost).
 MAX_BATCH_RESULTS = 100_000
 MAX_BATCH_RESPONSE_MB = 8.0
+# Events are validated whole before any is stored: a batch is held in memory (about 1 KB of Python objects each).
+MAX_EVENTS_PER_REQUEST = 100_000
 
 SETTINGS = {
     "max_upload_bytes": "UNFOLD_MAX_UPLOAD_MB",
@@ -42,6 +44,7 @@ SETTINGS = {
     "max_batch_users": "UNFOLD_MAX_BATCH_USERS",
     "max_batch_results": "UNFOLD_MAX_BATCH_RESULTS",
     "max_batch_response_bytes": "UNFOLD_MAX_BATCH_RESPONSE_MB",
+    "max_events_per_request": "UNFOLD_MAX_EVENTS_PER_REQUEST",
 }
 
 
@@ -59,6 +62,7 @@ class Limits:
     max_batch_users: int = MAX_BATCH_USERS
     max_batch_results: int = MAX_BATCH_RESULTS
     max_batch_response_bytes: int = int(MAX_BATCH_RESPONSE_MB * MIB)
+    max_events_per_request: int = MAX_EVENTS_PER_REQUEST
 
 
 def _over(field: str, value: int, limit: int, name: str, *, status: int = 422, detail: str | None = None) -> None:

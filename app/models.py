@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.job_status import JobStatus
@@ -173,4 +173,53 @@ class Rendezvous(Base):
     attempt: Mapped[int] = mapped_column(Integer)
     address: Mapped[str] = mapped_column(String(300))  # host:port of rank 0's TCPStore
     world: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# --- Events and dataset versions (issue 19) -------------------------------------------------------------------------
+
+# A sequence number that SQLite can autoincrement (its rowid is an INTEGER PRIMARY KEY) and PostgreSQL holds in 64 bits.
+_SEQ = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Event(Base):
+    """One interaction posted after the upload; `seq` orders a dataset's events, and a version folds them in up to one.
+
+    Stored before the POST is answered; `event_id`, when the client gives one, makes a retried post a no-op.
+    """
+
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "event_id", name="uq_events_dataset_event_id"),
+        Index("ix_events_dataset_seq", "dataset_id", "seq"),
+    )
+
+    seq: Mapped[int] = mapped_column(_SEQ, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = _tenant_column()
+    dataset_id: Mapped[str] = mapped_column(String(40), ForeignKey("datasets.id", ondelete="CASCADE"))
+    event_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    user: Mapped[str] = mapped_column(String(500))
+    item: Mapped[str] = mapped_column(String(500))
+    weight: Mapped[float] = mapped_column(Float)
+    timestamp: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # unix seconds, as uploads store them
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DatasetVersion(Base):
+    """Version 2 and later of a dataset: the one before it with the events up to `events_through` folded in.
+
+    Version 1 is the upload itself (the dataset row and its artifact), so it has no row here.
+    """
+
+    __tablename__ = "dataset_versions"
+
+    dataset_id: Mapped[str] = mapped_column(String(40), ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant: Mapped[str] = _tenant_column()
+    artifact_key: Mapped[str] = mapped_column(String(200))
+    events_through: Mapped[int] = mapped_column(_SEQ)  # the seq of the last event folded in
+    n_events: Mapped[int] = mapped_column(Integer)  # events folded in by this version (since the one before)
+    n_users: Mapped[int] = mapped_column(Integer)
+    n_items: Mapped[int] = mapped_column(Integer)
+    n_interactions: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -307,6 +307,21 @@ class TrainingSpec(_Strict):
     dataset_id: str = Field(
         min_length=1, max_length=40, description="An uploaded dataset of yours (`ds_…`); 404 when there is none."
     )
+    dataset_version: int | None = Field(
+        None,
+        ge=1,
+        le=2**31 - 1,
+        description="Which version of the dataset to train on (1: the upload; later ones fold in posted events, "
+        "docs/events.md); omitted: the latest when the job is submitted, written into the job's spec.",
+    )
+    warm_start: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        description="A model id or alias (WALS) whose factors start this fit for the users and items it knows; "
+        "new ones start as usual. The settings this spec leaves out are the model's own (no search runs), and "
+        "the job's spec records the model's id.",
+    )
     algorithm: Literal["wals", "sgd"] = Field(
         "wals", description="wals (reads the `wals` block) or sgd (reads the `sgd` block)."
     )
@@ -373,6 +388,21 @@ class TrainingSpec(_Strict):
         if workers > 1 and self.search.mode != "off":
             raise ValueError(
                 f"distributed.workers {workers} needs search.mode 'off': the settings search runs on one worker"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_warm_start(self) -> TrainingSpec:
+        if self.warm_start is None:
+            return self
+        if self.algorithm != "wals":
+            raise ValueError("warm_start needs algorithm 'wals': an SGD fit cannot start from another model's factors")
+        if self.distributed.workers > 1:
+            raise ValueError("warm_start trains on one worker: distributed.workers must be 1")
+        if self.search.mode == "auto" and "search" in self.model_fields_set and "mode" in self.search.model_fields_set:
+            raise ValueError(
+                "warm_start takes the settings its model was trained with: search.mode 'auto' would choose them "
+                "again from scratch; leave search out"
             )
         return self
 

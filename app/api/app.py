@@ -12,10 +12,11 @@ from app.api.auth import AuthBeforeBody, Authenticator
 from app.api.body_size import BodySizeLimit
 from app.api.docs import DESCRIPTION, install_examples
 from app.api.errors import install_error_handlers
+from app.api.event_schemas import install_event_schemas
 from app.api.hot_path import HotPathStats, HotRecommendations
 from app.api.observability import install_metrics
 from app.api.problems import install_openapi
-from app.api.routes import datasets, health, jobs, models, queries, tuning
+from app.api.routes import datasets, events, health, jobs, models, queries, tuning
 from app.api.storable import StorableText
 from app.config import Settings, get_settings
 from app.db import get_sessionmaker
@@ -82,9 +83,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, limits=settings.limits)
     # Outermost: a request without a valid key is refused before its body is read or measured.
     app.add_middleware(AuthBeforeBody, auth=app.state.auth)
-    for module in (health, datasets, jobs, models, queries, tuning):
+    for module in (health, datasets, events, jobs, models, queries, tuning):
         app.include_router(module.router)
     install_openapi(app)  # error bodies documented as application/problem+json
+    install_event_schemas(app)  # the events body, read by its route as JSON or NDJSON
     install_examples(app)  # examples with their nulls, which FastAPI's encoding drops
     install_dashboard(app)  # the page at / (no key needed: it holds no data) and its static files
     return app

@@ -16,7 +16,7 @@ from app.errors import Conflict, InvalidInput, NotFound
 from app.ingestion import IngestError, ParseOptions, RowLimitExceeded, parse_file
 from app.job_status import ACTIVE
 from app.limits import Limits, too_many_rows, upload_too_large
-from app.models import Dataset, Job, new_id
+from app.models import Dataset, DatasetVersion, Job, new_id
 from app.recsys.interactions import Interactions
 from app.services.pagination import Page, paginate
 from app.storage import ArtifactStore, publishing
@@ -120,7 +120,12 @@ def create_dataset(
 
 def load_dataset(store: ArtifactStore, dataset: Dataset) -> StoredDataset:
     """Read a dataset's arrays back (no pickle) as an Interactions matrix plus id maps."""
-    with np.load(store.local_dir(dataset.artifact_key) / ARRAYS_FILE, allow_pickle=False) as z:
+    return load_arrays(store, dataset.artifact_key)
+
+
+def load_arrays(store: ArtifactStore, key: str) -> StoredDataset:
+    """Read the arrays stored under `key` (an upload's, or a later version's: dataset_versions.py)."""
+    with np.load(store.local_dir(key) / ARRAYS_FILE, allow_pickle=False) as z:
         interactions = Interactions.from_coo(
             z["users"],
             z["items"],
@@ -157,6 +162,10 @@ def delete_dataset(session: Session, store: ArtifactStore, dataset_id: str, *, t
     busy = session.scalar(select(Job.id).where(Job.dataset_id == dataset_id, Job.status.in_(ACTIVE)).limit(1))
     if busy is not None:
         raise Conflict(f"dataset {dataset_id!r} is used by job {busy!r}, which is queued or running")
+    # Later versions (dataset_versions.py) go too: their rows with the dataset's, their arrays after the commit.
+    versions = list(session.scalars(select(DatasetVersion.artifact_key).where(DatasetVersion.dataset_id == dataset_id)))
     session.delete(dataset)
     session.commit()
     store.delete(dataset.artifact_key)
+    for key in versions:
+        store.delete(key)

@@ -11,7 +11,7 @@ from app.errors import Conflict, NotFound
 from app.job_status import FINISHED, JobStatus
 from app.limits import Limits, check_spec
 from app.models import Job, new_id, utcnow
-from app.services import quotas
+from app.services import dataset_versions, quotas, warm_start
 from app.services.datasets import get_dataset
 from app.services.pagination import Page, paginate
 from app.spec import TrainingSpec
@@ -27,11 +27,15 @@ def submit_job(
     404 when the dataset is not one of the tenant's (exactly as when it does not exist), 429 when
     the tenant already has `max_concurrent_jobs` training jobs queued or running.
     """
-    check_spec(spec, limits)
     try:
-        get_dataset(session, spec.dataset_id, tenant=tenant)
+        dataset = get_dataset(session, spec.dataset_id, tenant=tenant)
     except NotFound:
         raise NotFound(f"dataset_id: no dataset {spec.dataset_id!r}", field="dataset_id") from None
+    # The job records what it trains on: the version (the latest when none is named) and the warm-start model.
+    spec = warm_start.complete_spec(session, spec, tenant=tenant)
+    version = dataset_versions.get_version(session, dataset, spec.dataset_version)
+    spec = spec.model_copy(update={"dataset_version": version.version})
+    check_spec(spec, limits)
     job = Job(
         id=new_id("job"),
         tenant=tenant,

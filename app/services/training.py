@@ -22,12 +22,13 @@ from app.job_status import FINISHED, JobStatus
 from app.models import Dataset, Job, Model
 from app.services import checkpoints, distributed, job_state
 from app.services.algorithms import plan_for
-from app.services.datasets import load_dataset
+from app.services.dataset_versions import get_version, load_version
 from app.services.fitting import open_checkpoints
 from app.services.models import model_key
 from app.services.pipeline import train_evaluate_refit
 from app.services.progress import JobProgress, planned_phases
 from app.services.publishing import model_row, publish_model, published_meta, restore_finished
+from app.services.warm_fitting import warm_start
 from app.spec import TrainingSpec
 from app.storage import ArtifactStore
 
@@ -61,10 +62,15 @@ def train_model(
     spec = TrainingSpec.model_validate(job.spec)
     with sessions() as session:
         dataset = session.get(Dataset, job.dataset_id)
-    if dataset is None:
-        raise LookupError(f"dataset {job.dataset_id!r} no longer exists")
+        if dataset is None:
+            raise LookupError(f"dataset {job.dataset_id!r} no longer exists")
+        version = get_version(session, dataset, spec.dataset_version)
+        source = session.get(Model, spec.warm_start) if spec.warm_start is not None else None
+    if spec.warm_start is not None and source is None:
+        raise LookupError(f"warm_start: model {spec.warm_start!r} no longer exists")
     checkpointer = open_checkpoints(store, job, dataset, reporter, checkpoint_seconds)
-    stored = load_dataset(store, dataset)
+    stored = load_version(store, version)
+    warm = warm_start(store, source, stored, spec) if source is not None else None
     progress = JobProgress(reporter, planned_phases(spec, spec.search.mode == "auto"), plan_for(spec).unit)
     workers = spec.distributed.workers
     if workers > 1:
@@ -73,7 +79,11 @@ def train_model(
         with distributed.coordinating(sessions, store, reporter.lease, workers, ranks) as coordinator:
             trained = train_evaluate_refit(stored, spec, progress, checkpointer, search_budget, coordinator.fit)
     else:
-        trained = train_evaluate_refit(stored, spec, progress, checkpointer, search_budget)
+        trained = train_evaluate_refit(
+            stored, spec, progress, checkpointer, search_budget, warm.fit if warm is not None else None
+        )
+        if warm is not None:
+            trained.metrics["warm_start"] = warm.report
     if reporter.cancel_requested():
         raise job_state.JobCancelled("cancelled by request")
     progress.report("publish", 0.0, 0, 0)

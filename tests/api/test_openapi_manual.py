@@ -282,7 +282,9 @@ def test_training_spec_examples_are_accepted_by_post_jobs(queued_client, tmp_pat
         r = queued_client.post("/v1/jobs", json=body)
         assert r.status_code == 202, (name, r.text)
         job = r.json()
-        assert job["status"] == "queued" and job["spec"] == TrainingSpec.model_validate(body).model_dump(mode="json")
+        # The job records the dataset version it trains on: the latest (the upload, 1) when the spec names none.
+        stored = {**TrainingSpec.model_validate(body).model_dump(mode="json"), "dataset_version": 1}
+        assert job["status"] == "queued" and job["spec"] == stored
     # As written, the examples name a dataset this server does not have: a 404 that says which.
     r = queued_client.post("/v1/jobs", json=SPEC_EXAMPLES["minimal"]["value"])
     assert r.status_code == 404 and examples.DATASET_ID in r.json()["detail"]

@@ -1,0 +1,230 @@
+"""A dataset's event stream: interactions posted after the upload, validated whole, stored before the answer.
+
+A batch is checked completely before anything is written, and written in one transaction, so a bad row
+leaves nothing behind. An event with an `event_id` is stored once per dataset: posting it again (a
+client retrying after a timeout) counts it as a duplicate and changes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.errors import InvalidInput, LimitExceeded
+from app.limits import SETTINGS, Limits
+from app.models import Event, utcnow
+from app.services.datasets import get_dataset
+
+FLOAT32_MAX = 3.4028234663852886e38
+MAX_ID_CHARS = 500
+MAX_EVENT_ID_CHARS = 200
+# Ids looked up per query when checking event_ids against those stored (bound parameters per statement).
+LOOKUP_CHUNK = 1000
+# Unix seconds outside this range are taken for a mistake (milliseconds sent as seconds, say).
+MAX_TIMESTAMP = 253402300799  # 9999-12-31T23:59:59Z
+
+
+class EventIn(BaseModel):
+    """One interaction: who touched what, how much, when; `event_id` makes a retried post harmless."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user: str = Field(min_length=1, max_length=MAX_ID_CHARS, description="The user's id, as in the upload.")
+    item: str = Field(min_length=1, max_length=MAX_ID_CHARS, description="The item's id, as in the upload.")
+    weight: float = Field(
+        1.0,
+        ge=0,
+        le=FLOAT32_MAX,
+        allow_inf_nan=False,
+        description="The interaction's weight (count, rating...), added to any earlier weight of the same pair; "
+        "default 1.",
+    )
+    timestamp: int | float | str | None = Field(
+        None,
+        description="When it happened: unix seconds or ISO 8601 (a time without a zone is UTC); default the "
+        "moment it is stored.",
+    )
+    event_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_EVENT_ID_CHARS,
+        description="The client's id of the event: an event whose id this dataset already holds is not stored again.",
+    )
+
+    @field_validator("user", "item", "event_id")
+    @classmethod
+    def _storable(cls, value: str | None) -> str | None:
+        if value is not None and ("\x00" in value or any(0xD800 <= ord(c) <= 0xDFFF for c in value)):
+            raise ValueError("holds a NUL character or an unpaired surrogate, which no stored text can contain")
+        return value
+
+    @field_validator("timestamp")
+    @classmethod
+    def _unix_seconds(cls, value: int | float | str | None) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            try:
+                moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError(f"{value!r} is not unix seconds nor an ISO 8601 time") from None
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            value = moment.timestamp()
+        if not math.isfinite(value) or not 0 <= value <= MAX_TIMESTAMP:
+            raise ValueError(f"{value} is not a time between 1970 and 9999 in unix seconds")
+        return math.floor(value)
+
+
+class EventBatch(BaseModel):
+    """A batch of events, stored all or none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[EventIn] = Field(min_length=1, description="At most UNFOLD_MAX_EVENTS_PER_REQUEST events.")
+
+
+@dataclass(frozen=True)
+class Appended:
+    """What a post stored: new events, ones already held (same event_id), and the last sequence number."""
+
+    accepted: int
+    duplicates: int
+    last_seq: int | None
+
+
+def check_count(n_events: int, limits: Limits) -> None:
+    """413 for a batch of more events than the limit allows."""
+    limit = limits.max_events_per_request
+    if n_events > limit:
+        raise LimitExceeded(
+            "events",
+            n_events,
+            limit,
+            SETTINGS["max_events_per_request"],
+            status=413,
+            detail=f"events: the batch has {n_events} events, over the limit of {limit} per request (set by "
+            f"{SETTINGS['max_events_per_request']}); send it in several batches",
+        )
+
+
+def parse_json(body: bytes, limits: Limits) -> list[EventIn]:
+    """The events of a JSON body `{"events": [...]}`; ValidationError naming `events.<i>.<field>`."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f'body: not valid JSON ({exc}); send {{"events": [...]}}', field="body") from None
+    if isinstance(document, dict) and isinstance(document.get("events"), list):
+        check_count(len(document["events"]), limits)
+    return EventBatch.model_validate(document).events
+
+
+def parse_ndjson(body: bytes, limits: Limits) -> list[EventIn]:
+    """The events of an NDJSON body, one object a line (blank lines skipped); InvalidInput naming the line."""
+    lines = [(n, line) for n, line in enumerate(body.split(b"\n"), start=1) if line.strip()]
+    if not lines:
+        raise InvalidInput("body: no events (NDJSON: one JSON object a line)", field="body")
+    check_count(len(lines), limits)
+    events = []
+    for n, line in lines:
+        try:
+            events.append(EventIn.model_validate(orjson.loads(line)))
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInput(f"line {n}: not valid JSON ({exc})", line=n, field="body") from None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "event"
+            raise InvalidInput(f"line {n}: {field}: {first['msg']}", line=n, field=field) from None
+    return events
+
+
+def _held_ids(session: Session, dataset_id: str, event_ids: Sequence[str]) -> set[str]:
+    held: set[str] = set()
+    for start in range(0, len(event_ids), LOOKUP_CHUNK):
+        chunk = event_ids[start : start + LOOKUP_CHUNK]
+        held.update(
+            session.scalars(select(Event.event_id).where(Event.dataset_id == dataset_id, Event.event_id.in_(chunk)))
+        )
+    return held
+
+
+def _new_rows(session: Session, dataset_id: str, tenant: str, events: Sequence[EventIn]) -> list[dict[str, Any]]:
+    """Rows for the events not already held: an event_id seen earlier in the batch or in the dataset is skipped."""
+    held = _held_ids(session, dataset_id, [e.event_id for e in events if e.event_id is not None])
+    now = utcnow()
+    rows = []
+    for e in events:
+        if e.event_id is not None:
+            if e.event_id in held:
+                continue
+            held.add(e.event_id)
+        rows.append(
+            {
+                "tenant": tenant,
+                "dataset_id": dataset_id,
+                "event_id": e.event_id,
+                "user": e.user,
+                "item": e.item,
+                "weight": e.weight,
+                "timestamp": e.timestamp,
+                "created_at": now,
+            }
+        )
+    return rows
+
+
+def append_events(
+    session: Session, dataset_id: str, events: Sequence[EventIn], *, tenant: str, limits: Limits
+) -> Appended:
+    """Store a validated batch in one transaction (committed before this returns); 404 for another tenant's dataset."""
+    get_dataset(session, dataset_id, tenant=tenant)
+    check_count(len(events), limits)
+    for attempt in range(3):
+        rows = _new_rows(session, dataset_id, tenant, events)
+        try:
+            if rows:
+                session.execute(insert(Event), rows)
+            last = session.scalar(select(func.max(Event.seq)).where(Event.dataset_id == dataset_id))
+            session.commit()
+        except IntegrityError:
+            # Another post stored one of these event_ids between our check and our insert: check again.
+            session.rollback()
+            if attempt == 2:
+                raise
+            continue
+        return Appended(len(rows), len(events) - len(rows), last)
+    raise AssertionError("unreachable")
+
+
+def events_after(session: Session, dataset_id: str, after_seq: int, through_seq: int | None = None) -> list[Event]:
+    """The dataset's events with after_seq < seq (<= through_seq when given), oldest first."""
+    query = select(Event).where(Event.dataset_id == dataset_id, Event.seq > after_seq)
+    if through_seq is not None:
+        query = query.where(Event.seq <= through_seq)
+    return list(session.scalars(query.order_by(Event.seq)))
+
+
+def per_minute(session: Session, dataset_id: str, minutes: int = 60) -> list[int]:
+    """Events stored in each of the last `minutes` minutes, oldest first (the dashboard's sparkline)."""
+    now = utcnow()
+    since = now - timedelta(minutes=minutes)
+    counts = [0] * minutes
+    stamps: Iterable[datetime] = session.scalars(
+        select(Event.created_at).where(Event.dataset_id == dataset_id, Event.created_at >= since)
+    )
+    for stamp in stamps:
+        if stamp.tzinfo is None:  # SQLite hands datetimes back without their zone; they are UTC
+            stamp = stamp.replace(tzinfo=UTC)
+        age = int((now - stamp).total_seconds() // 60)
+        if 0 <= age < minutes:
+            counts[minutes - 1 - age] += 1
+    return counts
