@@ -21,6 +21,7 @@ from app.api.storable import StorableText
 from app.config import Settings, get_settings
 from app.db import get_sessionmaker
 from app.services.job_events import StreamSlots
+from app.services.live_vectors import LiveEvents
 from app.services.serving import ModelCache
 from app.storage import open_store
 from app.web.dashboard import install_dashboard
@@ -70,12 +71,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # Added first, so it sits inside the timing and body-limit middlewares added after it.
     app.state.hot_path = HotPathStats()
+    app.state.live_events = LiveEvents()  # users' events since their model was trained (app.services.live_vectors)
     app.add_middleware(
         HotRecommendations,
         cache=app.state.model_cache,
         stats=app.state.hot_path,
         max_k=settings.max_k,
         auth=app.state.auth,
+        live=app.state.live_events,
     )
     # Outside the hot path: a NUL in a model id must not reach the database through a cache miss.
     app.add_middleware(StorableText)

@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.api.auth import Authenticator
 from app.api.params import parse_bool, parse_k
 from app.services import serving
+from app.services.live_vectors import LiveEvents
 
 # The FastAPI route this path stands in for (also the label its requests get in /metrics).
 ROUTE = "/v1/models/{model_id}/users/{user}/recommendations"
@@ -136,9 +137,16 @@ class HotRecommendations:
     """Answer cached GET recommendations directly; pass every other request on unchanged."""
 
     def __init__(
-        self, app: ASGIApp, cache: serving.ModelCache, stats: HotPathStats, max_k: int, auth: Authenticator
+        self,
+        app: ASGIApp,
+        cache: serving.ModelCache,
+        stats: HotPathStats,
+        max_k: int,
+        auth: Authenticator,
+        live: LiveEvents | None = None,
     ) -> None:
         self.app = app
+        self.live = live
         self.auth = auth
         self.max_k = max_k
         self.cache = cache
@@ -180,5 +188,9 @@ class HotRecommendations:
             return None
         user = match.group(2)
         if user not in model.user_index:
+            return None
+        # Through an alias a user's new events count (app.services.live_vectors): the route answers a user with
+        # events, or any user while this process's copy of the events is due for a refresh.
+        if self.live is not None and match.group(1) != model.id and not self.live.quiet(model.id, user):
             return None
         return model, user, *query

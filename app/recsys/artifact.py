@@ -2,7 +2,9 @@
 
 Layout of a model directory (numpy only, never pickle, so serving needs no torch):
   model.npz   user_factors, item_factors (float32), user_ids, item_ids (unicode),
-              seen_indptr (int64), seen_indices (int32): the CSR of every item each user touched
+              seen_indptr (int64), seen_indices (int32): the CSR of every item each user touched,
+              seen_weights (float32, optional): each of those interactions' raw weight (what fold-in needs
+              to recompute a known user's vector with new interactions)
   model.json  {"format_version", "algorithm", "dim", "config", "metrics", "history", ...}
 """
 
@@ -31,6 +33,7 @@ class ModelArtifact:
     seen_indptr: np.ndarray
     seen_indices: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    seen_weights: np.ndarray | None = None  # raw weight per seen item; None in models saved before it was kept
 
     @property
     def dim(self) -> int:
@@ -39,7 +42,8 @@ class ModelArtifact:
     @property
     def nbytes(self) -> int:
         arrays = (self.user_factors, self.item_factors, self.user_ids, self.item_ids)
-        return sum(a.nbytes for a in arrays) + self.seen_indptr.nbytes + self.seen_indices.nbytes
+        extra = self.seen_weights.nbytes if self.seen_weights is not None else 0
+        return sum(a.nbytes for a in arrays) + self.seen_indptr.nbytes + self.seen_indices.nbytes + extra
 
     def seen(self, user: int) -> np.ndarray:
         """Item indices the user interacted with in the training data."""
@@ -49,6 +53,9 @@ class ModelArtifact:
 def save_model(directory: Path, artifact: ModelArtifact) -> None:
     """Write a model directory (the caller publishes it atomically)."""
     directory.mkdir(parents=True, exist_ok=True)
+    optional = {}
+    if artifact.seen_weights is not None:
+        optional["seen_weights"] = np.ascontiguousarray(artifact.seen_weights, dtype=np.float32)
     np.savez(
         directory / ARRAYS,
         allow_pickle=False,  # an object array is an error here, never a pickle on disk
@@ -58,6 +65,7 @@ def save_model(directory: Path, artifact: ModelArtifact) -> None:
         item_ids=artifact.item_ids,
         seen_indptr=artifact.seen_indptr.astype(np.int64),
         seen_indices=artifact.seen_indices.astype(np.int32),
+        **optional,
     )
     meta = {"format_version": FORMAT_VERSION, "dim": artifact.dim, **artifact.meta}
     (directory / META).write_text(json.dumps(meta, indent=1))
@@ -78,4 +86,5 @@ def load_model(directory: Path) -> ModelArtifact:
             seen_indptr=z["seen_indptr"],
             seen_indices=z["seen_indices"],
             meta=meta,
+            seen_weights=z["seen_weights"] if "seen_weights" in z.files else None,
         )

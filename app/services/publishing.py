@@ -66,6 +66,7 @@ def publish_model(
                 seen_indptr=full.indptr,
                 seen_indices=full.indices,
                 meta=meta,
+                seen_weights=full.weights,  # live user vectors fold a user's new events in with these
             ),
         )
     return meta

@@ -13,6 +13,7 @@ from pydantic import BeforeValidator
 
 from app.api.deps import CacheDep, LimitsDep, SessionsDep, TenantDep
 from app.api.hot_path import PEEK_MISSED
+from app.api.live import live_recommendations
 from app.api.params import ExcludeSeen, ItemId, ModelId, UserId, only_query, parse_k
 from app.api.problems import V1_ERRORS, problems
 from app.api.schemas import (
@@ -67,7 +68,11 @@ def _items(scored: serving.Scored) -> list[ScoredItem]:
     dependencies=[Depends(only_query("k", "exclude_seen", "exclude"))],
 )
 async def recommend_user(
+    request: Request,
     model: ModelDep,
+    sessions: SessionsDep,
+    tenant: TenantDep,
+    model_id: ModelId,
     limits: LimitsDep,
     user: UserId,
     k: KQuery = 10,
@@ -75,6 +80,10 @@ async def recommend_user(
     exclude: Annotated[list[str], Query(max_length=1000, description="Items not to return (repeatable).")] = [],  # noqa: B006
 ) -> Recommendations:
     check_k(k, limits)
+    # Through an alias, a user's events since the model was trained change the answer (docs/events.md).
+    live = await live_recommendations(request, sessions, model, model_id, tenant, user, k, exclude_seen, exclude)
+    if live is not None:
+        return Recommendations(model_id=model.id, items=_items(live))
     # Sub-millisecond numpy work: cheaper on the event loop than a threadpool round trip.
     [scored] = serving.recommend_for_users(model, [user], k, exclude_seen, exclude)
     return Recommendations(model_id=model.id, items=_items(scored))

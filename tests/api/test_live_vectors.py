@@ -1,0 +1,128 @@
+"""Live user vectors: through an alias, a user's events since the model was trained change their recommendations."""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.api.app import create_app
+from app.config import Settings
+from app.migrate import upgrade
+from app.services.live_vectors import LiveEvents
+from tests.helpers import planted_csv, upload
+
+SPEC = {"dim": 8, "wals": {"iterations": 6}, "evaluation": {"split": "none"}, "search": {"mode": "off"}}
+# The answer must change within 1 s (issue 19); in one process it is REFRESH_SECONDS + GRACE_SECONDS at most.
+WITHIN = 1.0
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[TestClient, str, str, Path]]:
+    """(client, dataset id, model id served as "prod", the uploaded file)."""
+    settings = Settings(var_dir=tmp_path / "var", task_always_eager=True, max_upload_mb=5)
+    upgrade(settings.resolved_database_url)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        path = planted_csv(tmp_path / "p.csv", 40, 30)
+        ds = upload(client, path).json()["id"]
+        job = client.post("/v1/jobs", json={"dataset_id": ds, **SPEC}).json()
+        model = client.get(f"/v1/jobs/{job['id']}").json()["model_id"]
+        assert client.put("/v1/aliases/prod", json={"model_id": model}).status_code == 200
+        yield client, ds, model, path
+
+
+def _items(client: TestClient, name: str, user: str, k: int = 10) -> list[str]:
+    response = client.get(f"/v1/models/{name}/users/{user}/recommendations?k={k}")
+    assert response.status_code == 200, response.text
+    return [e["item"] for e in response.json()["items"]]
+
+
+def _until_changed(client: TestClient, user: str, before: list[str], posted: float) -> tuple[list[str], float]:
+    while (now := _items(client, "prod", user)) == before:
+        assert time.monotonic() - posted < WITHIN, f"still {now} after {WITHIN}s"
+        time.sleep(0.02)
+    return now, time.monotonic() - posted
+
+
+def _training(path: Path) -> dict[str, dict[str, float]]:
+    seen: dict[str, dict[str, float]] = defaultdict(dict)
+    with path.open() as fh:
+        for row in csv.DictReader(fh):
+            seen[row["user"]][row["item"]] = seen[row["user"]].get(row["item"], 0.0) + float(row["weight"])
+    return seen
+
+
+def test_a_users_events_change_their_answer_through_the_alias_only(served):
+    client, ds, model, path = served
+    before = _items(client, "prod", "u1")
+    assert _items(client, model, "u1") == before
+    # Five items of the other community, which the trained vector ranks low: the answer must move towards them.
+    events = [{"user": "u1", "item": f"i{i}", "weight": 3} for i in range(20, 25)]
+    assert client.post(f"/v1/datasets/{ds}/events", json={"events": events}).status_code == 200
+    posted = time.monotonic()
+    after, took = _until_changed(client, "u1", before, posted)
+    assert took < WITHIN
+    assert not {e["item"] for e in events} & set(after)  # the newly seen items are not recommended back
+    assert set(after) != set(before)
+    # Named by its id, the model is served as trained.
+    assert _items(client, model, "u1") == before
+
+    # The live answer is the fold-in of every interaction of the user, training ones and events together.
+    items = _training(path)["u1"]
+    for e in events:
+        items[e["item"]] = items.get(e["item"], 0.0) + e["weight"]
+    fold_in = client.post(
+        f"/v1/models/{model}/recommendations", json={"items": list(items), "weights": list(items.values()), "k": 10}
+    ).json()
+    assert [e["item"] for e in fold_in["items"]] == after
+
+
+def _unseen(response: Any) -> bool:
+    """How the API answers a user the model never saw, without events: a 404, or popular items (`source`)."""
+    return bool(response.status_code == 404 or response.json().get("source") == "popular")
+
+
+def _folded_in(response: Any) -> bool:
+    return bool(response.status_code == 200 and response.json().get("source", "fold_in") == "fold_in")
+
+
+def test_a_user_the_model_never_saw_is_answered_from_their_events(served):
+    client, ds, model, _ = served
+    assert _unseen(client.get("/v1/models/prod/users/newcomer/recommendations"))
+    events = [{"user": "newcomer", "item": "i2"}, {"user": "newcomer", "item": "i5"}]
+    client.post(f"/v1/datasets/{ds}/events", json={"events": events})
+    posted = time.monotonic()
+    while not _folded_in(response := client.get("/v1/models/prod/users/newcomer/recommendations?k=5")):
+        assert time.monotonic() - posted < WITHIN
+        time.sleep(0.02)
+    items = [e["item"] for e in response.json()["items"]]
+    assert len(items) == 5 and not {"i2", "i5"} & set(items)
+    # Both items are of the first community (i0..i14): so are the recommendations.
+    assert all(int(i[1:]) < 15 for i in items), items
+    assert _unseen(client.get(f"/v1/models/{model}/users/newcomer/recommendations"))
+    # Events only on items the model does not know give nothing to fold in: answered as without events.
+    client.post(f"/v1/datasets/{ds}/events", json={"events": [{"user": "stranger", "item": "not-an-item"}]})
+    time.sleep(LiveEvents.REFRESH_SECONDS + LiveEvents.GRACE_SECONDS)
+    assert _unseen(client.get("/v1/models/prod/users/stranger/recommendations"))
+
+
+def test_users_without_events_stay_on_the_hot_path(served):
+    client, ds, _, _ = served
+    client.post(f"/v1/datasets/{ds}/events", json={"events": [{"user": "u2", "item": "i25"}]})
+    app: Any = client.app
+    _items(client, "prod", "u3")  # the first query through the alias reads the events
+    answered = app.state.hot_path.answered
+    for _ in range(5):
+        _items(client, "prod", "u3")
+    # Fresh state and no event of u3: every one of them answered by the hot path (within one refresh period).
+    assert app.state.hot_path.answered - answered >= 4
+    live_events: LiveEvents = app.state.live_events
+    hot_before, live_before = app.state.hot_path.answered, live_events.live_answers
+    _items(client, "prod", "u2")
+    assert app.state.hot_path.answered == hot_before and live_events.live_answers == live_before + 1
