@@ -223,3 +223,42 @@ class DatasetVersion(Base):
     n_items: Mapped[int] = mapped_column(Integer)
     n_interactions: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# --- Catalogue: item attributes and named filters (issue 20) ---------------------------------------------------------
+
+
+class Catalogue(Base):
+    """The current version of a dataset's item attributes; the columns live in the artifact store at artifact_key.
+
+    Each upload writes a new version (the row's `version` moves on only if no other upload moved it first).
+    """
+
+    __tablename__ = "catalogues"
+
+    dataset_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True
+    )
+    tenant: Mapped[str] = _tenant_column()
+    version: Mapped[int] = mapped_column(Integer)
+    # {"columns": [{"name", "kind"}], ...}: what filters may name, in upload order.
+    attributes: Mapped[dict[str, Any]] = mapped_column()
+    n_rows: Mapped[int] = mapped_column(Integer)
+    n_unknown: Mapped[int] = mapped_column(Integer)  # rows whose id is not an item of the dataset
+    artifact_key: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class NamedFilter(Base):
+    """A filter expression stored under a name, so queries can say `@name` (per tenant, like aliases)."""
+
+    __tablename__ = "named_filters"
+
+    tenant: Mapped[str] = mapped_column(
+        String(100), primary_key=True, index=True, default=DEFAULT_TENANT, server_default=DEFAULT_TENANT
+    )
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    expression: Mapped[str] = mapped_column(String(4000))
+    description: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -16,10 +16,11 @@ from app.api.event_schemas import install_event_schemas
 from app.api.hot_path import HotPathStats, HotRecommendations
 from app.api.observability import install_metrics
 from app.api.problems import install_openapi
-from app.api.routes import datasets, events, health, jobs, models, queries, tuning
+from app.api.routes import catalogue, datasets, events, filters, health, jobs, models, queries, tuning
 from app.api.storable import StorableText
 from app.config import Settings, get_settings
 from app.db import get_sessionmaker
+from app.services.filters import FilterCache
 from app.services.job_events import StreamSlots
 from app.services.live_vectors import LiveEvents
 from app.services.serving import ModelCache
@@ -60,6 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store = open_store(settings.resolved_artifact_root, settings)
     app.state.model_cache = ModelCache(app.state.store, int(settings.model_cache_mb * 2**20))
+    # Compiled filters and aligned attributes: a tenth of the model cache's budget.
+    app.state.filter_cache = FilterCache(app.state.store, int(settings.model_cache_mb * 2**20) // 10)
     app.state.auth = Authenticator(
         get_sessionmaker(settings.resolved_database_url), settings, ttl=settings.auth_cache_seconds
     )
@@ -86,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, limits=settings.limits)
     # Outermost: a request without a valid key is refused before its body is read or measured.
     app.add_middleware(AuthBeforeBody, auth=app.state.auth)
-    for module in (health, datasets, events, jobs, models, queries, tuning):
+    for module in (health, datasets, catalogue, events, jobs, models, queries, tuning, filters):
         app.include_router(module.router)
     install_openapi(app)  # error bodies documented as application/problem+json
     install_event_schemas(app)  # the events body, read by its route as JSON or NDJSON

@@ -13,6 +13,7 @@ from app.api.auth import Authenticator
 from app.config import Settings
 from app.db import get_sessionmaker
 from app.limits import Limits
+from app.services.filters import FilterCache
 from app.services.serving import ModelCache
 from app.services.tuning import Dispatch
 from app.storage import ArtifactStore
@@ -41,6 +42,10 @@ def _store(request: Request) -> ArtifactStore:
 
 def _cache(request: Request) -> ModelCache:
     return request.app.state.model_cache  # type: ignore[no-any-return]
+
+
+def _filters(request: Request) -> FilterCache:
+    return request.app.state.filter_cache  # type: ignore[no-any-return]
 
 
 def _limits(request: Request) -> Limits:
@@ -72,6 +77,8 @@ SessionDep = Annotated[Session, Depends(_session)]
 SessionsDep = Annotated[sessionmaker[Session], Depends(_sessions)]
 StoreDep = Annotated[ArtifactStore, Depends(_store)]
 CacheDep = Annotated[ModelCache, Depends(_cache)]
+# Compiled query filters and the attribute versions they were compiled from (app.services.filters).
+FiltersDep = Annotated[FilterCache, Depends(_filters)]
 EnqueueDep = Annotated[Callable[[str], None], Depends(_enqueue)]
 # Sends a tuning run's trials and its final retrain to the queue.
 DispatchDep = Annotated[Dispatch, Depends(_dispatch)]

@@ -160,7 +160,8 @@ class HotRecommendations:
             return
         model, user, k, exclude_seen = query
         scored = await self.coalescer.submit(model, user, k, exclude_seen)
-        body = orjson.dumps({"model_id": model.id, "items": [{"item": i, "score": s} for i, s in scored]})
+        items = [{"item": i, "score": s} for i, s in scored]
+        body = orjson.dumps({"model_id": model.id, "items": items, "source": "model"})
         scope["route"] = _RouteLabel
         self.stats.answered += 1
         await send(

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
-from app.api import examples
+from app.api import catalogue_examples, examples
 from app.job_status import JobStatus
 from app.spec import TrainingSpec
 from app.tuning_spec import SearchSpec
@@ -182,10 +182,38 @@ class Recommendations(BaseModel):
     items: list[ScoredItem] = Field(description="At most k items, best first (fewer when fewer are left).")
 
 
+# Who answered a user's query (docs/catalogue.md, "Cold start").
+Source = Literal["model", "fold_in", "popular"]
+SOURCE_DESCRIPTION = (
+    "Who answered: model (the user's trained vector), fold_in (a vector folded in from the items sent), "
+    "popular (the user is unknown: the most interacted-with items, within the filter; scores are their counts)."
+)
+
+
+class UserRecommendations(Recommendations):
+    model_config = _examples({**examples.USER_RECOMMENDATIONS, "source": "model"}, catalogue_examples.POPULAR)
+
+    source: Source = Field("model", description=SOURCE_DESCRIPTION)
+
+
 class FoldInRecommendations(Recommendations):
-    model_config = _examples(examples.FOLD_IN)
+    model_config = _examples({**examples.FOLD_IN, "source": "fold_in"})
 
     unknown_items: list[str] = Field(default_factory=list, description="Items ignored: not in the model.")
+    source: Source = Field("fold_in", description=SOURCE_DESCRIPTION)
+
+
+# A query's filter and diversity (docs/catalogue.md), as body fields of the POST queries.
+FILTER_DESCRIPTION = (
+    'Only items this expression keeps, e.g. `category = "books" and price < 20` or `@in_stock` (a named filter); '
+    "grammar in docs/catalogue.md. An unknown attribute or a syntax error is a 422 naming the position."
+)
+DIVERSIFY_DESCRIPTION = (
+    "Re-rank a larger pool for variety: `mmr` or `mmr:W` (maximal marginal relevance, W in [0, 1] the weight of "
+    "relevance, default 0.7), or `ATTRIBUTE:N` (at most N items per value of a categorical attribute)."
+)
+FilterField = Annotated[str | None, Field(None, min_length=1, max_length=4000, description=FILTER_DESCRIPTION)]
+DiversifyField = Annotated[str | None, Field(None, min_length=1, max_length=200, description=DIVERSIFY_DESCRIPTION)]
 
 
 class FoldInRequest(BaseModel):
@@ -198,6 +226,8 @@ class FoldInRequest(BaseModel):
     )
     k: K = 10
     exclude_seen: bool = Field(True, description="Leave out the items given in `items`.")
+    filter: FilterField = None
+    diversify: DiversifyField = None
 
 
 class BatchRequest(BaseModel):
@@ -208,14 +238,28 @@ class BatchRequest(BaseModel):
     exclude: list[str] = Field(
         default_factory=list, max_length=10_000, description="Items no user in this call gets (unknown ids ignored)."
     )
+    filter: FilterField = None
+    diversify: DiversifyField = None
+    fallback: Literal["none", "popular"] = Field(
+        "none",
+        description="none (default for batches): unknown users get no results, as before; popular: they get the "
+        "most interacted-with items (within the filter) and are listed in popular_users.",
+    )
 
 
 class BatchRecommendations(BaseModel):
-    model_config = _examples(examples.BATCH)
+    model_config = _examples({**examples.BATCH, "popular_users": []})
 
     model_id: str = Field(description="The model that answered (an alias in the path is resolved to its id).")
     results: dict[str, list[ScoredItem]] = Field(description="For each known user: at most k items, best first.")
-    unknown_users: list[str] = Field(default_factory=list, description="Users not in the model (no results).")
+    unknown_users: list[str] = Field(
+        default_factory=list, description="Users not in the model (no results, unless fallback is popular)."
+    )
+    popular_users: list[str] = Field(
+        default_factory=list,
+        description="Unknown users answered by the popularity fallback (fallback popular): their results are the "
+        "most interacted-with items.",
+    )
 
 
 class NeighborsRequest(BaseModel):
@@ -224,6 +268,8 @@ class NeighborsRequest(BaseModel):
         min_length=1, description="A query vector of the model's dimension (`dim`), finite numbers."
     )
     k: K = 10
+    filter: FilterField = None
+    diversify: DiversifyField = None
 
 
 class TuningIn(BaseModel):

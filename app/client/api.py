@@ -179,8 +179,12 @@ class UnfoldClient:
         result: JSON = self._request("GET", f"/v1/models/{_segment(model_id)}")
         return result
 
-    def recommend(self, model_id: str, user: str, k: int = 10, exclude_seen: bool = True) -> JSON:
-        params = {"k": k, "exclude_seen": str(exclude_seen).lower()}
+    def recommend(
+        self, model_id: str, user: str, k: int = 10, exclude_seen: bool = True, fallback: str = "none"
+    ) -> JSON:
+        # fallback none: a user the model does not know is the API's 404 here, not the popular items a service
+        # answers by default (the CLI and the dashboard look at a model, they do not serve shoppers).
+        params = {"k": k, "exclude_seen": str(exclude_seen).lower(), "fallback": fallback}
         path = f"/v1/models/{_segment(model_id)}/users/{_segment(user)}/recommendations"
         result: JSON = self._request("GET", path, params=params)
         return result

@@ -21,6 +21,7 @@ import numpy as np
 from app.errors import DomainError, InvalidInput, NotFound
 from app.recsys.artifact import ARRAYS, META, ModelArtifact, load_model
 from app.recsys.confidence import confidence
+from app.recsys.filtered_search import Allowed, search_allowed
 from app.recsys.fold_in import fold_in
 from app.recsys.index import INDEX_FILE, INDEX_META, ExactIndex, IndexConfig, ItemIndex, load_index
 from app.recsys.search import gather_exclusions
@@ -115,6 +116,11 @@ class LoadedModel:
         if self.index.config.metric == "cosine":
             return self.index
         return ExactIndex(self.artifact.item_factors, IndexConfig(metric="cosine"), {})
+
+    @cached_property
+    def item_counts(self) -> np.ndarray:
+        """Users who interacted with each item in the training data: what the popularity fallback ranks by."""
+        return np.bincount(self.artifact.seen_indices, minlength=self.artifact.item_ids.shape[0])
 
     @cached_property
     def YtY(self) -> np.ndarray:
@@ -295,10 +301,16 @@ def _with_extra(indptr: np.ndarray, indices: np.ndarray, extra: np.ndarray) -> t
 
 
 def recommend_for_users(
-    model: LoadedModel, users: list[str], k: int, exclude_seen: bool, exclude: list[str] | None = None
+    model: LoadedModel,
+    users: list[str],
+    k: int,
+    exclude_seen: bool,
+    exclude: list[str] | None = None,
+    allowed: Allowed | None = None,
 ) -> list[Scored]:
     """Top-k items for known users, one search per chunk of users; `exclude` names items no one gets
-    (ids the model does not know are ignored: they could not be recommended anyway)."""
+    (ids the model does not know are ignored: they could not be recommended anyway); `allowed`, a
+    compiled filter, the only items anyone gets."""
     rows = np.array([model.user(u) for u in users], dtype=np.int64)
     art = model.artifact
     indptr = indices = None
@@ -309,16 +321,21 @@ def recommend_for_users(
         if indptr is None or indices is None:
             indptr, indices = np.zeros(rows.shape[0] + 1, dtype=np.int64), np.zeros(0, dtype=np.int32)
         indptr, indices = _with_extra(indptr, indices, extra)
-    results = model.index.search(art.user_factors[rows], k, indptr, indices)
+    results = search_allowed(model.index, art.user_factors[rows], k, allowed, indptr, indices)
     return [model.named(idx, scores) for idx, scores in results]
 
 
 def recommend_batch(
-    model: LoadedModel, users: list[str], k: int, exclude_seen: bool, exclude: list[str] | None = None
+    model: LoadedModel,
+    users: list[str],
+    k: int,
+    exclude_seen: bool,
+    exclude: list[str] | None = None,
+    allowed: Allowed | None = None,
 ) -> tuple[dict[str, Scored], list[str]]:
     """Recommendations for many users; unknown users are reported, not fatal."""
     known, unknown = batch_known_users(model, users)
-    answers = recommend_for_users(model, known, k, exclude_seen, exclude) if known else []
+    answers = recommend_for_users(model, known, k, exclude_seen, exclude, allowed) if known else []
     return dict(zip(known, answers, strict=True)), unknown
 
 
@@ -339,7 +356,12 @@ def batch_cost(model: LoadedModel, users: list[str], k: int) -> tuple[int, int, 
 
 
 def iter_batch(
-    model: LoadedModel, users: list[str], k: int, exclude_seen: bool, exclude: list[str] | None = None
+    model: LoadedModel,
+    users: list[str],
+    k: int,
+    exclude_seen: bool,
+    exclude: list[str] | None = None,
+    allowed: Allowed | None = None,
 ) -> Iterator[tuple[str, Scored]]:
     """(user, top-k) for each known user, searched STREAM_CHUNK_RESULTS results at a time, so a
     streamed answer holds one chunk in memory however many users it has."""
@@ -347,19 +369,19 @@ def iter_batch(
     step = max(1, STREAM_CHUNK_RESULTS // max(1, k))
     for start in range(0, len(known), step):
         part = known[start : start + step]
-        yield from zip(part, recommend_for_users(model, part, k, exclude_seen, exclude), strict=True)
+        yield from zip(part, recommend_for_users(model, part, k, exclude_seen, exclude, allowed), strict=True)
 
 
-def similar_items(model: LoadedModel, item: str, k: int) -> Scored:
+def similar_items(model: LoadedModel, item: str, k: int, allowed: Allowed | None = None) -> Scored:
     """Items closest to an item by cosine similarity, the item itself excluded."""
     i = model.item(item)
-    [(idx, scores)] = model.cosine_index.search(
-        model.artifact.item_factors[i], k, np.array([0, 1]), np.array([i], dtype=np.int32)
+    [(idx, scores)] = search_allowed(
+        model.cosine_index, model.artifact.item_factors[i], k, allowed, np.array([0, 1]), np.array([i], dtype=np.int32)
     )
     return model.named(idx, scores)
 
 
-def neighbors(model: LoadedModel, vector: list[float], k: int) -> Scored:
+def neighbors(model: LoadedModel, vector: list[float], k: int, allowed: Allowed | None = None) -> Scored:
     """Items with the highest inner product with a raw query vector."""
     if len(vector) != model.artifact.dim:
         raise InvalidInput(
@@ -371,14 +393,19 @@ def neighbors(model: LoadedModel, vector: list[float], k: int) -> Scored:
         raise InvalidInput(f"vector must hold finite numbers of magnitude at most {FLOAT32_MAX:g}", field="vector")
     q = q64.astype(np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
-        [(idx, scores)] = model.index.search(q, k)
+        [(idx, scores)] = search_allowed(model.index, q, k, allowed)
     if not np.all(np.isfinite(scores)):
         raise InvalidInput("vector is too large: its scores overflow float32; scale it down", field="vector")
     return model.named(idx, scores)
 
 
 def recommend_fold_in(
-    model: LoadedModel, items: list[str], weights: list[float] | None, k: int, exclude_seen: bool
+    model: LoadedModel,
+    items: list[str],
+    weights: list[float] | None,
+    k: int,
+    exclude_seen: bool,
+    allowed: Allowed | None = None,
 ) -> tuple[Scored, list[str]]:
     """Recommendations for a user the model never saw, from that user's interactions."""
     if weights is not None and len(weights) != len(items):
@@ -413,5 +440,5 @@ def recommend_fold_in(
     except np.linalg.LinAlgError:
         raise InvalidInput("these items do not determine a user vector (singular system)", field="items") from None
     exclude = (np.array([0, len(idx)]), idx.astype(np.int32)) if exclude_seen else (None, None)
-    [(top, scores)] = model.index.search(u, k, *exclude)
+    [(top, scores)] = search_allowed(model.index, u, k, allowed, *exclude)
     return model.named(top, scores), unknown

@@ -81,7 +81,7 @@ def test_an_unknown_users_404_points_to_fold_in(client, tmp_path: Path):
     ds = upload(client, planted_csv(tmp_path / "p.csv")).json()["id"]
     job = client.post("/v1/jobs", json={"dataset_id": ds, **SMALL}).json()
     model = client.get(f"/v1/jobs/{job['id']}").json()["model_id"]
-    r = client.get(f"/v1/models/{model}/users/nobody/recommendations")
+    r = client.get(f"/v1/models/{model}/users/nobody/recommendations", params={"fallback": "none"})
     assert r.status_code == 404
     assert "fold-in" in r.json()["detail"] and f"/v1/models/{model}/recommendations" in r.json()["detail"]
 

@@ -45,7 +45,7 @@ def test_same_bytes_as_the_full_route(client, model, params):
 @pytest.mark.parametrize(
     ("user", "params", "status"),
     [
-        ("nobody", {}, 404),
+        ("nobody", {"fallback": "none"}, 404),
         ("u5", {"k": "0"}, 422),
         ("u5", {"k": "1001"}, 422),
         ("u5", {"k": "ten"}, 422),

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from app.api import examples, schemas
+from app.api import catalogue_schemas, examples, schemas
 from app.api.app import create_app
 from app.api.problems import FieldError, Problem
 from app.api.routes.health import Readiness
@@ -34,11 +34,17 @@ ANSWERS: list[type[BaseModel]] = [
     schemas.ModelOut,
     schemas.AliasOut,
     schemas.Recommendations,
+    schemas.UserRecommendations,
     schemas.FoldInRecommendations,
     schemas.BatchRecommendations,
     schemas.EmbeddingMapOut,
     schemas.TuningOut,
     Readiness,
+    catalogue_schemas.CatalogueOut,
+    catalogue_schemas.ItemsUploadOut,
+    catalogue_schemas.ItemAttributesOut,
+    catalogue_schemas.FilterOut,
+    catalogue_schemas.FilterList,
     schemas.Page[schemas.DatasetOut],
     schemas.Page[schemas.JobOut],
     schemas.Page[schemas.ModelOut],
@@ -52,6 +58,7 @@ REQUESTS: list[type[BaseModel]] = [
     schemas.FoldInRequest,
     schemas.BatchRequest,
     schemas.NeighborsRequest,
+    catalogue_schemas.FilterIn,
 ]
 
 

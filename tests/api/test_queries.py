@@ -82,7 +82,7 @@ def test_exact_k_when_the_catalog_allows(client, model, tmp_path: Path):
 
 def test_bad_queries(client, model):
     base = f"/v1/models/{model}"
-    assert client.get(f"{base}/users/nobody/recommendations").status_code == 404
+    assert client.get(f"{base}/users/nobody/recommendations", params={"fallback": "none"}).status_code == 404
     for k in (0, 1001, "x"):
         r = client.get(f"{base}/users/u0/recommendations", params={"k": k})
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "k"

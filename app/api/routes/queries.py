@@ -11,7 +11,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BeforeValidator
 
-from app.api.deps import CacheDep, LimitsDep, SessionsDep, TenantDep
+from app.api.catalogue_params import DiversifyQuery, FallbackQuery, FilterQuery
+from app.api.deps import CacheDep, FiltersDep, LimitsDep, SessionsDep, TenantDep
 from app.api.hot_path import PEEK_MISSED
 from app.api.live import live_recommendations
 from app.api.params import ExcludeSeen, ItemId, ModelId, UserId, only_query, parse_k
@@ -24,9 +25,10 @@ from app.api.schemas import (
     NeighborsRequest,
     Recommendations,
     ScoredItem,
+    UserRecommendations,
 )
 from app.limits import check_batch_cost, check_batch_users, check_k
-from app.services import models, serving
+from app.services import models, query_options, serving
 
 # Every query names a model (or alias) that may not exist: 404 on all of them.
 router = APIRouter(prefix="/v1/models/{model_id}", tags=["queries"], responses={**V1_ERRORS, **problems(404)})
@@ -63,9 +65,11 @@ def _items(scored: serving.Scored) -> list[ScoredItem]:
 # converter keeps it one parameter. The literal segment after it makes the match unambiguous.
 @router.get(
     "/users/{user:path}/recommendations",
-    response_model=Recommendations,
+    response_model=UserRecommendations,
     summary="Top-k items for a user",
-    dependencies=[Depends(only_query("k", "exclude_seen", "exclude"))],
+    description="For a user the model never saw (and who has no events), `fallback` decides: popular items "
+    "(default; `source` says popular) or a 404 that points to fold-in.",
+    dependencies=[Depends(only_query("k", "exclude_seen", "exclude", "filter", "fallback", "diversify"))],
 )
 async def recommend_user(
     request: Request,
@@ -74,19 +78,40 @@ async def recommend_user(
     tenant: TenantDep,
     model_id: ModelId,
     limits: LimitsDep,
+    filters: FiltersDep,
     user: UserId,
     k: KQuery = 10,
     exclude_seen: ExcludeSeen = True,
     exclude: Annotated[list[str], Query(max_length=1000, description="Items not to return (repeatable).")] = [],  # noqa: B006
-) -> Recommendations:
+    filter: FilterQuery = None,
+    fallback: FallbackQuery = "popular",
+    diversify: DiversifyQuery = None,
+) -> UserRecommendations:
     check_k(k, limits)
     # Through an alias, a user's events since the model was trained change the answer (docs/events.md).
     live = await live_recommendations(request, sessions, model, model_id, tenant, user, k, exclude_seen, exclude)
     if live is not None:
-        return Recommendations(model_id=model.id, items=_items(live))
+        return UserRecommendations(model_id=model.id, items=_items(live), source="fold_in")
+    if filter is not None or diversify is not None or user not in model.user_index:
+        # A filter may need the database (attribute version, named filters): off the event loop.
+        scored, source = await run_in_threadpool(
+            query_options.user_recommendations,
+            sessions,
+            filters,
+            model,
+            tenant,
+            user,
+            k,
+            exclude_seen,
+            exclude,
+            filter,
+            diversify,
+            fallback,
+        )
+        return UserRecommendations(model_id=model.id, items=_items(scored), source=source)
     # Sub-millisecond numpy work: cheaper on the event loop than a threadpool round trip.
     [scored] = serving.recommend_for_users(model, [user], k, exclude_seen, exclude)
-    return Recommendations(model_id=model.id, items=_items(scored))
+    return UserRecommendations(model_id=model.id, items=_items(scored))
 
 
 @router.post(
@@ -95,10 +120,22 @@ async def recommend_user(
     responses=problems(400, 413),
     summary="Top-k for a new user (fold-in)",
 )
-def recommend_fold_in(model: ModelDep, limits: LimitsDep, body: FoldInRequest) -> FoldInRecommendations:
+def recommend_fold_in(
+    model: ModelDep,
+    limits: LimitsDep,
+    sessions: SessionsDep,
+    tenant: TenantDep,
+    filters: FiltersDep,
+    body: FoldInRequest,
+) -> FoldInRecommendations:
     check_k(body.k, limits)
-    scored, unknown = serving.recommend_fold_in(model, body.items, body.weights, body.k, body.exclude_seen)
-    return FoldInRecommendations(model_id=model.id, items=_items(scored), unknown_items=unknown)
+    refine = query_options.refine(sessions, filters, model, tenant, body.filter, body.diversify)
+    scored, unknown = serving.recommend_fold_in(
+        model, body.items, body.weights, refine.pool(body.k), body.exclude_seen, refine.allowed
+    )
+    return FoldInRecommendations(
+        model_id=model.id, items=_items(refine.finish(model, scored, body.k)), unknown_items=unknown
+    )
 
 
 @router.post(
@@ -109,7 +146,8 @@ def recommend_fold_in(model: ModelDep, limits: LimitsDep, body: FoldInRequest) -
         200: {
             "description": "For each known user, at most k items, best first. With `Accept: application/x-ndjson` "
             "the answer streams as NDJSON instead: a first line `{model_id, unknown_users}`, then one line "
-            "`{user, items}` per known user; streams are exempt from UNFOLD_MAX_BATCH_RESULTS and "
+            "`{user, items}` per known user (and `{user, items, source: popular}` per unknown user with fallback "
+            "popular); streams are exempt from UNFOLD_MAX_BATCH_RESULTS and "
             "UNFOLD_MAX_BATCH_RESPONSE_MB, since they hold one chunk of users in memory at a time.",
             "content": {
                 NDJSON: {
@@ -122,47 +160,82 @@ def recommend_fold_in(model: ModelDep, limits: LimitsDep, body: FoldInRequest) -
     },
     summary="Top-k for many users",
 )
-def recommend_batch(request: Request, model: ModelDep, limits: LimitsDep, body: BatchRequest) -> Response:
+def recommend_batch(
+    request: Request,
+    model: ModelDep,
+    limits: LimitsDep,
+    sessions: SessionsDep,
+    tenant: TenantDep,
+    filters: FiltersDep,
+    body: BatchRequest,
+) -> Response:
     check_batch_users(len(body.users), limits)
     check_k(body.k, limits)
+    refine = query_options.refine(sessions, filters, model, tenant, body.filter, body.diversify)
     if NDJSON in request.headers.get("accept", ""):
-        return StreamingResponse(_ndjson(model, body), media_type=NDJSON)
+        return StreamingResponse(_ndjson(model, body, refine), media_type=NDJSON)
     # A JSON answer is built whole in memory: its size is bounded before anything is searched.
-    n_known, per_user, response_bytes = serving.batch_cost(model, body.users, body.k)
+    n_known, per_user, response_bytes = query_options.batch_cost(model, body.users, body.k, body.fallback)
     check_batch_cost(n_known, per_user, response_bytes, limits)
-    results, unknown = serving.recommend_batch(model, body.users, body.k, body.exclude_seen, body.exclude)
+    results, unknown, popular_users = query_options.batch(
+        model, body.users, body.k, body.exclude_seen, body.exclude, refine, body.fallback
+    )
     # Built as plain dicts and encoded by orjson: validating 100,000 ScoredItem objects through
     # the response model would take longer than the search (the shape is BatchRecommendations).
     payload = {
         "model_id": model.id,
         "results": {u: [{"item": i, "score": s} for i, s in scored] for u, scored in results.items()},
         "unknown_users": unknown,
+        "popular_users": popular_users,
     }
     return Response(orjson.dumps(payload), media_type="application/json")
 
 
-def _ndjson(model: serving.LoadedModel, body: BatchRequest) -> Iterator[bytes]:
+def _ndjson(model: serving.LoadedModel, body: BatchRequest, refine: query_options.Refinement) -> Iterator[bytes]:
     """The batch answer as NDJSON lines, searched a chunk of users at a time (run in a thread by Starlette)."""
     _, unknown = serving.batch_known_users(model, body.users)
     yield orjson.dumps({"model_id": model.id, "unknown_users": unknown}) + b"\n"
-    for user, scored in serving.iter_batch(model, body.users, body.k, body.exclude_seen, body.exclude):
-        yield orjson.dumps({"user": user, "items": [{"item": i, "score": s} for i, s in scored]}) + b"\n"
+    lines = query_options.iter_batch(model, body.users, body.k, body.exclude_seen, body.exclude, refine, body.fallback)
+    for user, scored, source in lines:
+        line = {"user": user, "items": [{"item": i, "score": s} for i, s in scored]}
+        yield orjson.dumps(line if source == "model" else {**line, "source": source}) + b"\n"
 
 
 @router.get(
     "/items/{item:path}/similar",
     response_model=Recommendations,
     summary="Items similar to an item",
-    dependencies=[Depends(only_query("k"))],
+    dependencies=[Depends(only_query("k", "filter", "diversify"))],
 )
-def similar_items(model: ModelDep, limits: LimitsDep, item: ItemId, k: KQuery = 10) -> Recommendations:
+def similar_items(
+    model: ModelDep,
+    limits: LimitsDep,
+    sessions: SessionsDep,
+    tenant: TenantDep,
+    filters: FiltersDep,
+    item: ItemId,
+    k: KQuery = 10,
+    filter: FilterQuery = None,
+    diversify: DiversifyQuery = None,
+) -> Recommendations:
     check_k(k, limits)
-    return Recommendations(model_id=model.id, items=_items(serving.similar_items(model, item, k)))
+    refine = query_options.refine(sessions, filters, model, tenant, filter, diversify)
+    scored = serving.similar_items(model, item, refine.pool(k), refine.allowed)
+    return Recommendations(model_id=model.id, items=_items(refine.finish(model, scored, k)))
 
 
 @router.post(
     "/neighbors", response_model=Recommendations, responses=problems(400, 413), summary="Items nearest to a raw vector"
 )
-def neighbors(model: ModelDep, limits: LimitsDep, body: NeighborsRequest) -> Recommendations:
+def neighbors(
+    model: ModelDep,
+    limits: LimitsDep,
+    sessions: SessionsDep,
+    tenant: TenantDep,
+    filters: FiltersDep,
+    body: NeighborsRequest,
+) -> Recommendations:
     check_k(body.k, limits)
-    return Recommendations(model_id=model.id, items=_items(serving.neighbors(model, body.vector, body.k)))
+    refine = query_options.refine(sessions, filters, model, tenant, body.filter, body.diversify)
+    scored = serving.neighbors(model, body.vector, refine.pool(body.k), refine.allowed)
+    return Recommendations(model_id=model.id, items=_items(refine.finish(model, scored, body.k)))

@@ -431,7 +431,7 @@
     if (!id) return;
     const base = `/v1/models/${encodeURIComponent(state.model.id)}`;
     const path = kind === "user"
-      ? `${base}/users/${encodeURIComponent(id)}/recommendations?k=${encodeURIComponent(k)}`
+      ? `${base}/users/${encodeURIComponent(id)}/recommendations?k=${encodeURIComponent(k)}&fallback=none`
       : `${base}/items/${encodeURIComponent(id)}/similar?k=${encodeURIComponent(k)}`;
     try {
       const answer = await getJSON(path);

@@ -1,0 +1,19 @@
+"""Query parameters of filtered, diversified and cold-start queries (docs/catalogue.md), declared once."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import Query
+
+from app.api.schemas import DIVERSIFY_DESCRIPTION, FILTER_DESCRIPTION
+
+FilterQuery = Annotated[str | None, Query(min_length=1, max_length=4000, description=FILTER_DESCRIPTION)]
+DiversifyQuery = Annotated[str | None, Query(min_length=1, max_length=200, description=DIVERSIFY_DESCRIPTION)]
+FallbackQuery = Annotated[
+    Literal["popular", "none"],
+    Query(
+        description="For a user the model never saw: popular (default) answers with the most interacted-with items "
+        "(within the filter) and source popular; none answers 404, as before."
+    ),
+]

@@ -1,0 +1,205 @@
+"""What a query may add to a plain top-k: a filter, a fallback for unknown users, and diversity.
+
+filter      an expression (app.recsys.filter_expr) compiled by the FilterCache into an Allowed bitmap
+fallback    popular | none: an unknown user with fallback popular gets the most interacted-with items
+            (within the filter, minus `exclude`), with source "popular"; none keeps the 404
+diversify   mmr | mmr:W (0..1, weight of relevance; default 0.7) | ATTRIBUTE:N (at most N items
+            per value of a categorical attribute): re-ranks a pool of candidates larger than k
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.errors import InvalidInput
+from app.recsys.attributes import AlignedColumns
+from app.recsys.filter_expr import CATEGORICAL
+from app.recsys.filtered_search import Allowed, cap_per_value, mmr, popular
+from app.services import serving
+from app.services.filters import FilterCache
+from app.services.serving import LoadedModel, Scored
+
+Fallback = Literal["popular", "none"]
+Source = Literal["model", "fold_in", "popular"]
+DEFAULT_MMR_WEIGHT = 0.7
+# Candidates a diversified answer is picked from: this many times k, at least k + POOL_EXTRA.
+POOL_FACTOR = 4
+POOL_EXTRA = 30
+
+
+@dataclass(frozen=True)
+class Diversify:
+    """A parsed `diversify` option: MMR with a weight, or a cap per value of a categorical attribute."""
+
+    method: Literal["mmr", "cap"]
+    weight: float = DEFAULT_MMR_WEIGHT
+    attribute: str = ""
+    per_value: int = 0
+
+
+def parse_diversify(text: str) -> Diversify:
+    """`mmr`, `mmr:0.5` or `category:2`; InvalidInput (422) naming the field otherwise."""
+    name, _, arg = text.strip().partition(":")
+    try:
+        if name == "mmr":
+            weight = float(arg) if arg else DEFAULT_MMR_WEIGHT
+            if not 0 <= weight <= 1:
+                raise ValueError
+            return Diversify("mmr", weight=weight)
+        per_value = int(arg)
+        if name and per_value >= 1:
+            return Diversify("cap", attribute=name, per_value=per_value)
+    except ValueError:
+        pass
+    raise InvalidInput(
+        f"diversify: {text!r} is not mmr, mmr:W with W in [0, 1], or ATTRIBUTE:N with N >= 1 (e.g. category:2)",
+        field="diversify",
+    )
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """A query's filter and diversity, compiled for one model."""
+
+    allowed: Allowed | None = None
+    diversify: Diversify | None = None
+    codes: np.ndarray | None = None  # the capped attribute's codes per item (diversify ATTRIBUTE:N)
+
+    def pool(self, k: int) -> int:
+        """How many candidates to search for: k, or a larger pool to diversify from."""
+        return k if self.diversify is None else max(POOL_FACTOR * k, k + POOL_EXTRA)
+
+    def finish(self, model: LoadedModel, scored: Scored, k: int) -> Scored:
+        """The answer's k items: the pool re-ranked for diversity, or as searched."""
+        if self.diversify is None or not scored:
+            return scored[:k]
+        ids = np.array([model.item_index[i] for i, _ in scored], dtype=np.int64)
+        scores = np.array([s for _, s in scored], dtype=np.float64)
+        if self.diversify.method == "mmr":
+            top, top_scores = mmr(model.artifact.item_factors, ids, scores, k, self.diversify.weight)
+        else:
+            assert self.codes is not None
+            top, top_scores = cap_per_value(self.codes, ids, scores, k, self.diversify.per_value)
+        return model.named(top, top_scores)
+
+
+def refine(
+    sessions: sessionmaker[Session],
+    filters: FilterCache,
+    model: LoadedModel,
+    tenant: str,
+    filter: str | None,
+    diversify: str | None,
+) -> Refinement:
+    """Compile a query's filter and diversify options against the model (422 for either's mistakes)."""
+    allowed = filters.allowed(sessions, model, filter, tenant) if filter is not None else None
+    if diversify is None:
+        return Refinement(allowed)
+    spec = parse_diversify(diversify)
+    if spec.method == "mmr":
+        return Refinement(allowed, spec)
+    columns = filters.catalogue(sessions, model).columns
+    return Refinement(allowed, spec, _codes(columns, spec.attribute))
+
+
+def _codes(columns: AlignedColumns, attribute: str) -> np.ndarray:
+    column = columns.columns.get(attribute)
+    if column is None or column.kind != CATEGORICAL or column.codes is None:
+        kinds = [name for name, c in columns.columns.items() if c.kind == CATEGORICAL]
+        raise InvalidInput(
+            f"diversify: {attribute!r} is not a categorical attribute of this model's items "
+            f"(categorical ones: {', '.join(kinds) or 'none'})",
+            field="diversify",
+        )
+    return column.codes
+
+
+def popular_items(model: LoadedModel, k: int, allowed: Allowed | None, exclude: list[str] | None = None) -> Scored:
+    """The most interacted-with items within the filter, minus `exclude`; scores are the counts."""
+    blocked = [model.item_index[i] for i in exclude or () if i in model.item_index]
+    if blocked:
+        mask = np.ones(model.artifact.item_ids.shape[0], dtype=bool) if allowed is None else allowed.mask.copy()
+        mask[blocked] = False
+        allowed = Allowed(mask)
+    top, counts = popular(model.item_counts, k, allowed)
+    return model.named(top, counts)
+
+
+def user_recommendations(
+    sessions: sessionmaker[Session],
+    filters: FilterCache,
+    model: LoadedModel,
+    tenant: str,
+    user: str,
+    k: int,
+    exclude_seen: bool,
+    exclude: list[str],
+    filter: str | None,
+    diversify: str | None,
+    fallback: Fallback,
+) -> tuple[Scored, Source]:
+    """One user's answer and who gave it: the model for a known user, popularity for an unknown one
+    (fallback popular), else the 404 that names fold-in."""
+    refinement = refine(sessions, filters, model, tenant, filter, diversify)
+    pool = refinement.pool(k)
+    if user in model.user_index:
+        [scored] = serving.recommend_for_users(model, [user], pool, exclude_seen, exclude, refinement.allowed)
+        return refinement.finish(model, scored, k), "model"
+    if fallback == "none":
+        model.user(user)  # raises the documented NotFound
+    return refinement.finish(model, popular_items(model, pool, refinement.allowed, exclude), k), "popular"
+
+
+def batch_cost(model: LoadedModel, users: list[str], k: int, fallback: Fallback) -> tuple[int, int, int]:
+    """serving.batch_cost, counting the unknown users a popularity fallback answers as well."""
+    n_known, per_user, response_bytes = serving.batch_cost(model, users, k)
+    if fallback == "popular":
+        n_popular = len(serving.batch_known_users(model, users)[1])
+        n_known += n_popular
+        response_bytes += n_popular * per_user * (serving.RESULT_JSON_BYTES + model.longest_item_json)
+    return n_known, per_user, response_bytes
+
+
+def batch(
+    model: LoadedModel,
+    users: list[str],
+    k: int,
+    exclude_seen: bool,
+    exclude: list[str],
+    refinement: Refinement,
+    fallback: Fallback,
+) -> tuple[dict[str, Scored], list[str], list[str]]:
+    """(results, unknown users, those of them answered by popularity) of a batch call."""
+    pool = refinement.pool(k)
+    found, unknown = serving.recommend_batch(model, users, pool, exclude_seen, exclude, refinement.allowed)
+    results = {user: refinement.finish(model, scored, k) for user, scored in found.items()}
+    popular_users = unknown if fallback == "popular" else []
+    if popular_users:
+        top = refinement.finish(model, popular_items(model, pool, refinement.allowed, exclude), k)
+        results.update(dict.fromkeys(popular_users, top))
+    return results, unknown, popular_users
+
+
+def iter_batch(
+    model: LoadedModel,
+    users: list[str],
+    k: int,
+    exclude_seen: bool,
+    exclude: list[str],
+    refinement: Refinement,
+    fallback: Fallback,
+) -> Iterator[tuple[str, Scored, Source]]:
+    """(user, answer, source) for each known user, a chunk at a time, then each unknown one under fallback popular."""
+    pool = refinement.pool(k)
+    for user, scored in serving.iter_batch(model, users, pool, exclude_seen, exclude, refinement.allowed):
+        yield user, refinement.finish(model, scored, k), "model"
+    unknown = serving.batch_known_users(model, users)[1] if fallback == "popular" else []
+    if unknown:
+        top = refinement.finish(model, popular_items(model, pool, refinement.allowed, exclude), k)
+        for user in unknown:
+            yield user, top, "popular"
