@@ -6,12 +6,15 @@ them measured on a validation split carved from its own training data, at a boun
 
   1. validation: every user gives up 10 % of their interactions (the latest when timestamps exist;
      split.holdout_per_user), and keeps the rest to fit on;
-  2. rungs, at a proxy (smaller) dimension for `rung_steps` steps each, scored on validation: a coordinate
-     sweep over the free settings (breadth first: each axis' next value, the others held at the best point so
-     far, so a handful of trials covers every axis), then the best third goes on from its own state for as
-     many steps again;
-  3. the winner trains at the real dimension on the fit part, scored every few steps, until validation
-     recall clearly falls: the latest step within noise of the best is the step count the model keeps;
+  2. rungs of `rung_steps` steps each, scored on validation, at the real dimension when the budget buys two
+     candidates there (up to dim 128), else at a proxy (smaller) one: a coordinate sweep over the free settings
+     (breadth first: each axis' next value, the others held at the best point so far, so a handful of trials
+     covers every axis), then the best third goes on from its own state for as many steps again. A candidate
+     displaces the best so far only when its users' recalls beat it beyond a margin and the noise of their
+     paired differences: on sparse data a few hundred users cannot tell 4 % apart;
+  3. the winner trains at the real dimension on the fit part (going on from its rungs when they ran at that
+     dimension), scored every few steps, until validation recall clearly falls: the latest step within noise
+     of the best is the step count the model keeps;
   4. the final model sees all of the training data: warm-started from the winner's state at its chosen
      step for a few steps (`Space.warm_state`), else trained afresh for the chosen count.
 
@@ -47,6 +50,10 @@ MIN_VALIDATION_USERS = 20
 EVAL_PAIR_COST = 64  # see ValidationRecall.cost
 # A sweep moves off its current point only for a score this much higher (noise and early-step bias).
 SWEEP_MARGIN = 0.01
+# ... and by this many standard errors of the users' paired differences. On sparse data most validation users hold
+# one or two items, so 500 users' recall moves by ~5 % between settings that test cannot tell apart: yelp2018-sample
+# at dim 32 preferred w0 0.25 by 3.8 %, which lost 4 % on test (docs/defaults.md).
+MOVE_Z = 1.0
 # The winner's validation curve has at most this many points (scores are costly; its plateau is wide).
 WINNER_SCORES = 4
 # The plan spends at most this share of the budget: the cost model is a model (on a busy 2-core machine wall
@@ -62,6 +69,8 @@ CALL_COST_PER_NONZERO = 800.0
 # best count as the best, and only two in a row below it by DECLINE mean the curve has turned.
 TOLERANCE = 0.02
 DECLINE = 0.05
+# Up to this dimension the sweep trains at the real one when the budget buys two candidates there (sweep_dims).
+SWEEP_AT_REAL_DIM_UP_TO = 128
 
 
 @dataclass(frozen=True)
@@ -161,10 +170,12 @@ class ValidationRecall:
             self.chunks.append((lo, hi, rows, cols, keys, truth.user_counts()))
 
     def __call__(self, U: np.ndarray, V: np.ndarray) -> float:
-        if self.users.size == 0:
-            return 0.0
+        return float(self.per_user(U, V).mean()) if self.users.size else 0.0
+
+    def per_user(self, U: np.ndarray, V: np.ndarray) -> np.ndarray:
+        """Each sampled user's recall@k (float64, in self.users' order)."""
         items = torch.from_numpy(np.ascontiguousarray(V, dtype=np.float32))
-        recall = 0.0
+        recall = np.zeros(self.users.size)
         for lo, hi, rows, cols, keys, counts in self.chunks:
             scores = torch.from_numpy(np.ascontiguousarray(U[self.users[lo:hi]], dtype=np.float32)) @ items.T
             scores[rows, cols] = -math.inf
@@ -173,8 +184,8 @@ class ValidationRecall:
             at = np.minimum(np.searchsorted(keys, asked), max(keys.size - 1, 0))
             found = (keys[at] == asked) if keys.size else np.zeros(asked.size, dtype=bool)
             hits = found.reshape(top.shape).sum(axis=1)
-            recall += float((hits / np.maximum(counts, 1)).sum())
-        return recall / self.users.size
+            recall[lo:hi] = hits / np.maximum(counts, 1)
+        return recall
 
     def cost(self, dim: int) -> float:
         """Work of one evaluation: per (user, item) the score's dim-long product, then writing, masking and
@@ -194,9 +205,20 @@ def _call_cost(data: Interactions) -> float:
 
 
 def proxy_dim(dim: int) -> int:
-    """The dimension rungs train at: half the real one, within 16..64. The ranking of λ carries over; w0's does not
-    always (yelp2018-sample at dim 64, ml-latest-small at 128: docs/defaults.md)."""
+    """The smaller dimension a sweep falls back to: half the real one, within 16..64."""
     return int(min(dim, max(16, min(64, dim // 2))))
+
+
+def sweep_dims(dim: int) -> tuple[int, ...]:
+    """The dimensions a sweep may train at, preferred first: the real one, then the proxy when the real one
+    does not buy two candidates. Up to dim 128 a trial at the real dimension costs 1.5-4x one at the proxy, and the
+    proxy's ranking of w0 did not carry over: yelp2018-sample at dim 32 preferred w0 0.25 (validation 0.0794
+    against 0.0765), at dim 64 the two tie at 3 steps (0.0883, 0.0880) and w0 1 is the better on test;
+    ml-latest-small at dim 64 preferred w0 1, at dim 128 w0 0.25 leads by 3 % and is the better on test
+    (docs/defaults.md). Past 128 the cost grows as d² and only the proxy pays."""
+    if dim > SWEEP_AT_REAL_DIM_UP_TO:
+        return (proxy_dim(dim),)
+    return tuple(dict.fromkeys((dim, proxy_dim(dim))))
 
 
 def _rung_sizes(n: int, keep: float) -> list[int]:
@@ -210,7 +232,25 @@ def sweep_size(axes: list[tuple[str, tuple[Any, ...]]]) -> int:
     return 1 + sum(len(values) - 1 for _, values in axes)
 
 
-def _sweep(axes: list[tuple[str, tuple[Any, ...]]], budget: int, score: Callable[[dict[str, Any]], float]) -> None:
+def _better(new: np.ndarray, best: np.ndarray) -> bool:
+    """Whether per-user recalls `new` beat `best` (the same users) by more than the margin and the noise: the mean
+    paired difference must exceed SWEEP_MARGIN of the best and MOVE_Z standard errors of that difference."""
+    diff = new - best
+    noise = MOVE_Z * float(diff.std(ddof=1)) / math.sqrt(diff.size) if diff.size > 1 else 0.0
+    return float(diff.mean()) > max(SWEEP_MARGIN * float(best.mean()), noise)
+
+
+def _pick(alive: list[int], per_user: dict[int, np.ndarray]) -> int:
+    """The winner of the last rung: the earliest candidate (the more trusted guess) holds unless another beats it
+    beyond margin and noise (_better); challengers come best score first, each against the holder so far."""
+    holder = min(alive)
+    for i in sorted(alive, key=lambda j: (-float(per_user[j].mean()), j)):
+        if i != holder and _better(per_user[i], per_user[holder]):
+            holder = i
+    return holder
+
+
+def _sweep(axes: list[tuple[str, tuple[Any, ...]]], budget: int, score: Callable[[dict[str, Any]], np.ndarray]) -> None:
     """Coordinate sweep, breadth first: from every axis' first value, round r tries each axis' r-th value with
     the rest held at the best point so far, moving there when it scores higher; stops after `budget` trials.
     Breadth first because budgets are small: with three trials every axis gets its likeliest alternative
@@ -227,8 +267,9 @@ def _sweep(axes: list[tuple[str, tuple[Any, ...]]], budget: int, score: Callable
             point = {**best, name: values[rank]}
             value_score = score(point)
             tried += 1
-            # A move needs a margin: a few steps favour settings that learn fast, not those that end best.
-            if value_score > best_score * (1 + SWEEP_MARGIN):
+            # A move needs a margin (a few steps favour settings that learn fast, not those that end best) and
+            # must stand out of the noise of a few hundred users.
+            if _better(value_score, best_score):
                 best_score, best = value_score, point
 
 
@@ -243,6 +284,7 @@ class _Run:
     last: TrainingState | None = None
     chosen: TrainingState | None = None
     chosen_step: int = 0
+    per_user: np.ndarray | None = None  # the latest scoring's per-user recalls
 
     @property
     def score(self) -> float:
@@ -282,6 +324,7 @@ class _Search:
         self.spent = 0.0
         self.planned = 0.0
         self.winner_enabled = True
+        self.sweep_dim = dim  # set by plan()
         self.rung_steps = space.rung_steps or config.rung_steps
         self.trials: list[dict[str, Any]] = []
 
@@ -315,14 +358,20 @@ class _Search:
             self.planned = space.default_steps * step_all + _call_cost(self.train)
             return 1
         self.planned = winner + final
-        d = proxy_dim(self.dim)
-        trial = self.rung_steps * self._cost(self.guess, self.fit_part, d) + _call_cost(self.fit_part)
-        trial += self.recall.cost(d)
-        for n in range(sweep_size(space.axes), 1, -1):
-            cost = trial * sum(_rung_sizes(n, c.keep))
-            if cost <= allowed - self.planned:
-                self.planned += cost
-                return n
+        # The real dimension when it buys two candidates, else the proxy (see sweep_dims). At the real dimension
+        # the winner goes on from its last rung's state, so the steps it trained there are not paid twice.
+        dims = sweep_dims(self.dim)
+        for d in dims:
+            trial = self.rung_steps * self._cost(self.guess, self.fit_part, d) + _call_cost(self.fit_part)
+            trial += self.recall.cost(d)
+            for n in range(sweep_size(space.axes), 1, -1):
+                rungs = _rung_sizes(n, c.keep)
+                resumed = len(rungs) * self.rung_steps * step_fit if d == self.dim and winner_steps else 0.0
+                cost = trial * sum(rungs) - resumed
+                if cost <= allowed - self.planned:
+                    self.planned += cost
+                    self.sweep_dim = d
+                    return n
         return 1
 
     def train_steps(
@@ -355,7 +404,8 @@ class _Search:
             step = run.first + len(run.seen)
             run.seen.append(step)
             if scored(step):
-                run.scores.append((step, self.recall(U, V)))
+                run.per_user = self.recall.per_user(U, V)
+                run.scores.append((step, float(run.per_user.mean()) if run.per_user.size else 0.0))
                 self._charge(stage, eval_cost, record)
                 return {f"recall@{self.config.k}": run.scores[-1][1]}
             return outer_evaluator(U, V) if outer_evaluator is not None else {}
@@ -386,19 +436,22 @@ class _Search:
     def run(self) -> Outcome:
         space, c = self.space, self.config
         n = self.plan()
-        d = proxy_dim(self.dim)
+        d = self.sweep_dim
         candidates: list[dict[str, Any]] = []
         states: list[TrainingState | None] = []
         ranking: list[tuple[float, int]] = []
+        per_user: dict[int, np.ndarray] = {}  # each candidate's latest per-user validation recalls
 
-        def rung0(params: dict[str, Any]) -> float:
+        def rung0(params: dict[str, Any]) -> np.ndarray:
             i = len(candidates)
             candidates.append(params)
             run = self.train_steps("rung", params, self.fit_part, d, self.rung_steps, None, self.rung_steps)
             states.append(run.last)
             self._trial(i, params, 0, d, run)
             ranking.append((run.score, -i))
-            return run.score
+            assert run.per_user is not None
+            per_user[i] = run.per_user
+            return run.per_user
 
         if n > 1:
             _sweep(space.axes, n, rung0)
@@ -410,8 +463,11 @@ class _Search:
                 for i in alive[: sizes[1]]:
                     run = self.train_steps("rung", candidates[i], self.fit_part, d, steps, states[i], self.rung_steps)
                     self._trial(i, candidates[i], 1, d, run)
+                    states[i] = run.last
                     ranking.append((run.score, -i))
-            winner_index = -max(ranking)[1]
+                    assert run.per_user is not None
+                    per_user[i] = run.per_user
+            winner_index = _pick([-i for _, i in ranking], per_user)
         else:
             candidates.append(dict(self.guess))
             winner_index = 0
@@ -422,8 +478,10 @@ class _Search:
         if not self.winner_enabled:
             best_steps = space.max_steps if space.steps_named else space.default_steps
         elif not space.steps_named:
+            # At the real dimension the winner's rungs were the first steps of its curve: it goes on from there.
+            went_on = states[winner_index] if d == self.dim and len(states) > winner_index else None
             run = self.train_steps(
-                "winner", winner, self.fit_part, self.dim, space.max_steps, None, self.winner_every, True
+                "winner", winner, self.fit_part, self.dim, space.max_steps, went_on, self.winner_every, True
             )
             self._trial(winner_index, winner, "winner", self.dim, run)
             best_steps, best_state = run.chosen_step, run.chosen
