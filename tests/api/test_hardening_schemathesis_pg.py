@@ -29,6 +29,7 @@ from app.db import get_engine, get_sessionmaker
 from app.migrate import upgrade
 from app.services.api_keys import create_key
 from tests.helpers import planted_csv
+from tests.ndjson_serializer import ndjson  # noqa: F401  (registers the NDJSON serializer)
 from tests.services import PG_ADMIN_URL
 
 _FOLDER = tempfile.TemporaryDirectory(prefix="unfold-schemathesis-pg-")

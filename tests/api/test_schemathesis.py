@@ -35,6 +35,7 @@ from app.db import get_sessionmaker
 from app.migrate import upgrade
 from app.services.api_keys import create_key
 from tests.helpers import planted_csv
+from tests.ndjson_serializer import ndjson  # noqa: F401  (registers the NDJSON serializer)
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
@@ -166,6 +167,10 @@ EXPLICIT = [
         422,
     ),
     ("GET", "/v1/models/{model_id}/embedding-map", {"model_id"}, None, None, 200),
+    ("GET", "/v1/datasets/{dataset_id}/events", {"dataset_id"}, None, None, 200),
+    ("GET", "/v1/datasets/{dataset_id}/versions", {"dataset_id"}, None, None, 200),
+    ("POST", "/v1/datasets/{dataset_id}/events", {"dataset_id"}, None, {"events": [{"user": "u1", "item": "i2"}]}, 200),
+    ("POST", "/v1/datasets/{dataset_id}/events", {"dataset_id"}, None, {"events": [{"user": "u1", "weight": -1}]}, 422),
     ("PUT", "/v1/aliases/{name}", set(), None, {"model_id": "{model_id}"}, 200),
     (
         "POST",
