@@ -6,6 +6,7 @@ from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.recsys.filtered_search import Allowed
 from app.services.live_vectors import LiveEvents, recommend_live
 from app.services.serving import LoadedModel, Scored
 
@@ -20,6 +21,7 @@ async def live_recommendations(
     k: int,
     exclude_seen: bool,
     exclude: list[str] | None,
+    allowed: Allowed | None = None,
 ) -> Scored | None:
     """The answer from the user's live vector when `name` is an alias and the user has events since the model's
     version; None to answer from the trained factors (a model named by its id is served as trained)."""
@@ -29,7 +31,7 @@ async def live_recommendations(
     stream = live.peek(model.id)
     if stream is None:  # this request's turn to read the new events (a database query: off the event loop)
         stream = await run_in_threadpool(live.refreshed, sessions, model, tenant)
-    scored = recommend_live(model, stream, user, k, exclude_seen, exclude)
+    scored = recommend_live(model, stream, user, k, exclude_seen, exclude, allowed)
     if scored is not None:
         live.live_answers += 1
     return scored

@@ -212,6 +212,8 @@ def read_attributes(
     table = read_table(path, fmt)
     if table.num_rows > max_rows:
         raise RowLimitExceeded(table.num_rows, max_rows)
+    if table.num_rows == 0:
+        raise IngestError("the file has no rows: one row per item is expected, after the header")
     id_name = _id_column(table, options.id_column)
     line_offset = 2 if fmt in ("csv", "tsv") else 1
     ids_array = table.column(id_name)

@@ -30,8 +30,9 @@ GATHER_MAX_ITEMS = 65_536
 # exact_max_items default, below which a scan costs less than a graph search (and is exact, where the
 # deep candidates an over-fetch reads are the graph's least accurate).
 EXACT_SCAN_ITEMS = 20_000
-# An over-fetch aims at this many times the candidates it expects to need (filters are not uniform).
-OVERFETCH_MARGIN = 1.5
+# An over-fetch aims at this many times the candidates it expects to need (filters are not uniform;
+# a row still short doubles its fetch).
+OVERFETCH_MARGIN = 1.25
 
 Result = tuple[np.ndarray, np.ndarray]
 
@@ -105,8 +106,10 @@ def search_allowed(
     return results
 
 
-def _pow2(x: np.ndarray) -> np.ndarray:
-    out: np.ndarray = (2 ** np.ceil(np.log2(np.maximum(x, 1)))).astype(np.int64)
+def _widths(x: np.ndarray) -> np.ndarray:
+    """Fetch widths rounded up to a multiple of 32: a batch needs few candidate calls (one per width), and a
+    single query's beam stays near what it needs (powers of two would nearly double it at worst)."""
+    out: np.ndarray = (np.ceil(np.maximum(x, 1) / 32) * 32).astype(np.int64)
     return out
 
 
@@ -115,7 +118,9 @@ def _overfetch(
 ) -> np.ndarray:
     """Answer the rows that over-fetching fills (into `out`); return the rows left for the exact scan."""
     cap = max(1, min(index.config.max_fetch, index.n_items))
-    width_of = _pow2((k + np.diff(ptr)) / allowed.share * OVERFETCH_MARGIN + 8)
+    # k allowed candidates need about k / share of them; an exclusion takes a slot only when it is allowed,
+    # and then it is among the candidates anyway, so exclusions add one slot each, undivided.
+    width_of = _widths(k / allowed.share * OVERFETCH_MARGIN + np.diff(ptr) + 8)
     left = [np.flatnonzero(width_of > cap)]
     pending = np.flatnonzero(width_of <= cap)
     while pending.shape[0]:
@@ -186,12 +191,22 @@ def _exact_allowed(
     return out
 
 
-def popular(counts: np.ndarray, k: int, allowed: Allowed | None) -> Result:
-    """The k items with the most interactions (ties: lower index first), within the filter; scores are counts."""
-    order = np.argsort(-counts, kind="stable")
-    if allowed is not None:
-        order = order[allowed.mask[order]]
-    top = order[:k]
+def popular(counts: np.ndarray, order: np.ndarray, k: int, allowed: Allowed | None) -> Result:
+    """The k items with the most interactions within the filter, given `order` (items by count, best first);
+    scores are the counts. Reads the order a block at a time, so a broad filter stops early."""
+    if allowed is None:
+        top = order[:k]
+    else:
+        found: list[np.ndarray] = []
+        n_found, block = 0, max(1024, 4 * k)
+        for start in range(0, order.shape[0], block):
+            part = order[start : start + block]
+            part = part[allowed.mask[part]]
+            found.append(part)
+            n_found += part.shape[0]
+            if n_found >= k:
+                break
+        top = np.concatenate(found)[:k] if found else np.zeros(0, dtype=np.int64)
     return top, counts[top].astype(np.float32)
 
 

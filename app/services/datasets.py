@@ -16,7 +16,7 @@ from app.errors import Conflict, InvalidInput, NotFound
 from app.ingestion import IngestError, ParseOptions, RowLimitExceeded, parse_file
 from app.job_status import ACTIVE
 from app.limits import Limits, too_many_rows, upload_too_large
-from app.models import Dataset, DatasetVersion, Job, new_id
+from app.models import Catalogue, Dataset, DatasetVersion, Job, new_id
 from app.recsys.interactions import Interactions
 from app.services.pagination import Page, paginate
 from app.storage import ArtifactStore, publishing
@@ -164,6 +164,8 @@ def delete_dataset(session: Session, store: ArtifactStore, dataset_id: str, *, t
         raise Conflict(f"dataset {dataset_id!r} is used by job {busy!r}, which is queued or running")
     # Later versions (dataset_versions.py) go too: their rows with the dataset's, their arrays after the commit.
     versions = list(session.scalars(select(DatasetVersion.artifact_key).where(DatasetVersion.dataset_id == dataset_id)))
+    # So do its item attributes (app.services.catalogue): the row by the foreign key, the table here.
+    versions += list(session.scalars(select(Catalogue.artifact_key).where(Catalogue.dataset_id == dataset_id)))
     session.delete(dataset)
     session.commit()
     store.delete(dataset.artifact_key)

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.errors import InvalidInput, NotFound
 from app.models import Dataset, Event, Model
 from app.recsys.confidence import confidence
+from app.recsys.filtered_search import Allowed, search_allowed
 from app.recsys.fold_in import fold_in
 from app.services.dataset_versions import get_version
 from app.services.serving import LoadedModel, Scored
@@ -197,9 +198,16 @@ def live_vector(model: LoadedModel, user: str, events: _UserEvents) -> tuple[np.
 
 
 def recommend_live(
-    model: LoadedModel, stream: Stream, user: str, k: int, exclude_seen: bool, exclude: list[str] | None = None
+    model: LoadedModel,
+    stream: Stream,
+    user: str,
+    k: int,
+    exclude_seen: bool,
+    exclude: list[str] | None = None,
+    allowed: Allowed | None = None,
 ) -> Scored | None:
-    """Top-k for a user with events in `stream`, from the live vector; None for a user without any there."""
+    """Top-k for a user with events in `stream`, from the live vector; None for a user without any there.
+    `allowed`: a compiled query filter (app.services.filters), the only items returned."""
     events = stream.events_of(user)
     if events is None:
         return None
@@ -214,5 +222,5 @@ def recommend_live(
         parts.append(np.array(extra, np.int32))
     excluded = np.unique(np.concatenate(parts)).astype(np.int32) if parts else None
     indptr = np.array([0, excluded.shape[0]], np.int64) if excluded is not None else None
-    [(top, scores)] = model.index.search(vector, k, indptr, excluded)
+    [(top, scores)] = search_allowed(model.index, vector, k, allowed, indptr, excluded)
     return model.named(top, scores)

@@ -126,26 +126,21 @@ def popular_items(model: LoadedModel, k: int, allowed: Allowed | None, exclude: 
         mask = np.ones(model.artifact.item_ids.shape[0], dtype=bool) if allowed is None else allowed.mask.copy()
         mask[blocked] = False
         allowed = Allowed(mask)
-    top, counts = popular(model.item_counts, k, allowed)
+    top, counts = popular(model.item_counts, model.popularity_order, k, allowed)
     return model.named(top, counts)
 
 
 def user_recommendations(
-    sessions: sessionmaker[Session],
-    filters: FilterCache,
     model: LoadedModel,
-    tenant: str,
     user: str,
     k: int,
     exclude_seen: bool,
     exclude: list[str],
-    filter: str | None,
-    diversify: str | None,
+    refinement: Refinement,
     fallback: Fallback,
 ) -> tuple[Scored, Source]:
     """One user's answer and who gave it: the model for a known user, popularity for an unknown one
     (fallback popular), else the 404 that names fold-in."""
-    refinement = refine(sessions, filters, model, tenant, filter, diversify)
     pool = refinement.pool(k)
     if user in model.user_index:
         [scored] = serving.recommend_for_users(model, [user], pool, exclude_seen, exclude, refinement.allowed)

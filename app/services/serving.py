@@ -123,6 +123,11 @@ class LoadedModel:
         return np.bincount(self.artifact.seen_indices, minlength=self.artifact.item_ids.shape[0])
 
     @cached_property
+    def popularity_order(self) -> np.ndarray:
+        """Item indices by item_counts, highest first (ties: lower index first)."""
+        return np.argsort(-self.item_counts, kind="stable")
+
+    @cached_property
     def YtY(self) -> np.ndarray:
         V = self.artifact.item_factors.astype(np.float64)
         return V.T @ V

@@ -86,6 +86,11 @@ def seeded() -> Iterator[Seeded]:
         assert job["status"] == "succeeded", job
         model = job["model_id"]
         assert client.put("/v1/aliases/prod", json={"model_id": model}, headers=headers).status_code == 200
+        # Item attributes and a named filter (also "prod": the `name` of both paths), so their reads find them.
+        items = {"file": ("items.csv", b"item,colour\ni1,red\ni2,blue\n")}
+        assert client.post(f"/v1/datasets/{ds['id']}/items", files=items, headers=headers).status_code == 200
+        red = {"expression": "colour = 'red'"}
+        assert client.put("/v1/filters/prod", json=red, headers=headers).status_code == 200
         ids = {
             "dataset_id": ds["id"],
             "job_id": job["id"],
@@ -149,7 +154,32 @@ EXPLICIT = [
     ("POST", "/v1/jobs/{job_id}/cancel", {"job_id"}, None, None, 409),  # the seeded job has succeeded
     ("GET", "/v1/jobs/{job_id}/events", {"job_id"}, None, None, 200),
     ("GET", "/v1/models/{model_id}/users/{user}/recommendations", {"model_id", "user"}, {"k": 3}, None, 200),
-    ("GET", "/v1/models/{model_id}/users/{user}/recommendations", {"model_id"}, {"k": 3}, None, 404),
+    # A user the model never saw: popular items by default (docs/catalogue.md), the 404 with fallback none.
+    ("GET", "/v1/models/{model_id}/users/{user}/recommendations", {"model_id"}, {"k": 3}, None, 200),
+    (
+        "GET",
+        "/v1/models/{model_id}/users/{user}/recommendations",
+        {"model_id"},
+        {"k": 3, "fallback": "none"},
+        None,
+        404,
+    ),
+    (
+        "GET",
+        "/v1/models/{model_id}/users/{user}/recommendations",
+        {"model_id", "user"},
+        {"filter": "colour = 'red'"},
+        None,
+        200,
+    ),
+    (
+        "GET",
+        "/v1/models/{model_id}/users/{user}/recommendations",
+        {"model_id", "user"},
+        {"filter": "size > 1"},
+        None,
+        422,
+    ),
     ("GET", "/v1/models/{model_id}/items/{item}/similar", {"model_id", "item"}, {"k": 2}, None, 200),
     ("POST", "/v1/models/{model_id}/recommendations", {"model_id"}, None, {"items": ["i1", "i2", "zz"], "k": 3}, 200),
     ("POST", "/v1/models/{model_id}/recommendations/batch", {"model_id"}, None, {"users": ["u1", "zz"], "k": 2}, 200),

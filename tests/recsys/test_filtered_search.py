@@ -75,10 +75,17 @@ def test_no_filter_is_the_index_itself_and_an_empty_filter_answers_nothing(index
 
 def test_popular_within_a_filter():
     counts = np.array([5, 9, 9, 1, 7])
-    top, scores = popular(counts, 3, None)
+    order = np.argsort(-counts, kind="stable")
+    top, scores = popular(counts, order, 3, None)
     assert top.tolist() == [1, 2, 4] and scores.tolist() == [9, 9, 7]
-    top, _ = popular(counts, 3, Allowed(np.array([True, False, True, True, False])))
+    top, _ = popular(counts, order, 3, Allowed(np.array([True, False, True, True, False])))
     assert top.tolist() == [2, 0, 3]
+    # Over several blocks of the order: the rare allowed items far down are still found, in order.
+    counts = np.arange(5000, 0, -1)
+    mask = np.zeros(5000, dtype=bool)
+    mask[[4000, 4500, 10]] = True
+    top, _ = popular(counts, np.arange(5000), 5, Allowed(mask))
+    assert top.tolist() == [10, 4000, 4500]
 
 
 def test_mmr_trades_relevance_for_spread_and_cap_limits_each_value():

@@ -88,25 +88,20 @@ async def recommend_user(
     diversify: DiversifyQuery = None,
 ) -> UserRecommendations:
     check_k(k, limits)
+    refine = query_options.Refinement()
+    if filter is not None or diversify is not None:
+        # Compiling a filter may need the database (attribute version, named filters): off the event loop.
+        refine = await run_in_threadpool(query_options.refine, sessions, filters, model, tenant, filter, diversify)
     # Through an alias, a user's events since the model was trained change the answer (docs/events.md).
-    live = await live_recommendations(request, sessions, model, model_id, tenant, user, k, exclude_seen, exclude)
+    live = await live_recommendations(
+        request, sessions, model, model_id, tenant, user, refine.pool(k), exclude_seen, exclude, refine.allowed
+    )
     if live is not None:
-        return UserRecommendations(model_id=model.id, items=_items(live), source="fold_in")
+        return UserRecommendations(model_id=model.id, items=_items(refine.finish(model, live, k)), source="fold_in")
     if filter is not None or diversify is not None or user not in model.user_index:
-        # A filter may need the database (attribute version, named filters): off the event loop.
+        # A filtered search may scan many items: off the event loop, unlike the plain one below.
         scored, source = await run_in_threadpool(
-            query_options.user_recommendations,
-            sessions,
-            filters,
-            model,
-            tenant,
-            user,
-            k,
-            exclude_seen,
-            exclude,
-            filter,
-            diversify,
-            fallback,
+            query_options.user_recommendations, model, user, k, exclude_seen, exclude, refine, fallback
         )
         return UserRecommendations(model_id=model.id, items=_items(scored), source=source)
     # Sub-millisecond numpy work: cheaper on the event loop than a threadpool round trip.
