@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -321,3 +323,38 @@ def test_diversify_caps_each_category_or_spreads_by_mmr(env, model):
     for bad in ("price:2", "category:0", "mmr:3"):
         r = client.get(base, params={"diversify": bad})
         assert r.status_code == 422 and r.json()["field"] == "diversify"
+
+
+def test_the_dashboard_lists_the_named_filters(env):
+    client = env["client"]
+    html = client.get("/").text
+    assert 'id="filters"' in html and 'id="filters-empty"' in html
+    script = next(a for a in re.findall(r'src="(/dashboard/static/[^"]+)"', html) if "dashboard.js" in a)
+    assert 'getJSON("/v1/filters")' in client.get(script).text
+
+
+def test_deleting_a_dataset_deletes_its_attributes(env):
+    client = env["client"]
+    ds = upload(client, planted_csv(env["tmp"] / "r.csv", N_USERS, N_ITEMS)).json()["id"]
+    r = client.post(f"/v1/datasets/{ds}/items", files={"file": ("a.csv", b"item,colour\ni1,red\n")})
+    assert r.status_code == 200
+    folder = client.app.state.store.local_dir(f"catalogues/{ds}/v1")
+    assert folder.is_dir()
+    assert client.delete(f"/v1/datasets/{ds}").status_code == 204
+    assert not folder.exists() and client.get(f"/v1/datasets/{ds}/items").status_code == 404
+
+
+def test_a_live_answer_keeps_to_the_filter(env):
+    # Through an alias, a user with events is answered from their live vector (docs/events.md): filtered too.
+    client, ds = env["client"], env["dataset"]
+    assert client.put("/v1/aliases/live", json={"model_id": env["models"]["exact"]}).status_code == 200
+    events = [{"user": "u1", "item": f"i{i}", "weight": 3} for i in range(20, 25)]
+    assert client.post(f"/v1/datasets/{ds}/events", json={"events": events}).status_code == 200
+    params = {"k": 5, "filter": 'category = "c3"', "diversify": "mmr"}
+    deadline = time.monotonic() + 5
+    while (r := client.get("/v1/models/live/users/u1/recommendations", params=params)).json()["source"] != "fold_in":
+        assert time.monotonic() < deadline, r.text
+        time.sleep(0.05)
+    items = _ids(r.json()["items"])
+    assert len(items) == 5 and all(int(i[1:]) % 4 == 3 for i in items)
+    assert not set(items) & {e["item"] for e in events}

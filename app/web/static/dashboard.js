@@ -128,6 +128,20 @@
     $("datasets-empty").hidden = page.items.length > 0;
   }
 
+  async function refreshFilters() {
+    const page = await getJSON("/v1/filters");
+    const body = $("filters").tBodies[0];
+    body.replaceChildren();
+    for (const f of page.items) {
+      const row = body.insertRow();
+      row.dataset.name = f.name;
+      cell(row, `@${f.name}`);
+      cell(row, f.expression, "code");
+      cell(row, f.description || "—", "muted");
+    }
+    $("filters-empty").hidden = page.items.length > 0;
+  }
+
   async function refreshJobs() {
     const page = await getJSON("/v1/jobs?limit=30");
     state.jobs = page.items;
@@ -466,6 +480,7 @@
   async function refreshAll() {
     try {
       await refreshDatasets();
+      await refreshFilters();
       const active = await refreshJobs();
       showError(null);
       return active;
