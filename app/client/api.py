@@ -180,18 +180,27 @@ class UnfoldClient:
         return result
 
     def recommend(
-        self, model_id: str, user: str, k: int = 10, exclude_seen: bool = True, fallback: str = "none"
+        self,
+        model_id: str,
+        user: str,
+        k: int = 10,
+        exclude_seen: bool = True,
+        fallback: str = "none",
+        filter: str | None = None,
     ) -> JSON:
         # fallback none: a user the model does not know is the API's 404 here, not the popular items a service
         # answers by default (the CLI and the dashboard look at a model, they do not serve shoppers).
-        params = {"k": k, "exclude_seen": str(exclude_seen).lower(), "fallback": fallback}
+        params: dict[str, Any] = {"k": k, "exclude_seen": str(exclude_seen).lower(), "fallback": fallback}
+        if filter is not None:
+            params["filter"] = filter
         path = f"/v1/models/{_segment(model_id)}/users/{_segment(user)}/recommendations"
         result: JSON = self._request("GET", path, params=params)
         return result
 
-    def similar(self, model_id: str, item: str, k: int = 10) -> JSON:
+    def similar(self, model_id: str, item: str, k: int = 10, filter: str | None = None) -> JSON:
         path = f"/v1/models/{_segment(model_id)}/items/{_segment(item)}/similar"
-        result: JSON = self._request("GET", path, params={"k": k})
+        params: dict[str, Any] = {"k": k, **({"filter": filter} if filter is not None else {})}
+        result: JSON = self._request("GET", path, params=params)
         return result
 
     def fold_in(self, model_id: str, items: list[str], k: int = 10, weights: list[float] | None = None) -> JSON:

@@ -259,11 +259,12 @@ def recommend(
     user: str = typer.Argument(..., help="External user id, as in the uploaded data."),
     k: int = typer.Option(10, "-k", min=1, max=1000, help="How many items."),
     include_seen: bool = typer.Option(False, "--include-seen", help="Allow items the user already has."),
+    filter: str = typer.Option(None, "--filter", help="Only items this expression keeps (docs/catalogue.md)."),
     as_json: bool = typer.Option(False, "--json", help="The API's answer as JSON."),
 ) -> None:
     """Top-k items for a user the model was trained on."""
     with connect() as client:
-        answer = client.recommend(model, user, k, exclude_seen=not include_seen)
+        answer = client.recommend(model, user, k, exclude_seen=not include_seen, filter=filter)
     if as_json:
         _print_json(answer)
     else:
@@ -275,11 +276,12 @@ def similar(
     model: str = typer.Argument(..., help="Model id or alias."),
     item: str = typer.Argument(..., help="External item id."),
     k: int = typer.Option(10, "-k", min=1, max=1000, help="How many items."),
+    filter: str = typer.Option(None, "--filter", help="Only items this expression keeps (docs/catalogue.md)."),
     as_json: bool = typer.Option(False, "--json", help="The API's answer as JSON."),
 ) -> None:
     """The k items nearest to an item (the item itself excluded)."""
     with connect() as client:
-        answer = client.similar(model, item, k)
+        answer = client.similar(model, item, k, filter=filter)
     if as_json:
         _print_json(answer)
     else:
