@@ -1,6 +1,12 @@
 """Serving speed: in-process query latency (the floor) and HTTP throughput under wrk, per catalog size.
 
     .venv/bin/python bench/serving.py [--catalogs 40000,1000000] [--users 50000] [--dim 64] [--seconds 20]
+    .venv/bin/python bench/serving.py --filters [--catalogs 1000000] [--ef-construction 400] [--queries 2000]
+
+With --filters (no wrk, no server): in-process p50/p99 of one user's top-10 (exclude_seen) unfiltered and
+with filters keeping 50 %, 5 % and 0.1 % of the items (`bucket < N` over a uniform numeric attribute,
+compiled once as the API's filter cache does; the compile time is reported), on the index the worker
+would build, plus the recall@10 of each filtered answer against an exact scan of the allowed items.
 
 For each catalog: builds a model artifact with clustered synthetic factors (shaped like trained
 embeddings) and the index the worker would build for it (exact up to 20,000 items, HNSW above, its
@@ -31,8 +37,8 @@ from app.config import Settings
 from app.db import session_scope
 from app.migrate import upgrade
 from app.models import Model
-from app.recsys.artifact import ModelArtifact, save_model
-from app.recsys.index import IndexConfig, ItemIndex, build_index
+from app.recsys.artifact import ModelArtifact, load_model, save_model
+from app.recsys.index import IndexConfig, ItemIndex, build_index, load_index
 from app.services import serving
 from app.services.models import model_key
 from app.storage import open_store, publishing
@@ -204,6 +210,87 @@ def bench_catalog(n_items: int, args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+SELECTIVITIES = (0.5, 0.05, 0.001)
+
+
+def bench_filters(n_items: int, args: argparse.Namespace) -> list[dict[str, object]]:
+    """In-process latency of filtered queries against the unfiltered ones, on one synthetic model."""
+    from app.recsys import attributes, filter_expr
+    from app.recsys.filtered_search import Allowed
+    from app.recsys.search import search as exact_search
+
+    config = IndexConfig(ef_construction=args.ef_construction or IndexConfig.ef_construction)
+    # A built model is kept under --keep (keyed by its shape), so a second run skips the graph build.
+    kept = Path(args.keep) / f"{n_items}x{args.dim}-u{args.users}-ef{config.ef_construction}" if args.keep else None
+    started = time.perf_counter()
+    if kept is not None and (kept / "index.json").exists():
+        artifact = load_model(kept)
+        index = load_index(kept, artifact.item_factors)
+    else:
+        artifact = synthetic_model(args.users, n_items, args.dim, args.seen, seed=0)
+        index = build_index(artifact.item_factors, config, sample_queries=artifact.user_factors)
+        if kept is not None:
+            save_model(kept, artifact)
+            index.save(kept)
+    built = time.perf_counter() - started
+    var = Path(tempfile.mkdtemp(prefix="unfold-bench-"))
+    try:
+        settings = Settings(var_dir=var)
+        model_id = register(settings, artifact, index)
+        model = serving.ModelCache(open_store(settings.resolved_artifact_root), 1 << 34).get(
+            model_id, model_key(model_id)
+        )
+        rng = np.random.default_rng(3)
+        buckets = rng.integers(0, 1000, n_items).astype(np.float64)
+        table = attributes.AttributeTable(artifact.item_ids, {"bucket": attributes.numeric(buckets)})
+        columns = table.aligned(artifact.item_ids)
+        users = [f"u{u}" for u in rng.integers(0, args.users, args.queries)]
+        rows = []
+        for share in (1.0, *SELECTIVITIES):
+            allowed, compile_ms = None, 0.0
+            if share < 1:
+                started = time.perf_counter()
+                tree = filter_expr.parse(f"bucket < {share * 1000:g}")
+                filter_expr.validate(tree, table.schema)
+                allowed = Allowed(filter_expr.evaluate(tree, columns))
+                compile_ms = (time.perf_counter() - started) * 1000
+            serving.recommend_for_users(model, users[:20], 10, True, None, allowed)  # warm (gathers, lookups)
+            times, recall = [], []
+            for j, user in enumerate(users):
+                start = time.perf_counter()
+                [scored] = serving.recommend_for_users(model, [user], 10, True, None, allowed)
+                times.append(time.perf_counter() - start)
+                if j < 200:  # recall against an exact scan of the allowed items (seen ones excluded)
+                    row = model.user_index[user]
+                    seen = artifact.seen(row)
+                    mask = np.ones(n_items, bool) if allowed is None else allowed.mask.copy()
+                    mask[seen] = False
+                    keep = np.flatnonzero(mask)
+                    [(truth, _)] = exact_search(artifact.user_factors[row], artifact.item_factors[keep], 10)
+                    got = {model.item_index[i] for i, _ in scored}
+                    recall.append(len(got & set(keep[truth].tolist())) / max(1, truth.shape[0]))
+                    assert len(scored) == min(10, keep.shape[0]), (share, len(scored))
+            ms = np.array(times) * 1000
+            rows.append(
+                {
+                    "items": n_items,
+                    "index": index.kind,
+                    "ef_construction": config.ef_construction,
+                    "ef_search": index.config.ef_search or "",
+                    "filter keeps": "all (no filter)" if share == 1 else f"{share:.1%}",
+                    "allowed": n_items if allowed is None else allowed.count,
+                    "compile ms": compile_ms,
+                    "p50 ms": float(np.percentile(ms, 50)),
+                    "p99 ms": float(np.percentile(ms, 99)),
+                    "recall@10": float(np.mean(recall)),
+                    "build or load s": built,
+                }
+            )
+        return rows
+    finally:
+        shutil.rmtree(var, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--catalogs", default="40000,1000000", help="comma-separated catalog sizes")
@@ -214,7 +301,17 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--api-workers", type=int, default=0, help="UNFOLD_API_WORKERS (0: the default)")
+    parser.add_argument("--filters", action="store_true", help="in-process filtered latency only (no wrk)")
+    parser.add_argument("--queries", type=int, default=2000, help="single-user queries per case (--filters)")
+    parser.add_argument("--ef-construction", type=int, default=0, help="HNSW build quality (0: the default, 400)")
+    parser.add_argument("--keep", default="", help="folder keeping built models between --filters runs")
     args = parser.parse_args()
+    if args.filters:
+        catalogs = [int(n) for n in (args.catalogs if args.catalogs != "40000,1000000" else "1000000").split(",")]
+        rows = [row for n in catalogs for row in bench_filters(n, args)]
+        print(f"{args.users:,} users, dim {args.dim}, {args.seen} seen per user, k=10 exclude_seen; {machine()}")
+        print_table(rows, list(rows[0]))
+        return
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install wrk")
 
