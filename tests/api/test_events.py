@@ -144,7 +144,7 @@ def test_a_version_folds_the_events_and_jobs_train_on_the_one_they_name(api, tmp
         models[job["spec"]["dataset_version"]] = done["model_id"]
     # Only the model of version 2 knows the newcomer.
     assert api.get(f"/v1/models/{models[2]}/users/newcomer/recommendations?k=3").status_code == 200
-    assert api.get(f"/v1/models/{models[1]}/users/newcomer/recommendations?k=3").status_code == 404
+    assert api.get(f"/v1/models/{models[1]}/users/newcomer/recommendations?k=3&fallback=none").status_code == 404
     missing = api.post("/v1/jobs", json={"dataset_id": ds, "dataset_version": 7, **SPEC})
     assert missing.status_code == 404 and missing.json()["field"] == "dataset_version"
 

@@ -77,7 +77,7 @@ def test_events_posted_to_one_process_are_seen_by_another_within_a_second(tmp_pa
             assert not {e["item"] for e in mine} & set(after)
             newcomer = httpx.get(f"{second}/v1/models/prod/users/newcomer/recommendations?k=5", timeout=10)
             assert newcomer.status_code == 200, newcomer.text
-            assert newcomer.json().get("source", "fold_in") == "fold_in"
+            assert newcomer.json()["source"] == "fold_in"
             items = [e["item"] for e in newcomer.json()["items"]]
             assert all(int(i[1:]) < 15 for i in items) and not {"i2", "i5"} & set(items)
             # Both processes answer alike once they have read the events.
