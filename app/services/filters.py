@@ -109,9 +109,10 @@ def delete_filter(session: Session, name: str, *, tenant: str) -> None:
 
 @dataclass(frozen=True)
 class _Version:
-    """Which attribute version a dataset was at when last looked up (0: none uploaded)."""
+    """Which attributes a dataset had when last looked up: `token` names them in the caches (its version and
+    when it was written, since a version number starts again at 1 after the attributes are deleted)."""
 
-    version: int
+    token: str  # "" when none are uploaded
     artifact_key: str | None
     verified_until: float
 
@@ -120,7 +121,7 @@ class _Version:
 class ModelCatalogue:
     """A model's items with the attributes of one version: the schema, the aligned columns, compiled filters."""
 
-    version: int
+    token: str
     schema: dict[str, str]
     columns: AlignedColumns
 
@@ -141,9 +142,9 @@ class FilterCache:
         self._datasets: dict[str, str] = {}  # model id -> dataset id (fixed for a model's life)
         self._versions: dict[str, _Version] = {}  # dataset id -> version
         self._named: dict[tuple[str, str], tuple[str | None, float]] = {}  # (tenant, name) -> (expression, until)
-        self._tables: OrderedDict[tuple[str, int], AttributeTable] = OrderedDict()
-        self._catalogues: OrderedDict[tuple[str, int], ModelCatalogue] = OrderedDict()
-        self._allowed: OrderedDict[tuple[str, int, str], Allowed] = OrderedDict()
+        self._tables: OrderedDict[tuple[str, str], AttributeTable] = OrderedDict()
+        self._catalogues: OrderedDict[tuple[str, str], ModelCatalogue] = OrderedDict()
+        self._allowed: OrderedDict[tuple[str, str, str], Allowed] = OrderedDict()
         self.compiled = 0  # bitmaps computed (the rest were answered from memory)
 
     # What changed in this process is forgotten at once; other processes see it within NAME_TTL.
@@ -170,9 +171,8 @@ class FilterCache:
         if known is None or known.verified_until < now:
             with sessions() as session:
                 row = session.get(Catalogue, dataset_id)
-                known = _Version(
-                    row.version if row else 0, row.artifact_key if row else None, time.monotonic() + self.NAME_TTL
-                )
+                token = f"{row.version}@{row.updated_at.isoformat()}" if row else ""
+                known = _Version(token, row.artifact_key if row else None, time.monotonic() + self.NAME_TTL)
             self._versions[dataset_id] = known
         return known
 
@@ -180,31 +180,33 @@ class FilterCache:
         """The model's items with the current attributes of its dataset."""
         dataset_id = self._dataset_of(sessions, model)
         version = self._version(sessions, dataset_id)
-        key = (model.id, version.version)
+        key = (model.id, version.token)
         with self._lock:
             found = self._catalogues.get(key)
             if found is not None:
                 self._catalogues.move_to_end(key)
                 return found
-        table = self._table(dataset_id, version)
+        try:
+            table = self._table(dataset_id, version)
+        except FileNotFoundError:
+            # Replaced (its files deleted) since it was looked up: look up the current one, once.
+            self.forget_dataset(dataset_id)
+            version = self._version(sessions, dataset_id)
+            key = (model.id, version.token)
+            table = self._table(dataset_id, version)
         columns = table.aligned(model.artifact.item_ids, model.item_index)
-        built = ModelCatalogue(version.version, table.schema, columns)
+        built = ModelCatalogue(version.token, table.schema, columns)
         with self._lock:
             self._catalogues[key] = built
             self._evict()
         return built
 
     def _table(self, dataset_id: str, version: _Version) -> AttributeTable:
-        key = (dataset_id, version.version)
+        key = (dataset_id, version.token)
         with self._lock:
             table = self._tables.get(key)
         if table is None:
-            # A version replaced meanwhile has had its files deleted: look the current one up again.
-            try:
-                table = load_version(self.store, version.artifact_key)
-            except FileNotFoundError:
-                self.forget_dataset(dataset_id)
-                raise
+            table = load_version(self.store, version.artifact_key)
             with self._lock:
                 self._tables[key] = table
                 self._evict()
@@ -231,7 +233,7 @@ class FilterCache:
             tree = self._expand(sessions, tree, tenant, catalogue.schema, ())
         except FilterError as exc:
             raise filter_problem(exc) from None
-        key = (model.id, catalogue.version, filter_expr.canonical(tree))
+        key = (model.id, catalogue.token, filter_expr.canonical(tree))
         with self._lock:
             found = self._allowed.get(key)
             if found is not None:

@@ -358,3 +358,41 @@ def test_a_live_answer_keeps_to_the_filter(env):
     items = _ids(r.json()["items"])
     assert len(items) == 5 and all(int(i[1:]) % 4 == 3 for i in items)
     assert not set(items) & {e["item"] for e in events}
+
+
+def test_a_parquet_upload_reads_lists_as_tags_and_numbers_as_numeric(env):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    client = env["client"]
+    ds = upload(client, planted_csv(env["tmp"] / "s.csv", N_USERS, N_ITEMS)).json()["id"]
+    table = pa.table(
+        {"item_id": ["i1", "i2"], "genres": [["a", "b"], None], "year": [1999, 2004], "new": [False, True]}
+    )
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    r = client.post(f"/v1/datasets/{ds}/items", files={"file": ("items.parquet", sink.getvalue())})
+    assert r.status_code == 200, r.text
+    kinds = {a["name"]: a["kind"] for a in r.json()["attributes"]}
+    assert kinds == {"genres": "tags", "year": "numeric", "new": "boolean"}
+    one = client.get(f"/v1/datasets/{ds}/items/i1").json()["attributes"]
+    assert one == {"genres": ["a", "b"], "year": 1999.0, "new": False}
+
+
+def test_queries_follow_the_attributes_through_a_delete_and_a_new_upload(env):
+    client = env["client"]
+    ds = upload(client, planted_csv(env["tmp"] / "t.csv", N_USERS, N_ITEMS)).json()["id"]
+    job = client.post("/v1/jobs", json={"dataset_id": ds, "dim": 4, "wals": {"iterations": 2}}).json()
+    model = client.get(f"/v1/jobs/{job['id']}").json()["model_id"]
+
+    def red(text: bytes) -> Any:
+        assert client.post(f"/v1/datasets/{ds}/items", files={"file": ("a.csv", text)}).status_code == 200
+        params = {"k": 10, "filter": 'colour = "red"'}
+        return client.get(f"/v1/models/{model}/items/i0/similar", params=params)
+
+    assert set(_ids(red(b"item,colour\ni1,red\ni2,red\ni3,blue\n").json()["items"])) == {"i1", "i2"}
+    assert client.delete(f"/v1/datasets/{ds}/items").status_code == 204
+    gone = client.get(f"/v1/models/{model}/items/i0/similar", params={"filter": 'colour = "red"'})
+    assert gone.status_code == 422 and "unknown attribute 'colour'" in gone.json()["detail"]
+    # Version 1 again, other items: the answer follows the new file, not what was remembered of the old one.
+    assert set(_ids(red(b"item,colour\ni5,red\ni6,blue\n").json()["items"])) == {"i5"}
