@@ -10,6 +10,11 @@ from app.api.schemas import DIVERSIFY_DESCRIPTION, FILTER_DESCRIPTION
 
 FilterQuery = Annotated[str | None, Query(min_length=1, max_length=4000, description=FILTER_DESCRIPTION)]
 DiversifyQuery = Annotated[str | None, Query(min_length=1, max_length=200, description=DIVERSIFY_DESCRIPTION)]
+COLD_ITEMS_DESCRIPTION = (
+    "Join in the items that have attributes but no interactions in the model, each placed at the mean of the "
+    "vectors of the model's items sharing its categorical values and tags (docs/catalogue.md). Off by default."
+)
+ColdItemsQuery = Annotated[bool, Query(description=COLD_ITEMS_DESCRIPTION)]
 FallbackQuery = Annotated[
     Literal["popular", "none"],
     Query(

@@ -212,6 +212,11 @@ DIVERSIFY_DESCRIPTION = (
     "Re-rank a larger pool for variety: `mmr` or `mmr:W` (maximal marginal relevance, W in [0, 1] the weight of "
     "relevance, default 0.7), or `ATTRIBUTE:N` (at most N items per value of a categorical attribute)."
 )
+COLD_ITEMS_FIELD = Field(
+    False,
+    description="Join in the items that have attributes but no interactions in the model, placed by their "
+    "attributes (docs/catalogue.md). Off by default.",
+)
 FilterField = Annotated[str | None, Field(None, min_length=1, max_length=4000, description=FILTER_DESCRIPTION)]
 DiversifyField = Annotated[str | None, Field(None, min_length=1, max_length=200, description=DIVERSIFY_DESCRIPTION)]
 
@@ -240,6 +245,7 @@ class BatchRequest(BaseModel):
     )
     filter: FilterField = None
     diversify: DiversifyField = None
+    cold_items: bool = COLD_ITEMS_FIELD
     fallback: Literal["none", "popular"] = Field(
         "none",
         description="none (default for batches): unknown users get no results, as before; popular: they get the "
@@ -270,6 +276,7 @@ class NeighborsRequest(BaseModel):
     k: K = 10
     filter: FilterField = None
     diversify: DiversifyField = None
+    cold_items: bool = COLD_ITEMS_FIELD
 
 
 class TuningIn(BaseModel):

@@ -15,9 +15,10 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,6 +26,7 @@ from app.errors import InvalidInput, NotFound
 from app.models import Catalogue, Model, NamedFilter, utcnow
 from app.recsys import filter_expr
 from app.recsys.attributes import AlignedColumns, AttributeTable
+from app.recsys.cold_items import attribute_vectors
 from app.recsys.filter_expr import Expr, FilterError
 from app.recsys.filtered_search import Allowed
 from app.services.catalogue import load_version
@@ -118,16 +120,50 @@ class _Version:
 
 
 @dataclass(eq=False)
+class ColdItems:
+    """Items with attributes but without interactions in a model, placed by their attributes
+    (app.recsys.cold_items); those that share no categorical value or tag with a model item are left out."""
+
+    ids: np.ndarray
+    vectors: np.ndarray  # float32, one row per id
+    columns: AlignedColumns  # their attributes, for filters and diversify
+
+    @cached_property
+    def unit_vectors(self) -> np.ndarray:
+        """The vectors scaled to unit length (for cosine scores)."""
+        norms = np.linalg.norm(self.vectors, axis=1, keepdims=True)
+        out: np.ndarray = (self.vectors / np.where(norms > 0, norms, 1)).astype(np.float32)
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.ids.nbytes + 2 * self.vectors.nbytes) + self.columns.nbytes
+
+
+@dataclass(eq=False)
 class ModelCatalogue:
     """A model's items with the attributes of one version: the schema, the aligned columns, compiled filters."""
 
     token: str
     schema: dict[str, str]
     columns: AlignedColumns
+    table: AttributeTable
+    _cold: ColdItems | None = None
 
     @property
     def nbytes(self) -> int:
-        return self.columns.nbytes
+        return self.columns.nbytes + (self._cold.nbytes if self._cold is not None else 0)
+
+    def cold(self, model: LoadedModel) -> ColdItems:
+        """The attribute table's rows that are not items of the model, placed by their attributes (built once)."""
+        if self._cold is None:
+            ids = self.table.ids[~np.isin(self.table.ids, model.artifact.item_ids)]
+            columns = self.table.aligned(ids)
+            vectors, placed = attribute_vectors(model.artifact.item_factors, self.columns, columns)
+            ids = ids[placed]
+            columns = self.table.aligned(ids, {str(v): j for j, v in enumerate(ids.tolist())})
+            self._cold = ColdItems(ids, vectors[placed], columns)
+        return self._cold
 
 
 class FilterCache:
@@ -195,7 +231,7 @@ class FilterCache:
             key = (model.id, version.token)
             table = self._table(dataset_id, version)
         columns = table.aligned(model.artifact.item_ids, model.item_index)
-        built = ModelCatalogue(version.token, table.schema, columns)
+        built = ModelCatalogue(version.token, table.schema, columns, table)
         with self._lock:
             self._catalogues[key] = built
             self._evict()
@@ -222,17 +258,37 @@ class FilterCache:
             self._named[(tenant, name)] = cached
         return cached[0]
 
-    def allowed(self, sessions: sessionmaker[Session], model: LoadedModel, text: str, tenant: str) -> Allowed:
-        """The bitmap of the model's items the filter keeps (422 naming the position when it cannot)."""
+    def _compiled(
+        self, sessions: sessionmaker[Session], model: LoadedModel, text: str, tenant: str
+    ) -> tuple[ModelCatalogue, Expr]:
+        """The model's catalogue and the filter checked against it, @names expanded (422 when it cannot be)."""
         try:
             tree = parse(text)
         except FilterError as exc:
             raise filter_problem(exc) from None
         catalogue = self.catalogue(sessions, model)
         try:
-            tree = self._expand(sessions, tree, tenant, catalogue.schema, ())
+            return catalogue, self._expand(sessions, tree, tenant, catalogue.schema, ())
         except FilterError as exc:
             raise filter_problem(exc) from None
+
+    def cold(
+        self, sessions: sessionmaker[Session], model: LoadedModel, text: str | None, tenant: str
+    ) -> tuple[ColdItems, np.ndarray]:
+        """The model's cold items and which of them the filter keeps (all of them without one)."""
+        catalogue, tree = (
+            (self.catalogue(sessions, model), None) if text is None else self._compiled(sessions, model, text, tenant)
+        )
+        cold = catalogue.cold(model)
+        with self._lock:
+            self._evict()  # the catalogue may have grown by its cold items
+        if tree is None:
+            return cold, np.ones(cold.ids.shape[0], dtype=bool)
+        return cold, filter_expr.evaluate(tree, cold.columns)
+
+    def allowed(self, sessions: sessionmaker[Session], model: LoadedModel, text: str, tenant: str) -> Allowed:
+        """The bitmap of the model's items the filter keeps (422 naming the position when it cannot)."""
+        catalogue, tree = self._compiled(sessions, model, text, tenant)
         key = (model.id, catalogue.token, filter_expr.canonical(tree))
         with self._lock:
             found = self._allowed.get(key)

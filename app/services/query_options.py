@@ -21,7 +21,7 @@ from app.recsys.attributes import AlignedColumns
 from app.recsys.filter_expr import CATEGORICAL
 from app.recsys.filtered_search import Allowed, cap_per_value, mmr, popular
 from app.services import serving
-from app.services.filters import FilterCache
+from app.services.filters import ColdItems, FilterCache
 from app.services.serving import LoadedModel, Scored
 
 Fallback = Literal["popular", "none"]
@@ -63,29 +63,83 @@ def parse_diversify(text: str) -> Diversify:
 
 
 @dataclass(frozen=True)
+class Cold:
+    """A query's cold items (docs/catalogue.md, "Cold items"): the model's, and which of them its filter keeps."""
+
+    items: ColdItems
+    mask: np.ndarray
+
+    def join(self, scored: Scored, query: np.ndarray, k: int, cosine: bool, exclude: list[str] | None) -> Scored:
+        """The best k of the model's answer and the cold items, by score (q·v, or cosine)."""
+        if self.items.ids.shape[0] == 0:
+            return scored
+        vectors = self.items.unit_vectors if cosine else self.items.vectors
+        q = np.asarray(query, dtype=np.float32).ravel()
+        if cosine:
+            q = q / max(float(np.linalg.norm(q)), 1e-30)
+        scores = (vectors @ q).astype(np.float32)
+        keep = self.mask.copy()
+        if exclude:
+            keep &= ~np.isin(self.items.ids, np.array(exclude, dtype=str))
+        scores[~keep] = -np.inf
+        top = np.argsort(-scores, kind="stable")[:k]
+        top = top[np.isfinite(scores[top])]
+        joined = scored + [(str(self.items.ids[j]), float(scores[j])) for j in top]
+        return sorted(joined, key=lambda pair: -pair[1])[:k]
+
+
+@dataclass(frozen=True)
 class Refinement:
-    """A query's filter and diversity, compiled for one model."""
+    """A query's filter, diversity and cold items, compiled for one model."""
 
     allowed: Allowed | None = None
     diversify: Diversify | None = None
-    codes: np.ndarray | None = None  # the capped attribute's codes per item (diversify ATTRIBUTE:N)
+    codes: np.ndarray | None = None  # the capped attribute's codes per model item (diversify ATTRIBUTE:N)
+    cold: Cold | None = None
 
     def pool(self, k: int) -> int:
         """How many candidates to search for: k, or a larger pool to diversify from."""
         return k if self.diversify is None else max(POOL_FACTOR * k, k + POOL_EXTRA)
 
+    def join(self, model: LoadedModel, scored: Scored, query: np.ndarray, k: int, exclude: list[str] | None) -> Scored:
+        """The pool with the cold items joined in (when asked for), on the model's serving metric."""
+        if self.cold is None:
+            return scored
+        return self.cold.join(scored, query, k, model.index.config.metric == "cosine", exclude)
+
     def finish(self, model: LoadedModel, scored: Scored, k: int) -> Scored:
         """The answer's k items: the pool re-ranked for diversity, or as searched."""
         if self.diversify is None or not scored:
             return scored[:k]
-        ids = np.array([model.item_index[i] for i, _ in scored], dtype=np.int64)
+        names = [i for i, _ in scored]
         scores = np.array([s for _, s in scored], dtype=np.float64)
+        local = np.arange(len(names))
         if self.diversify.method == "mmr":
-            top, top_scores = mmr(model.artifact.item_factors, ids, scores, k, self.diversify.weight)
+            vectors = np.stack([self._vector(model, i) for i in names])
+            top, top_scores = mmr(vectors, local, scores, k, self.diversify.weight)
         else:
-            assert self.codes is not None
-            top, top_scores = cap_per_value(self.codes, ids, scores, k, self.diversify.per_value)
-        return model.named(top, top_scores)
+            codes = np.array([self._code(model, i) for i in names], dtype=np.int64)
+            top, top_scores = cap_per_value(codes, local, scores, k, self.diversify.per_value)
+        return [(names[j], float(s)) for j, s in zip(top.tolist(), top_scores.tolist(), strict=True)]
+
+    def _vector(self, model: LoadedModel, item: str) -> np.ndarray:
+        row = model.item_index.get(item)
+        if row is not None or self.cold is None:
+            known: np.ndarray = model.artifact.item_factors[model.item_index[item]]
+            return known
+        index = self.cold.items.columns.item_index
+        assert index is not None
+        vector: np.ndarray = self.cold.items.vectors[index[item]]
+        return vector
+
+    def _code(self, model: LoadedModel, item: str) -> int:
+        assert self.codes is not None and self.diversify is not None
+        row = model.item_index.get(item)
+        if row is not None or self.cold is None:
+            return int(self.codes[model.item_index[item]])
+        cold_codes = self.cold.items.columns.columns[self.diversify.attribute].codes
+        assert cold_codes is not None and self.cold.items.columns.item_index is not None
+        return int(cold_codes[self.cold.items.columns.item_index[item]])
 
 
 def refine(
@@ -95,16 +149,18 @@ def refine(
     tenant: str,
     filter: str | None,
     diversify: str | None,
+    cold_items: bool = False,
 ) -> Refinement:
-    """Compile a query's filter and diversify options against the model (422 for either's mistakes)."""
+    """Compile a query's filter, diversify and cold-items options against the model (422 for mistakes)."""
     allowed = filters.allowed(sessions, model, filter, tenant) if filter is not None else None
+    cold = Cold(*filters.cold(sessions, model, filter, tenant)) if cold_items else None
     if diversify is None:
-        return Refinement(allowed)
+        return Refinement(allowed, cold=cold)
     spec = parse_diversify(diversify)
     if spec.method == "mmr":
-        return Refinement(allowed, spec)
+        return Refinement(allowed, spec, cold=cold)
     columns = filters.catalogue(sessions, model).columns
-    return Refinement(allowed, spec, _codes(columns, spec.attribute))
+    return Refinement(allowed, spec, _codes(columns, spec.attribute), cold)
 
 
 def _codes(columns: AlignedColumns, attribute: str) -> np.ndarray:
@@ -144,10 +200,34 @@ def user_recommendations(
     pool = refinement.pool(k)
     if user in model.user_index:
         [scored] = serving.recommend_for_users(model, [user], pool, exclude_seen, exclude, refinement.allowed)
+        scored = refinement.join(model, scored, _user_vector(model, user), pool, exclude)
         return refinement.finish(model, scored, k), "model"
     if fallback == "none":
         model.user(user)  # raises the documented NotFound
     return refinement.finish(model, popular_items(model, pool, refinement.allowed, exclude), k), "popular"
+
+
+def _user_vector(model: LoadedModel, user: str) -> np.ndarray:
+    vector: np.ndarray = model.artifact.user_factors[model.user_index[user]]
+    return vector
+
+
+def similar(model: LoadedModel, item: str, k: int, refinement: Refinement) -> Scored:
+    """Items like an item (cosine), cold items joined in when asked for."""
+    pool = refinement.pool(k)
+    scored = serving.similar_items(model, item, pool, refinement.allowed)
+    if refinement.cold is not None:
+        query = model.artifact.item_factors[model.item(item)]
+        scored = refinement.cold.join(scored, query, pool, True, [item])
+    return refinement.finish(model, scored, k)
+
+
+def neighbors(model: LoadedModel, vector: list[float], k: int, refinement: Refinement) -> Scored:
+    """Items nearest a raw vector, cold items joined in when asked for."""
+    pool = refinement.pool(k)
+    scored = serving.neighbors(model, vector, pool, refinement.allowed)
+    scored = refinement.join(model, scored, np.asarray(vector, dtype=np.float32), pool, None)
+    return refinement.finish(model, scored, k)
 
 
 def batch_cost(model: LoadedModel, users: list[str], k: int, fallback: Fallback) -> tuple[int, int, int]:
@@ -172,7 +252,10 @@ def batch(
     """(results, unknown users, those of them answered by popularity) of a batch call."""
     pool = refinement.pool(k)
     found, unknown = serving.recommend_batch(model, users, pool, exclude_seen, exclude, refinement.allowed)
-    results = {user: refinement.finish(model, scored, k) for user, scored in found.items()}
+    results = {
+        user: refinement.finish(model, refinement.join(model, scored, _user_vector(model, user), pool, exclude), k)
+        for user, scored in found.items()
+    }
     popular_users = unknown if fallback == "popular" else []
     if popular_users:
         top = refinement.finish(model, popular_items(model, pool, refinement.allowed, exclude), k)
@@ -192,7 +275,8 @@ def iter_batch(
     """(user, answer, source) for each known user, a chunk at a time, then each unknown one under fallback popular."""
     pool = refinement.pool(k)
     for user, scored in serving.iter_batch(model, users, pool, exclude_seen, exclude, refinement.allowed):
-        yield user, refinement.finish(model, scored, k), "model"
+        joined = refinement.join(model, scored, _user_vector(model, user), pool, exclude)
+        yield user, refinement.finish(model, joined, k), "model"
     unknown = serving.batch_known_users(model, users)[1] if fallback == "popular" else []
     if unknown:
         top = refinement.finish(model, popular_items(model, pool, refinement.allowed, exclude), k)

@@ -396,3 +396,35 @@ def test_queries_follow_the_attributes_through_a_delete_and_a_new_upload(env):
     assert gone.status_code == 422 and "unknown attribute 'colour'" in gone.json()["detail"]
     # Version 1 again, other items: the answer follows the new file, not what was remembered of the old one.
     assert set(_ids(red(b"item,colour\ni5,red\ni6,blue\n").json()["items"])) == {"i5"}
+
+
+def test_cold_items_join_answers_when_asked_placed_by_their_attributes(env):
+    client = env["client"]
+    ds = upload(client, planted_csv(env["tmp"] / "u.csv", N_USERS, N_ITEMS)).json()["id"]
+    job = client.post("/v1/jobs", json={"dataset_id": ds, "dim": 4, "wals": {"iterations": 2}}).json()
+    model = client.get(f"/v1/jobs/{job['id']}").json()["model_id"]
+    rows = "".join(f"i{i},c{i % 4}\n" for i in range(N_ITEMS)) + "new1,c3\nghost,c9\n"
+    r = client.post(f"/v1/datasets/{ds}/items", files={"file": ("a.csv", ("item,category\n" + rows).encode())})
+    assert r.status_code == 200 and r.json()["upload"]["unknown_ids"] == ["new1", "ghost"]
+
+    vector = [0.4, -0.3, 0.2, 0.1]
+    body = {"vector": vector, "k": 11, "filter": 'category = "c3"'}
+    plain = client.post(f"/v1/models/{model}/neighbors", json=body).json()["items"]
+    assert "new1" not in _ids(plain) and len(plain) == 10  # off by default
+    got = client.post(f"/v1/models/{model}/neighbors", json={**body, "cold_items": True}).json()["items"]
+    assert len(got) == 11 and "new1" in _ids(got) and "ghost" not in _ids(got)
+    # new1 sits at the mean of the ten c3 items' vectors, so its dot product is the mean of theirs.
+    score = {x["item"]: x["score"] for x in got}
+    assert score["new1"] == pytest.approx(sum(x["score"] for x in plain) / 10, abs=1e-4)
+    assert [x["score"] for x in got] == sorted(score.values(), reverse=True)
+
+    other = client.post(f"/v1/models/{model}/neighbors", json={**body, "filter": 'category = "c1"', "cold_items": True})
+    assert "new1" not in _ids(other.json()["items"])  # the filter applies to cold items too
+    params = {"k": N_ITEMS, "cold_items": "true", "exclude_seen": "false"}
+    user = client.get(f"/v1/models/{model}/users/u1/recommendations", params=params).json()["items"]
+    assert "new1" in _ids(user) and len(user) == N_ITEMS
+    excluded = client.get(f"/v1/models/{model}/users/u1/recommendations", params={**params, "exclude": "new1"})
+    assert "new1" not in _ids(excluded.json()["items"])
+    mixed = {"k": 5, "cold_items": "true", "diversify": "mmr"}
+    similar = client.get(f"/v1/models/{model}/items/i3/similar", params=mixed)
+    assert similar.status_code == 200 and len(similar.json()["items"]) == 5

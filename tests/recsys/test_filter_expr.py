@@ -104,3 +104,22 @@ def test_upserts_merge_rows_and_columns_and_survive_a_save(tmp_path, table):
     A.save_table(tmp_path, merged)
     loaded = A.load_table(tmp_path)
     assert loaded.schema == merged.schema and [loaded.row(i) for i in "abcde"] == [merged.row(i) for i in "abcde"]
+
+
+def test_cold_items_sit_at_the_mean_of_the_items_sharing_their_values():
+    from app.recsys.cold_items import attribute_vectors
+
+    V = np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [0.0, 4.0]], dtype=np.float32)
+    table = A.AttributeTable(
+        np.array(["m0", "m1", "m2", "m3", "c0", "c1", "c2"]),
+        {
+            "genre": A.categorical(["a", "a", "b", "b", "a", None, "zz"]),
+            "tags": A.tags([["x"], None, ["x"], None, ["x"], ["x"], None]),
+        },
+    )
+    model_columns = table.aligned(np.array(["m0", "m1", "m2", "m3"]))
+    vectors, placed = attribute_vectors(V, model_columns, table.aligned(np.array(["c0", "c1", "c2"])))
+    # c0: genre a (mean of m0, m1 = [2, 0]) and tag x (mean of m0, m2 = [0.5, 1]): their mean.
+    np.testing.assert_allclose(vectors[0], [1.25, 0.5])
+    np.testing.assert_allclose(vectors[1], [0.5, 1.0])  # tag x only
+    assert placed.tolist() == [True, True, False]  # zz: no model item has it

@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BeforeValidator
 
-from app.api.catalogue_params import DiversifyQuery, FallbackQuery, FilterQuery
+from app.api.catalogue_params import ColdItemsQuery, DiversifyQuery, FallbackQuery, FilterQuery
 from app.api.deps import CacheDep, FiltersDep, LimitsDep, SessionsDep, TenantDep
 from app.api.hot_path import PEEK_MISSED
 from app.api.live import live_recommendations
@@ -69,7 +69,7 @@ def _items(scored: serving.Scored) -> list[ScoredItem]:
     summary="Top-k items for a user",
     description="For a user the model never saw (and who has no events), `fallback` decides: popular items "
     "(default; `source` says popular) or a 404 that points to fold-in.",
-    dependencies=[Depends(only_query("k", "exclude_seen", "exclude", "filter", "fallback", "diversify"))],
+    dependencies=[Depends(only_query("k", "exclude_seen", "exclude", "filter", "fallback", "diversify", "cold_items"))],
 )
 async def recommend_user(
     request: Request,
@@ -86,19 +86,23 @@ async def recommend_user(
     filter: FilterQuery = None,
     fallback: FallbackQuery = "popular",
     diversify: DiversifyQuery = None,
+    cold_items: ColdItemsQuery = False,
 ) -> UserRecommendations:
     check_k(k, limits)
     refine = query_options.Refinement()
-    if filter is not None or diversify is not None:
+    refined = filter is not None or diversify is not None or cold_items
+    if refined:
         # Compiling a filter may need the database (attribute version, named filters): off the event loop.
-        refine = await run_in_threadpool(query_options.refine, sessions, filters, model, tenant, filter, diversify)
+        refine = await run_in_threadpool(
+            query_options.refine, sessions, filters, model, tenant, filter, diversify, cold_items
+        )
     # Through an alias, a user's events since the model was trained change the answer (docs/events.md).
     live = await live_recommendations(
         request, sessions, model, model_id, tenant, user, refine.pool(k), exclude_seen, exclude, refine.allowed
     )
     if live is not None:
         return UserRecommendations(model_id=model.id, items=_items(refine.finish(model, live, k)), source="fold_in")
-    if filter is not None or diversify is not None or user not in model.user_index:
+    if refined or user not in model.user_index:
         # A filtered search may scan many items: off the event loop, unlike the plain one below.
         scored, source = await run_in_threadpool(
             query_options.user_recommendations, model, user, k, exclude_seen, exclude, refine, fallback
@@ -166,7 +170,7 @@ def recommend_batch(
 ) -> Response:
     check_batch_users(len(body.users), limits)
     check_k(body.k, limits)
-    refine = query_options.refine(sessions, filters, model, tenant, body.filter, body.diversify)
+    refine = query_options.refine(sessions, filters, model, tenant, body.filter, body.diversify, body.cold_items)
     if NDJSON in request.headers.get("accept", ""):
         return StreamingResponse(_ndjson(model, body, refine), media_type=NDJSON)
     # A JSON answer is built whole in memory: its size is bounded before anything is searched.
@@ -200,7 +204,7 @@ def _ndjson(model: serving.LoadedModel, body: BatchRequest, refine: query_option
     "/items/{item:path}/similar",
     response_model=Recommendations,
     summary="Items similar to an item",
-    dependencies=[Depends(only_query("k", "filter", "diversify"))],
+    dependencies=[Depends(only_query("k", "filter", "diversify", "cold_items"))],
 )
 def similar_items(
     model: ModelDep,
@@ -212,11 +216,11 @@ def similar_items(
     k: KQuery = 10,
     filter: FilterQuery = None,
     diversify: DiversifyQuery = None,
+    cold_items: ColdItemsQuery = False,
 ) -> Recommendations:
     check_k(k, limits)
-    refine = query_options.refine(sessions, filters, model, tenant, filter, diversify)
-    scored = serving.similar_items(model, item, refine.pool(k), refine.allowed)
-    return Recommendations(model_id=model.id, items=_items(refine.finish(model, scored, k)))
+    refine = query_options.refine(sessions, filters, model, tenant, filter, diversify, cold_items)
+    return Recommendations(model_id=model.id, items=_items(query_options.similar(model, item, k, refine)))
 
 
 @router.post(
@@ -231,6 +235,6 @@ def neighbors(
     body: NeighborsRequest,
 ) -> Recommendations:
     check_k(body.k, limits)
-    refine = query_options.refine(sessions, filters, model, tenant, body.filter, body.diversify)
-    scored = serving.neighbors(model, body.vector, refine.pool(body.k), refine.allowed)
-    return Recommendations(model_id=model.id, items=_items(refine.finish(model, scored, body.k)))
+    refine = query_options.refine(sessions, filters, model, tenant, body.filter, body.diversify, body.cold_items)
+    items = query_options.neighbors(model, body.vector, body.k, refine)
+    return Recommendations(model_id=model.id, items=_items(items))
