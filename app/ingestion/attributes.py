@@ -9,6 +9,7 @@ kept from the stored schema once a column exists, and declared for multi-valued 
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,7 +118,8 @@ def _first_bad(strings: list[str | None], ok: set[str] | None) -> int:
                 return j
         else:
             try:
-                float(s)
+                if not math.isfinite(float(s)):  # "nan", "inf": words in a text column, not numbers
+                    return j
             except ValueError:
                 return j
     return -1

@@ -131,6 +131,8 @@ def test_upserts_write_only_the_uploaded_columns_and_replace_starts_over(env):
     assert replaced.status_code == 200 and [a["name"] for a in replaced.json()["attributes"]] == ["colour"]
     assert client.get(f"/v1/datasets/{ds}/items/i1").status_code == 404
     assert post("e.csv", "sku,colour\nnope,red\n").status_code == 422  # no id is an item: wrong id column
+    words = post("f.csv", "item,note\ni4,Infinity\ni5,nan\n").json()["attributes"]
+    assert {"name": "note", "kind": "categorical"} in words  # words that float() reads are not numbers
     assert client.delete(f"/v1/datasets/{ds}/items").status_code == 204
     assert client.get(f"/v1/datasets/{ds}/items").status_code == 404
 
