@@ -136,6 +136,13 @@ class Settings(BaseSettings):
         "(left by a process killed mid-upload or mid-publish).",
     )
     torch_threads: int | None = Field(None, ge=1, description="Threads for training; default all cores.")
+    # Retrain policies of aliases (app/services/retraining.py): Celery beat sends the check this often.
+    retrain_check_seconds: float = Field(
+        30.0,
+        ge=1,
+        description="How often Celery beat (`unfold beat`, or embedded in `unfold up`'s worker) checks the aliases' "
+        "retrain policies; a due retrain starts within this long.",
+    )
     task_always_eager: bool = Field(False, description="Run training inside the API process (tests).")
     # Tenants (app.services.api_keys): keys are required once one exists, or always with this on.
     require_auth: bool = Field(

@@ -10,7 +10,19 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.job_status import JobStatus
@@ -223,6 +235,60 @@ class DatasetVersion(Base):
     n_items: Mapped[int] = mapped_column(Integer)
     n_interactions: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RetrainPolicy(Base):
+    """An alias's retrain schedule and guardrail: retrain every N minutes or after M new events, warm-started
+    from the alias's model; the alias moves to the new model only if its held-out metric is within `tolerance`.
+
+    `events_through` and `last_retrain_at` are the scheduler's state: the events the last retrain saw, and when.
+    """
+
+    __tablename__ = "retrain_policies"
+    __table_args__ = (
+        ForeignKeyConstraint(["tenant", "alias"], ["aliases.tenant", "aliases.name"], ondelete="CASCADE"),
+    )
+
+    tenant: Mapped[str] = mapped_column(String(100), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(100), primary_key=True)
+    every_minutes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    after_events: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    metric: Mapped[str] = mapped_column(String(32))
+    tolerance: Mapped[float] = mapped_column(Float)
+    warm_start: Mapped[bool] = mapped_column(Boolean)
+    spec: Mapped[dict[str, Any]] = mapped_column()  # overrides of the alias model's own spec
+    events_through: Mapped[int | None] = mapped_column(_SEQ, nullable=True)
+    last_retrain_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Retrain(Base):
+    """One retrain of an alias's policy: its job, and once that ended whether the guardrail moved the alias."""
+
+    __tablename__ = "retrains"
+    __table_args__ = (
+        ForeignKeyConstraint(["tenant", "alias"], ["aliases.tenant", "aliases.name"], ondelete="CASCADE"),
+        Index("ix_retrains_alias", "tenant", "alias", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(100))
+    alias: Mapped[str] = mapped_column(String(100))
+    trigger: Mapped[str] = mapped_column(String(16))  # "schedule" or "events"
+    outcome: Mapped[str] = mapped_column(String(16), index=True)  # training, moved, refused, failed
+    reason: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    job_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    dataset_id: Mapped[str] = mapped_column(String(40))
+    dataset_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    current_model_id: Mapped[str] = mapped_column(String(40))  # where the alias pointed when the retrain began
+    new_model_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    metric: Mapped[str] = mapped_column(String(32))
+    tolerance: Mapped[float] = mapped_column(Float)
+    current_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    new_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 # --- Catalogue: item attributes and named filters (issue 20) ---------------------------------------------------------

@@ -13,6 +13,8 @@ TRAIN_TASK = "training.train"
 TRIAL_TASK = "tuning.trial"
 FINAL_TASK = "tuning.final"
 RANK_TASK = "training.rank"
+RETRAIN_CHECK_TASK = "retraining.check"
+RETRAIN_TASK = "retraining.train"
 
 
 def broker_options(settings: Settings) -> tuple[str, dict[str, object]]:
@@ -49,6 +51,16 @@ def create_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         task_serializer="json",
         accept_content=["json"],
+        # Celery beat (`unfold beat`, or `unfold worker --beat`) sends the retrain check of aliases' policies. A
+        # check older than its period is dropped: the next one does the same work.
+        beat_schedule={
+            RETRAIN_CHECK_TASK: {
+                "task": RETRAIN_CHECK_TASK,
+                "schedule": settings.retrain_check_seconds,
+                "options": {"queue": settings.queue, "expires": settings.retrain_check_seconds},
+            }
+        },
+        beat_schedule_filename=str((settings.var_dir / "celerybeat-schedule").resolve()),
     )
     return app
 

@@ -16,7 +16,7 @@ from app.api.event_schemas import install_event_schemas
 from app.api.hot_path import HotPathStats, HotRecommendations
 from app.api.observability import install_metrics
 from app.api.problems import install_openapi
-from app.api.routes import catalogue, datasets, events, filters, health, jobs, models, queries, tuning
+from app.api.routes import catalogue, datasets, events, filters, health, jobs, models, queries, retraining, tuning
 from app.api.storable import StorableText
 from app.config import Settings, get_settings
 from app.db import get_sessionmaker
@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, limits=settings.limits)
     # Outermost: a request without a valid key is refused before its body is read or measured.
     app.add_middleware(AuthBeforeBody, auth=app.state.auth)
-    for module in (health, datasets, catalogue, events, jobs, models, queries, tuning, filters):
+    for module in (health, datasets, catalogue, events, jobs, models, retraining, queries, tuning, filters):
         app.include_router(module.router)
     install_openapi(app)  # error bodies documented as application/problem+json
     install_event_schemas(app)  # the events body, read by its route as JSON or NDJSON

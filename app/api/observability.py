@@ -1,10 +1,11 @@
-"""Prometheus metrics: request latency per route, jobs by status, training seconds, model-cache hits.
+"""Prometheus metrics: request latency per route, jobs by status, training seconds, alias retrains, model-cache hits.
 
 With several API processes (`unfold api` starts UNFOLD_API_WORKERS of them) a scrape reaches one at
 random, so per-process numbers would jump back and forth between scrapes. `unfold api` then sets
 PROMETHEUS_MULTIPROC_DIR to a fresh folder before any process imports prometheus_client: each
 process writes its counters there and /metrics sums every process's files (prometheus-client's
-multiprocess mode). Job figures come from the database, the same from any process.
+multiprocess mode). Job and retrain figures come from the database, the same from any process (retrains are
+decided by workers, which may run on other hosts).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from app.api.auth import check_metrics_key
 from app.db import get_sessionmaker
 from app.job_status import JobStatus
 from app.services.job_metrics import job_figures
+from app.services.retraining import OUTCOMES as RETRAIN_OUTCOMES
+from app.services.retraining import retrain_counts
 
 
 class _JobCollector(Collector):
@@ -49,6 +52,15 @@ class _JobCollector(Collector):
             runs.add_metric([ended.status], ended.runs)
         yield seconds
         yield runs
+        retrains = CounterMetricFamily(
+            "unfold_alias_retrains",
+            "Decided retrains of aliases' policies: moved (the guardrail let the alias move), refused, failed",
+            labels=["outcome"],
+        )
+        counts = retrain_counts(get_sessionmaker(self.app.state.settings.resolved_database_url))
+        for outcome in RETRAIN_OUTCOMES:
+            retrains.add_metric([outcome], counts.get(outcome, 0))
+        yield retrains
 
 
 class _ProcessCounters:

@@ -20,12 +20,20 @@ Enqueue = Callable[[str], None]
 
 
 def submit_job(
-    session: Session, spec: TrainingSpec, enqueue: Enqueue, limits: Limits, *, tenant: str, max_concurrent_jobs: int
+    session: Session,
+    spec: TrainingSpec,
+    enqueue: Enqueue,
+    limits: Limits,
+    *,
+    tenant: str,
+    max_concurrent_jobs: int,
+    before_commit: Callable[[Job], None] | None = None,
 ) -> Job:
     """Record a queued job of `tenant`, commit, and only then hand its id to the queue.
 
     404 when the dataset is not one of the tenant's (exactly as when it does not exist), 429 when
-    the tenant already has `max_concurrent_jobs` training jobs queued or running.
+    the tenant already has `max_concurrent_jobs` training jobs queued or running. `before_commit` may write
+    rows that must be committed with the job (an alias's retrain records its job).
     """
     try:
         dataset = get_dataset(session, spec.dataset_id, tenant=tenant)
@@ -47,6 +55,8 @@ def submit_job(
     )
     session.add(job)
     quotas.admit(session, tenant, max_concurrent_jobs)
+    if before_commit is not None:
+        before_commit(job)
     session.commit()
     # Sent after the commit so the worker always finds the row; if the broker is down the job
     # stays queued in the database, which is the source of truth.

@@ -40,15 +40,15 @@ def complete_spec(session: Session, spec: TrainingSpec, *, tenant: str) -> Train
     data.update(
         warm_start=source.id,
         dim=source.dim,
-        wals=_merged(source.spec.get("wals") or {}, spec.wals.model_dump(mode="json", exclude_unset=True)),
+        wals=merged(source.spec.get("wals") or {}, spec.wals.model_dump(mode="json", exclude_unset=True)),
         search={**data["search"], "mode": "off"},
     )
     return TrainingSpec.model_validate(data)
 
 
-def _merged(base: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+def merged(base: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     """`base` with the values of `given` in place of its own, nested blocks merged the same way."""
     out = dict(base)
     for key, value in given.items():
-        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out

@@ -53,9 +53,54 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("dataset_id", "version"),
     )
     op.create_index(op.f("ix_dataset_versions_tenant"), "dataset_versions", ["tenant"], unique=False)
+    op.create_table(
+        "retrain_policies",
+        sa.Column("tenant", sa.String(length=100), nullable=False),
+        sa.Column("alias", sa.String(length=100), nullable=False),
+        sa.Column("every_minutes", sa.Integer(), nullable=True),
+        sa.Column("after_events", sa.Integer(), nullable=True),
+        sa.Column("metric", sa.String(length=32), nullable=False),
+        sa.Column("tolerance", sa.Float(), nullable=False),
+        sa.Column("warm_start", sa.Boolean(), nullable=False),
+        sa.Column("spec", sa.JSON(), nullable=False),
+        sa.Column("events_through", SEQ, nullable=True),
+        sa.Column("last_retrain_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["tenant", "alias"], ["aliases.tenant", "aliases.name"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("tenant", "alias"),
+    )
+    op.create_table(
+        "retrains",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("tenant", sa.String(length=100), nullable=False),
+        sa.Column("alias", sa.String(length=100), nullable=False),
+        sa.Column("trigger", sa.String(length=16), nullable=False),
+        sa.Column("outcome", sa.String(length=16), nullable=False),
+        sa.Column("reason", sa.String(length=2000), nullable=True),
+        sa.Column("job_id", sa.String(length=40), nullable=True),
+        sa.Column("dataset_id", sa.String(length=40), nullable=False),
+        sa.Column("dataset_version", sa.Integer(), nullable=True),
+        sa.Column("current_model_id", sa.String(length=40), nullable=False),
+        sa.Column("new_model_id", sa.String(length=40), nullable=True),
+        sa.Column("metric", sa.String(length=32), nullable=False),
+        sa.Column("tolerance", sa.Float(), nullable=False),
+        sa.Column("current_value", sa.Float(), nullable=True),
+        sa.Column("new_value", sa.Float(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(["tenant", "alias"], ["aliases.tenant", "aliases.name"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_retrains_alias", "retrains", ["tenant", "alias", "id"], unique=False)
+    op.create_index(op.f("ix_retrains_outcome"), "retrains", ["outcome"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_retrains_outcome"), table_name="retrains")
+    op.drop_index("ix_retrains_alias", table_name="retrains")
+    op.drop_table("retrains")
+    op.drop_table("retrain_policies")
     op.drop_index(op.f("ix_dataset_versions_tenant"), table_name="dataset_versions")
     op.drop_table("dataset_versions")
     op.drop_index(op.f("ix_events_tenant"), table_name="events")

@@ -14,12 +14,13 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from app.api import catalogue_schemas, examples, schemas
+from app.api import catalogue_schemas, examples, retrain_schemas, schemas
 from app.api.app import create_app
 from app.api.problems import FieldError, Problem
 from app.api.routes.health import Readiness
 from app.config import Settings
 from app.migrate import upgrade
+from app.services.retrain_policies import PolicyIn
 from app.spec import SPEC_EXAMPLES, TrainingSpec
 from app.tuning_spec import Range, SearchSpec, plan_trials
 from tests.helpers import planted_csv, upload
@@ -45,6 +46,9 @@ ANSWERS: list[type[BaseModel]] = [
     catalogue_schemas.ItemAttributesOut,
     catalogue_schemas.FilterOut,
     catalogue_schemas.FilterList,
+    retrain_schemas.AliasDetail,
+    retrain_schemas.PolicyOut,
+    retrain_schemas.RetrainOut,
     schemas.Page[schemas.DatasetOut],
     schemas.Page[schemas.JobOut],
     schemas.Page[schemas.ModelOut],
@@ -59,6 +63,7 @@ REQUESTS: list[type[BaseModel]] = [
     schemas.BatchRequest,
     schemas.NeighborsRequest,
     catalogue_schemas.FilterIn,
+    PolicyIn,
 ]
 
 

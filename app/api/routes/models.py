@@ -7,8 +7,9 @@ from fastapi import APIRouter, status
 from app.api.deps import CacheDep, SessionDep, StoreDep, TenantDep
 from app.api.params import AliasName, Cursor, Limit, ModelId
 from app.api.problems import V1_ERRORS, problems
+from app.api.retrain_schemas import AliasDetail
 from app.api.schemas import AliasIn, AliasOut, EmbeddingMapOut, ModelOut, Page
-from app.services import embedding_maps, models
+from app.services import embedding_maps, models, retrain_policies
 
 router = APIRouter(tags=["models"], responses=V1_ERRORS)
 
@@ -65,9 +66,17 @@ def put_alias(session: SessionDep, cache: CacheDep, tenant: TenantDep, name: Ali
     return AliasOut.model_validate(alias)
 
 
-@router.get("/v1/aliases/{name}", response_model=AliasOut, responses=problems(404), summary="Where an alias points")
-def get_alias(session: SessionDep, tenant: TenantDep, name: AliasName) -> AliasOut:
-    return AliasOut.model_validate(models.get_alias(session, name, tenant=tenant))
+@router.get(
+    "/v1/aliases/{name}",
+    response_model=AliasDetail,
+    responses=problems(404),
+    summary="Where an alias points, its retrain policy and history",
+    description="The model the alias names, its retrain policy (null without one) and its latest 20 retrains, "
+    "newest first: each with its job, the new model, both models' held-out metric and whether the alias moved or "
+    "the guardrail refused, and why.",
+)
+def get_alias(session: SessionDep, tenant: TenantDep, name: AliasName) -> AliasDetail:
+    return AliasDetail.model_validate(retrain_policies.describe_alias(session, name, tenant=tenant))
 
 
 @router.delete(
