@@ -67,7 +67,9 @@ def test_an_odd_user_id_gets_recommendations_on_both_paths(served, odd):
     assert [r.status_code for r in answers] == [200] * 3, answers[0].text
     assert answers[0].content == answers[2].content
     # An unknown id spelled alike is a documented 404 naming it, not the router's bare 404.
-    missing = httpx.get(f"{server.url}/v1/models/{model}/users/{_segment(odd + '/nope')}/recommendations")
+    missing = httpx.get(
+        f"{server.url}/v1/models/{model}/users/{_segment(odd + '/nope')}/recommendations", params={"fallback": "none"}
+    )
     assert missing.status_code == 404 and odd + "/nope" in missing.json()["detail"]
 
 
