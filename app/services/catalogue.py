@@ -24,6 +24,7 @@ from app.ingestion.attributes import AttributeOptions, read_attributes
 from app.limits import Limits, too_many_rows, upload_too_large
 from app.models import Catalogue, Dataset, utcnow
 from app.recsys.attributes import AttributeTable, load_table, save_table
+from app.services.dataset_versions import get_version
 from app.services.datasets import ARRAYS_FILE, get_dataset
 from app.storage import ArtifactStore, publishing
 
@@ -62,9 +63,11 @@ def _stream_to_disk(src: BinaryIO, dest: Path, limits: Limits) -> int:
     return size
 
 
-def dataset_item_ids(store: ArtifactStore, dataset: Dataset) -> np.ndarray:
-    """The dataset's item ids as uploaded (only that array of the file is read)."""
-    with np.load(store.local_dir(dataset.artifact_key) / ARRAYS_FILE, allow_pickle=False) as z:
+def dataset_item_ids(session: Session, store: ArtifactStore, dataset: Dataset) -> np.ndarray:
+    """The item ids of the dataset's latest version (events may have added items since the upload);
+    only that array of the version's file is read."""
+    latest = get_version(session, dataset, None)
+    with np.load(store.local_dir(latest.artifact_key) / ARRAYS_FILE, allow_pickle=False) as z:
         ids: np.ndarray = z["item_ids"]
         return ids
 
@@ -116,7 +119,7 @@ def upload_items(
             raise InvalidInput(str(exc), line=exc.line, column=exc.column) from exc
     finally:
         store.discard(scratch)
-    items = dataset_item_ids(store, dataset)
+    items = dataset_item_ids(session, store, dataset)
     in_dataset = np.isin(update_table.ids, items)
     if update_table.ids.shape[0] and not in_dataset.any():
         raise InvalidInput(

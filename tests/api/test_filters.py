@@ -430,3 +430,13 @@ def test_cold_items_join_answers_when_asked_placed_by_their_attributes(env):
     mixed = {"k": 5, "cold_items": "true", "diversify": "mmr"}
     similar = client.get(f"/v1/models/{model}/items/i3/similar", params=mixed)
     assert similar.status_code == 200 and len(similar.json()["items"]) == 5
+
+
+def test_items_added_by_a_later_dataset_version_are_not_reported_unknown(env):
+    client = env["client"]
+    ds = upload(client, planted_csv(env["tmp"] / "v.csv", N_USERS, N_ITEMS)).json()["id"]
+    assert client.post(f"/v1/datasets/{ds}/events", json={"events": [{"user": "u1", "item": "brand-new"}]}).is_success
+    assert client.post(f"/v1/datasets/{ds}/versions").status_code == 201
+    r = client.post(f"/v1/datasets/{ds}/items", files={"file": ("a.csv", b"item,colour\nbrand-new,red\nghost,blue\n")})
+    assert r.status_code == 200, r.text
+    assert r.json()["upload"]["unknown_ids"] == ["ghost"] and r.json()["n_unknown"] == 1
