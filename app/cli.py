@@ -1,4 +1,4 @@
-"""The `unfold` command: run the service (up, api, worker, migrate), manage API keys (keys)."""
+"""The `unfold` command: run the service (up, api, worker, beat, migrate), manage API keys (keys)."""
 
 from __future__ import annotations
 
@@ -132,6 +132,9 @@ def _fresh_metrics_dir(var_dir: Path) -> None:
 def worker(
     concurrency: int = typer.Option(None, help="Training tasks at once (default UNFOLD_WORKER_CONCURRENCY)."),
     name: str = typer.Option(None, help="Celery node name (default unfold-<pid>@<host>)."),
+    beat: bool = typer.Option(
+        False, "--beat", help="Also run Celery beat (the aliases' retrain checks) in this worker; one beat only."
+    ),
 ) -> None:
     """Run a Celery worker that trains the queued jobs."""
     from workers.celery_app import celery_app
@@ -146,10 +149,25 @@ def worker(
         f"--hostname={name or f'unfold-{os.getpid()}@%h'}",
         "--loglevel=INFO",
     ]
+    if beat:
+        settings.var_dir.mkdir(parents=True, exist_ok=True)  # beat keeps its schedule file there
+        argv.append("--beat")
     if settings.resolved_broker_url.startswith("filesystem://"):
         # The folder transport has no fanout exchanges: skip the broadcast features.
         argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
     celery_app.worker_main(argv)
+
+
+@cli.command("beat")
+def beat_command() -> None:
+    """Run Celery beat: it sends the check of the aliases' retrain policies every UNFOLD_RETRAIN_CHECK_SECONDS
+    (workers run it). Run exactly one (docker-compose's beat service; `unfold up` embeds it in its worker)."""
+    from workers.celery_app import celery_app
+
+    settings = get_settings()
+    _logging()
+    settings.var_dir.mkdir(parents=True, exist_ok=True)  # beat keeps its schedule file there
+    celery_app.start(["beat", "--loglevel=INFO"])
 
 
 def _explain_root() -> None:
@@ -169,7 +187,7 @@ def _explain_root() -> None:
 
 @cli.command()
 def up() -> None:
-    """Run the whole service (migrations, API and one worker); Ctrl-C stops everything."""
+    """Run the whole service (migrations, API and one worker with Celery beat); Ctrl-C stops everything."""
     settings = get_settings()
     migrate()
 
@@ -181,7 +199,8 @@ def up() -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     me = [sys.executable, "-m", "app.cli"]
-    children = [subprocess.Popen([*me, "worker"]), subprocess.Popen([*me, "api"])]
+    # One process, one beat: the worker also sends the retrain checks (the folder broker needs no server for it).
+    children = [subprocess.Popen([*me, "worker", "--beat"]), subprocess.Popen([*me, "api"])]
     console.print(f"[bold]Unfold[/bold] on http://{settings.host}:{settings.port}  (Ctrl-C to stop)")
 
     code = 0

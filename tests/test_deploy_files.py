@@ -37,6 +37,14 @@ def test_compose_has_the_production_shape():
     assert services["worker"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 
 
+def test_compose_runs_one_beat_for_the_retrain_checks():
+    beat = _compose()["services"]["beat"]
+    assert beat["command"] == ["unfold", "beat"] and "beat" in _commands()
+    assert beat["image"] == "unfold:latest" and "ports" not in beat
+    assert beat["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert beat["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
 def test_compose_runs_flower_on_the_workers_broker():
     compose = _compose()
     flower = compose["services"]["flower"]
