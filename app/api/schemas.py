@@ -233,6 +233,7 @@ class FoldInRequest(BaseModel):
     exclude_seen: bool = Field(True, description="Leave out the items given in `items`.")
     filter: FilterField = None
     diversify: DiversifyField = None
+    cold_items: bool = COLD_ITEMS_FIELD
 
 
 class BatchRequest(BaseModel):

@@ -222,6 +222,23 @@ def similar(model: LoadedModel, item: str, k: int, refinement: Refinement) -> Sc
     return refinement.finish(model, scored, k)
 
 
+def fold_in(
+    model: LoadedModel,
+    items: list[str],
+    weights: list[float] | None,
+    k: int,
+    exclude_seen: bool,
+    refinement: Refinement,
+) -> tuple[Scored, list[str]]:
+    """A fold-in answer (and the items the model does not know), cold items joined in when asked for."""
+    pool = refinement.pool(k)
+    scored, unknown = serving.recommend_fold_in(model, items, weights, pool, exclude_seen, refinement.allowed)
+    if refinement.cold is not None:
+        vector = serving.fold_in_vector(model, items, weights)[0]
+        scored = refinement.join(model, scored, vector, pool, items if exclude_seen else None)
+    return refinement.finish(model, scored, k), unknown
+
+
 def neighbors(model: LoadedModel, vector: list[float], k: int, refinement: Refinement) -> Scored:
     """Items nearest a raw vector, cold items joined in when asked for."""
     pool = refinement.pool(k)

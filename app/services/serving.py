@@ -413,6 +413,16 @@ def recommend_fold_in(
     allowed: Allowed | None = None,
 ) -> tuple[Scored, list[str]]:
     """Recommendations for a user the model never saw, from that user's interactions."""
+    u, idx, unknown = fold_in_vector(model, items, weights)
+    exclude = (np.array([0, len(idx)]), idx.astype(np.int32)) if exclude_seen else (None, None)
+    [(top, scores)] = search_allowed(model.index, u, k, allowed, *exclude)
+    return model.named(top, scores), unknown
+
+
+def fold_in_vector(
+    model: LoadedModel, items: list[str], weights: list[float] | None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(the user vector folded in from these interactions, the model items they name, the ids it does not know)."""
     if weights is not None and len(weights) != len(items):
         raise InvalidInput(f"weights has {len(weights)} values for {len(items)} items", field="weights")
     w = np.ones(len(items)) if weights is None else np.asarray(weights, dtype=np.float64)
@@ -444,6 +454,4 @@ def recommend_fold_in(
         )
     except np.linalg.LinAlgError:
         raise InvalidInput("these items do not determine a user vector (singular system)", field="items") from None
-    exclude = (np.array([0, len(idx)]), idx.astype(np.int32)) if exclude_seen else (None, None)
-    [(top, scores)] = search_allowed(model.index, u, k, allowed, *exclude)
-    return model.named(top, scores), unknown
+    return u, idx, unknown

@@ -427,6 +427,9 @@ def test_cold_items_join_answers_when_asked_placed_by_their_attributes(env):
     assert "new1" in _ids(user) and len(user) == N_ITEMS
     excluded = client.get(f"/v1/models/{model}/users/u1/recommendations", params={**params, "exclude": "new1"})
     assert "new1" not in _ids(excluded.json()["items"])
+    fold = {"items": ["i3", "i7", "i11"], "k": 11, "filter": 'category = "c3"', "cold_items": True}
+    folded = client.post(f"/v1/models/{model}/recommendations", json=fold).json()["items"]
+    assert "new1" in _ids(folded) and len(folded) == 8  # the other 7 c3 items and new1
     mixed = {"k": 5, "cold_items": "true", "diversify": "mmr"}
     similar = client.get(f"/v1/models/{model}/items/i3/similar", params=mixed)
     assert similar.status_code == 200 and len(similar.json()["items"]) == 5

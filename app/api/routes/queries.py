@@ -128,13 +128,9 @@ def recommend_fold_in(
     body: FoldInRequest,
 ) -> FoldInRecommendations:
     check_k(body.k, limits)
-    refine = query_options.refine(sessions, filters, model, tenant, body.filter, body.diversify)
-    scored, unknown = serving.recommend_fold_in(
-        model, body.items, body.weights, refine.pool(body.k), body.exclude_seen, refine.allowed
-    )
-    return FoldInRecommendations(
-        model_id=model.id, items=_items(refine.finish(model, scored, body.k)), unknown_items=unknown
-    )
+    refine = query_options.refine(sessions, filters, model, tenant, body.filter, body.diversify, body.cold_items)
+    scored, unknown = query_options.fold_in(model, body.items, body.weights, body.k, body.exclude_seen, refine)
+    return FoldInRecommendations(model_id=model.id, items=_items(scored), unknown_items=unknown)
 
 
 @router.post(
