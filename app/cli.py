@@ -21,6 +21,7 @@ from rich.console import Console
 from app.client import aliases as client_aliases
 from app.client import commands as client
 from app.client import demo as client_demo
+from app.client import events as client_events
 from app.client import tuning as client_tuning
 from app.config import get_settings
 
@@ -334,6 +335,7 @@ cli.command("recommend")(client.recommend)
 cli.command("similar")(client.similar)
 cli.command("fold-in")(client.fold_in)
 cli.add_typer(client_aliases.aliases_cli, name="aliases")
+cli.add_typer(client_events.events_cli, name="events")
 cli.add_typer(client_tuning.tuning_cli, name="tuning")
 cli.command("demo")(client_demo.demo)
 

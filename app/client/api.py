@@ -30,9 +30,10 @@ JSON = dict[str, Any]
 class ApiError(Exception):
     """A request the API refused (status set) or that never got an answer (status None)."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, line: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.line = line  # the line of the request body the API refused, when it named one
 
 
 class EventsUnavailable(Exception):
@@ -209,6 +210,25 @@ class UnfoldClient:
         result: JSON = self._request("POST", f"/v1/models/{_segment(model_id)}/recommendations", json=body)
         return result
 
+    # -- events ---------------------------------------------------------------------------------
+    def post_events(self, dataset_id: str, ndjson: bytes) -> JSON:
+        """POST /v1/datasets/{id}/events with an NDJSON body; a refusal's ApiError carries the line it names."""
+        path = f"/v1/datasets/{_segment(dataset_id)}/events"
+        try:
+            response = self.http.post(
+                path, content=ndjson, headers={"content-type": "application/x-ndjson"}, timeout=UPLOAD_TIMEOUT
+            )
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+        if response.status_code >= 400:
+            try:
+                line = response.json().get("line")
+            except (ValueError, AttributeError):
+                line = None
+            raise ApiError(problem_message(response), response.status_code, line if isinstance(line, int) else None)
+        result: JSON = response.json()
+        return result
+
     # -- aliases --------------------------------------------------------------------------------
     def put_alias(self, name: str, model_id: str) -> JSON:
         result: JSON = self._request("PUT", f"/v1/aliases/{_segment(name)}", json={"model_id": model_id})
@@ -220,6 +240,13 @@ class UnfoldClient:
 
     def delete_alias(self, name: str) -> None:
         self._request("DELETE", f"/v1/aliases/{_segment(name)}")
+
+    def put_policy(self, name: str, policy: JSON) -> JSON:
+        result: JSON = self._request("PUT", f"/v1/aliases/{_segment(name)}/policy", json=policy)
+        return result
+
+    def delete_policy(self, name: str) -> None:
+        self._request("DELETE", f"/v1/aliases/{_segment(name)}/policy")
 
     # -- tuning runs ----------------------------------------------------------------------------
     def submit_tuning(self, spec: JSON, search: JSON) -> JSON:

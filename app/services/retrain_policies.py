@@ -113,8 +113,17 @@ def retrain_spec(model: Model, policy: RetrainPolicy | PolicyIn) -> TrainingSpec
         if isinstance(ks, list) and metric_k(policy.metric) not in ks:
             evaluation["k"] = [*ks, metric_k(policy.metric)]
         data["evaluation"] = evaluation
-    if policy.warm_start and algorithm == model.algorithm == "wals" and data.get("dim", model.dim) == model.dim:
+    distributed = data.get("distributed")
+    workers = distributed.get("workers", 1) if isinstance(distributed, dict) else 1
+    if (
+        policy.warm_start
+        and algorithm == model.algorithm == "wals"
+        and data.get("dim", model.dim) == model.dim
+        and workers == 1
+    ):
         data["warm_start"] = model.id
+        if "search" not in changes:  # a warm start keeps the model's settings: no search (the model's may be auto)
+            data.pop("search", None)
     return TrainingSpec.model_validate(data)
 
 
