@@ -116,3 +116,15 @@ class AliasDetail(AliasOut):
 
     policy: PolicyOut | None = Field(description="The retrain policy (PUT /v1/aliases/{name}/policy); null: none.")
     retrains: list[RetrainOut] = Field(description="The latest 20 retrains, newest first.")
+
+
+class AliasList(BaseModel):
+    """The tenant's aliases by name, each with its policy and latest retrains."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"items": [AliasDetail.model_config["json_schema_extra"]["examples"][0]]}]  # type: ignore[index]
+        }
+    )
+
+    items: list[AliasDetail] = Field(description="At most 100 aliases, by name.")

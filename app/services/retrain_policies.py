@@ -204,3 +204,13 @@ def describe_alias(session: Session, name: str, *, tenant: str) -> AliasView:
     alias = get_alias(session, name, tenant=tenant)
     policy = session.get(RetrainPolicy, (tenant, name))
     return AliasView(alias.name, alias.model_id, alias.updated_at, policy, history(session, alias))
+
+
+MAX_LISTED = 100  # aliases GET /v1/aliases lists (a tenant's few names for its models)
+
+
+def list_aliases(session: Session, *, tenant: str) -> list[AliasView]:
+    """The tenant's aliases by name (at most MAX_LISTED), each with its policy and latest retrains."""
+    aliases = session.scalars(select(Alias).where(Alias.tenant == tenant).order_by(Alias.name).limit(MAX_LISTED))
+    policies = {p.alias: p for p in session.scalars(select(RetrainPolicy).where(RetrainPolicy.tenant == tenant))}
+    return [AliasView(a.name, a.model_id, a.updated_at, policies.get(a.name), history(session, a)) for a in aliases]

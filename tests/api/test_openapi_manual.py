@@ -47,6 +47,7 @@ ANSWERS: list[type[BaseModel]] = [
     catalogue_schemas.FilterOut,
     catalogue_schemas.FilterList,
     retrain_schemas.AliasDetail,
+    retrain_schemas.AliasList,
     retrain_schemas.PolicyOut,
     retrain_schemas.RetrainOut,
     schemas.Page[schemas.DatasetOut],

@@ -138,6 +138,9 @@ def test_a_policy_is_validated_against_the_alias_model_and_can_be_removed(served
     assert client.put("/v1/aliases/prod/policy", json={"after_events": 5}).status_code == 200
     assert client.get("/v1/aliases/prod/policy").json()["metric"] == "recall@20"
     assert _alias(client)["policy"]["after_events"] == 5
+    assert client.put("/v1/aliases/canary", json={"model_id": "prod"}).status_code == 200
+    listed = client.get("/v1/aliases").json()["items"]
+    assert [(a["name"], (a["policy"] or {}).get("after_events")) for a in listed] == [("canary", None), ("prod", 5)]
     assert client.delete("/v1/aliases/prod/policy").status_code == 204
     assert _alias(client)["policy"] is None
     assert client.delete("/v1/aliases/prod/policy").status_code == 404

@@ -227,3 +227,38 @@ def test_with_api_keys_the_page_asks_for_a_key_and_shows_only_that_tenants_data(
     page.locator("#key-state", has_text="key refused").wait_for(timeout=TIMEOUT_MS)
     assert [e for e in errors if "status of 401" not in e] == [], errors
     page.close()
+
+
+def test_the_page_shows_a_datasets_events_and_versions_and_an_aliases_retrains(browser, server, tmp_path: Path):
+    from workers.tasks import check_retrains
+
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        dataset = _planted_dataset(client, tmp_path)
+        job = wait_for_job(client, _submit(client, dataset["id"])["id"], timeout=120)
+        assert client.put("/v1/aliases/prod", json={"model_id": job["model_id"]}).status_code == 200
+        policy = {"after_events": 3, "spec": {"wals": {"iterations": 2}}}
+        assert client.put("/v1/aliases/prod/policy", json=policy).status_code == 200
+        events = [{"user": f"u{u}", "item": f"i{u}"} for u in range(3)]
+        assert client.post(f"/v1/datasets/{dataset['id']}/events", json={"events": events}).status_code == 200
+        [started] = check_retrains(server.settings)  # the beat's check; the embedded server trains inline
+        retrain = client.get("/v1/aliases/prod").json()["retrains"][0]
+    assert retrain["id"] == started and retrain["outcome"] in ("moved", "refused")
+
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    errors = _watch_errors(page)
+    page.goto(server.url + "/")
+    page.locator("#events-card:not([hidden]) #versions tbody tr").nth(1).wait_for(timeout=TIMEOUT_MS)
+    assert "3 events, 0 not in a version yet; latest version 2" in page.locator("#events-summary").inner_text()
+    versions = page.locator("#versions tbody tr td:first-child").all_inner_texts()
+    assert versions == ["2", "1 (upload)"]
+    assert page.locator("#events-chart rect").count() >= 1  # this minute's bar
+    alias = page.locator('#aliases .alias[data-name="prod"]')
+    alias.locator(".retrains tbody tr").first.wait_for(timeout=TIMEOUT_MS)
+    assert "after 3 events" in alias.inner_text() and "warm-started" in alias.inner_text()
+    row = alias.locator(".retrains tbody tr").first
+    assert row.locator(".status").inner_text() == retrain["outcome"]
+    assert retrain["reason"] in row.inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-events.png"), full_page=True)
+    assert errors == [], errors
+    page.close()

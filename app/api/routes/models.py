@@ -7,7 +7,7 @@ from fastapi import APIRouter, status
 from app.api.deps import CacheDep, SessionDep, StoreDep, TenantDep
 from app.api.params import AliasName, Cursor, Limit, ModelId
 from app.api.problems import V1_ERRORS, problems
-from app.api.retrain_schemas import AliasDetail
+from app.api.retrain_schemas import AliasDetail, AliasList
 from app.api.schemas import AliasIn, AliasOut, EmbeddingMapOut, ModelOut, Page
 from app.services import embedding_maps, models, retrain_policies
 
@@ -64,6 +64,18 @@ def put_alias(session: SessionDep, cache: CacheDep, tenant: TenantDep, name: Ali
     alias = models.put_alias(session, name, body.model_id, tenant=tenant)
     cache.forget_name(tenant, name)
     return AliasOut.model_validate(alias)
+
+
+@router.get(
+    "/v1/aliases",
+    response_model=AliasList,
+    summary="List aliases, with their retrain policies and histories",
+    description="Every alias of the tenant by name (at most 100): where it points, its retrain policy and its "
+    "latest 20 retrains, as GET /v1/aliases/{name} shows one.",
+)
+def list_aliases(session: SessionDep, tenant: TenantDep) -> AliasList:
+    views = retrain_policies.list_aliases(session, tenant=tenant)
+    return AliasList(items=[AliasDetail.model_validate(v) for v in views])
 
 
 @router.get(

@@ -21,6 +21,7 @@
     datasets: new Map(),
     jobs: [],
     selected: null, // job id
+    dataset: null, // the dataset whose events and versions are shown
     job: null,
     model: null,
     map: null,
@@ -124,8 +125,131 @@
       cell(row, num(d.n_interactions), "num");
       const groups = d.stats && d.stats.n_item_groups;
       cell(row, groups ? `${groups} item groups` : "—", "muted");
+      if (d.id === state.dataset) row.classList.add("selected");
+      row.addEventListener("click", () => {
+        state.dataset = d.id;
+        for (const other of body.rows) other.classList.toggle("selected", other === row);
+        refreshEvents().catch(showError);
+      });
     }
     $("datasets-empty").hidden = page.items.length > 0;
+    if (!state.datasets.has(state.dataset)) {
+      state.dataset = page.items.length ? page.items[0].id : null;
+      if (body.rows.length) body.rows[0].classList.add("selected");
+    }
+  }
+
+  // ---- a dataset's events and versions, aliases and their retrains --------------------------------
+
+  const SVG = "http://www.w3.org/2000/svg";
+
+  // One bar per minute, oldest on the left; the tallest bar fills the height.
+  function sparkline(container, counts) {
+    const width = 600, height = 48, gap = 1;
+    const svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+    svg.setAttribute("preserveAspectRatio", "none");
+    const top = Math.max(1, ...counts);
+    const step = width / Math.max(1, counts.length);
+    counts.forEach((n, i) => {
+      if (!n) return;
+      const rect = document.createElementNS(SVG, "rect");
+      const h = Math.max(1, (n / top) * (height - 2));
+      rect.setAttribute("x", String(i * step));
+      rect.setAttribute("y", String(height - 1 - h));
+      rect.setAttribute("width", String(Math.max(1, step - gap)));
+      rect.setAttribute("height", String(h));
+      const title = document.createElementNS(SVG, "title");
+      title.textContent = `${n} events, ${counts.length - i} min ago`;
+      rect.appendChild(title);
+      svg.appendChild(rect);
+    });
+    const base = document.createElementNS(SVG, "line");
+    base.setAttribute("class", "base");
+    for (const [k, v] of [["x1", 0], ["x2", width], ["y1", height - 0.5], ["y2", height - 0.5]]) base.setAttribute(k, String(v));
+    svg.appendChild(base);
+    container.replaceChildren(svg);
+  }
+
+  async function refreshEvents() {
+    const id = state.dataset;
+    $("events-card").hidden = !id;
+    if (!id) return;
+    const path = `/v1/datasets/${encodeURIComponent(id)}`;
+    const [stats, versions] = await Promise.all([getJSON(`${path}/events`), getJSON(`${path}/versions`)]);
+    if (id !== state.dataset) return; // another dataset was picked meanwhile
+    const d = state.datasets.get(id);
+    $("events-dataset").textContent = d ? d.name : id;
+    const lastHour = stats.per_minute.reduce((a, b) => a + b, 0);
+    $("events-summary").textContent = `${num(stats.total)} events, ${num(stats.pending)} not in a version yet; ` +
+      `latest version ${stats.latest_version}; ${num(lastHour)} in the last hour`;
+    sparkline($("events-chart"), stats.per_minute);
+    const body = $("versions").tBodies[0];
+    body.replaceChildren();
+    for (const v of versions.items) {
+      const row = body.insertRow();
+      cell(row, v.version === 1 ? "1 (upload)" : String(v.version));
+      cell(row, v.version === 1 ? "—" : num(v.n_events), "num");
+      cell(row, num(v.n_users), "num");
+      cell(row, num(v.n_items), "num");
+      cell(row, num(v.n_interactions), "num");
+      cell(row, (v.created_at || "").slice(0, 16).replace("T", " "), "muted");
+    }
+  }
+
+  function policyText(p) {
+    const when = [];
+    if (p.every_minutes) when.push(`every ${p.every_minutes} min`);
+    if (p.after_events) when.push(`after ${num(p.after_events)} events`);
+    const how = p.warm_start ? "warm-started" : "from scratch";
+    return `Retrains ${when.join(" or ")}, ${how}; moves only if ${p.metric} drops at most ` +
+      `${(p.tolerance * 100).toFixed(1)}%`;
+  }
+
+  function retrainTable(retrains) {
+    const table = document.createElement("table");
+    table.className = "list retrains";
+    const head = table.createTHead().insertRow();
+    for (const name of ["started", "trigger", "outcome", "current → new", "why"]) {
+      const th = document.createElement("th");
+      th.textContent = name;
+      head.appendChild(th);
+    }
+    const body = table.createTBody();
+    for (const r of retrains) {
+      const row = body.insertRow();
+      row.title = `${r.id} · job ${r.job_id || "none"} · new model ${r.new_model_id || "none"}`;
+      cell(row, (r.created_at || "").slice(0, 16).replace("T", " "), "muted");
+      cell(row, r.trigger);
+      cell(row, statusBadge(r.outcome));
+      cell(row, `${fixed(r.current_value, 4)} → ${fixed(r.new_value, 4)}`, "num");
+      cell(row, r.reason || "", "muted");
+    }
+    return table;
+  }
+
+  async function refreshAliases() {
+    const list = await getJSON("/v1/aliases");
+    const box = $("aliases");
+    box.replaceChildren();
+    for (const a of list.items) {
+      const block = document.createElement("div");
+      block.className = "alias";
+      block.dataset.name = a.name;
+      const title = document.createElement("div");
+      const name = document.createElement("strong");
+      name.textContent = a.name;
+      const model = document.createElement("code");
+      model.textContent = a.model_id;
+      title.append(name, " → ", model);
+      const policy = document.createElement("p");
+      policy.className = "muted";
+      policy.textContent = a.policy ? policyText(a.policy) : "No retrain policy.";
+      block.append(title, policy);
+      if (a.retrains.length) block.appendChild(retrainTable(a.retrains));
+      box.appendChild(block);
+    }
+    $("aliases-empty").hidden = list.items.length > 0;
   }
 
   async function refreshFilters() {
@@ -480,6 +604,8 @@
   async function refreshAll() {
     try {
       await refreshDatasets();
+      await refreshEvents();
+      await refreshAliases();
       await refreshFilters();
       const active = await refreshJobs();
       showError(null);
