@@ -552,7 +552,7 @@ class _Compiled:
         """One batch whose negatives include the batch's positives (in_batch, mixed)."""
         c = self.config
         table = self.table
-        rows, scores, best, losses, head, nxt, uniq, staging, _, _ = self.works[part]
+        rows, scores, best, losses, head, uniq, acc = self.works[part][:7]
         b = users.shape[0]
         shared, counts = np.unique(items, return_counts=True)
         u = torch.from_numpy(table[users + self.n_items])
@@ -575,7 +575,7 @@ class _Compiled:
         extra_user = torch.mm(g, v).numpy()
         extra_shared = torch.mm(g.T, u).numpy()
         sgd_kernel.apply_batch(
-            table, rows, scores, b, extra_user, shared, extra_shared, head, nxt, uniq, staging, self.optimizer,
+            table, rows, scores, b, extra_user, shared, extra_shared, head, uniq, acc, self.optimizer,
             c.learning_rate, c.l2, self.state0, self.state1, self.steps,
         )  # fmt: skip
         return float(losses[:b].sum())
@@ -647,7 +647,9 @@ class _Compiled:
 
             def main(u: np.ndarray = u, i: np.ndarray = i, start: int = start, parts: int = parts) -> float:
                 # This thread's share (batches 0, parts, 2·parts, … of the block), one batch a call so that
-                # interrupt() runs before each of them.
+                # interrupt() runs before each of them; without interrupt, in one call, as the workers.
+                if interrupt is None:
+                    return run_part(u, i, start, key, 0, parts)
                 done = 0.0
                 for at in range(0, u.shape[0], parts * batch):
                     if interrupt is not None:

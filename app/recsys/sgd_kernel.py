@@ -1,21 +1,22 @@
 """The SGD family's CPU updates as compiled loops (numba): sampling, scores, losses and the row-wise lazy
 optimisers of sgd.py's module docstring, without Python or torch per example.
 
-A mini-batch takes two parallel passes. The first, over examples, draws each example's private
-negatives, scores them and turns the scores into the coefficients ∂ℓ/∂s (`coefficients` below). Then
-the (example, slot) entries of the batch are chained per table row (a serial pass: head[row] and
-next[entry], no sort), and the second pass, over the batch's distinct rows, sums each row's gradient
-from its chain,
+A mini-batch is one pass over its examples, in chunks of _CHUNK: the chunk's negatives are drawn, its
+scores taken, and its scores turned into the coefficients ∂ℓ/∂s (bce and bpr in float32 passes that LLVM
+vectorises, `_chunk_loss`); then each example's gradients are added to one gradient slot per distinct
+table row of the batch (head[row] → slot, opened and zeroed at the row's first touch):
 
     user row u    Σ_j g_uj v_j + 2λ u       (j: the positive and the negatives of the example)
     item row v_j  g_uj u  (+ 2λ v for the positive)
 
-and takes the optimiser's step into a staging buffer that is copied back once every row is done.
-Every gradient is thus read at the batch's starting parameters, and every distinct row takes one
-optimiser step with its summed gradient: the mini-batch semantics of the torch path, each thread owning
-whole rows (row-level parallelism with no locks and no lost updates), and the summation order of a row is
-its chain's order, so a seed gives the same bits whatever the thread count. Variant "sgd" runs the same
-pieces one example at a time on one thread: exactly sequential.
+The table is not written during that pass, so every gradient is read at the batch's starting parameters;
+then every distinct row takes one optimiser step with its summed gradient, written straight into the
+table (`_step`). That is the torch path's mini-batch step (up to float order: a row's gradient sums in
+example order). Variant "sgd" runs the same pieces one example at a time: exactly sequential.
+
+An earlier version chained the batch's (example, slot) entries per row and summed each chain in a second
+pass into a staging buffer: a second read of every row, the chain walk, and a copy back. The per-example
+libm exp/log1p in float64 (three calls per entry for bce) cost ~60 ns an entry; see docs/sgd-speed.md.
 
 Negatives are drawn by a counter-based generator: draw (slot, attempt) of the example at position p of
 the epoch's order hashes (key, p, slot, attempt) with SplitMix64, key being drawn from the run's torch
@@ -52,6 +53,8 @@ _NONE, _UNIFORM, _POPULARITY, _HARD = 0, 1, 2, 3
 
 # Rejection rounds before the exact draw from the complement of the user's positives.
 _ROUNDS = 16
+# Examples whose loss is taken in one vectorised pass before their gradients are added.
+_CHUNK = 32
 # Largest positives bit set kept for membership tests (bytes); above it, a binary search in the CSR row.
 _BITS_LIMIT = 64 * 2**20
 _ADAGRAD_EPS = 1e-10
@@ -242,6 +245,114 @@ def _fill_alias(scaled: np.ndarray, prob: np.ndarray, alias: np.ndarray) -> None
 # ----------------------------------------------------------------------------------------------- losses
 
 
+_LOG2E = np.float32(1.4426950408889634)
+_LN2_HI = np.float32(0.693359375)
+_LN2_LO = np.float32(-2.12194440e-4)
+# e^r = Σ r^i / i!, Horner from i = 5 down to 0 after the r^6/720 term.
+_TAYLOR = (
+    np.float32(1.0 / 120.0),
+    np.float32(1.0 / 24.0),
+    np.float32(1.0 / 6.0),
+    np.float32(0.5),
+    np.float32(1.0),
+    np.float32(1.0),
+)
+# 2 atanh(w)/(2w) = Σ w^2i/(2i+1): Horner from i = 6 down to 0 after the w¹⁴/15 term.
+_ATANH = tuple(np.float32(1.0 / (2 * i + 1)) for i in range(6, -1, -1))
+
+
+@numba.njit(fastmath=True, cache=True, nogil=True, inline="always")
+def _exp_parts(x: np.ndarray, lo: int, hi: int, p: np.ndarray, ibuf: np.ndarray) -> None:
+    """For x[lo:hi] ≤ 0: p ← e^r and ibuf ← the float bits of 2^m, e^x = p · 2^m (see _exp_row; x < −70 → −70)."""
+    for f in range(lo, hi):
+        a = max(x[f], np.float32(-70.0))
+        m = np.floor(a * _LOG2E + np.float32(0.5))
+        r = a - m * _LN2_HI - m * _LN2_LO
+        q = np.float32(1.0 / 720.0)
+        for c in _TAYLOR:
+            q = q * r + c
+        p[f] = q
+        ibuf[f] = (np.int32(m) + np.int32(127)) << np.int32(23)
+
+
+@numba.njit(fastmath=True, cache=True, nogil=True, inline="always")
+def _logistic(x: np.ndarray, lo: int, hi: int, t: np.ndarray, ibuf: np.ndarray, fbuf: np.ndarray) -> None:
+    """x[lo:hi] ← σ(x) and t[lo:hi] ← softplus(x) = log(1 + eˣ), in float32 passes that LLVM vectorises.
+
+    With z = e^−|x| (one exp): σ(x) = 1/(1+z) for x ≥ 0, z/(1+z) below; softplus(x) = max(x, 0) + log1p(z),
+    log1p(z) = 2 atanh(z/(2+z)) by its odd series to w¹⁵ (w ≤ 1/3: error < 2e-9, and exact to float32
+    for tiny z). A libm exp and log1p per entry in float64 (three calls with σ) cost ~60 ns an entry.
+    """
+    for f in range(lo, hi):
+        t[f] = -abs(x[f])
+    _exp_parts(t, lo, hi, t, ibuf)
+    for f in range(lo, hi):
+        z = t[f] * fbuf[f]
+        v = x[f]
+        w = z / (np.float32(2.0) + z)
+        w2 = w * w
+        series = np.float32(1.0 / 15.0)
+        for c in _ATANH:
+            series = series * w2 + c
+        t[f] = max(v, np.float32(0.0)) + np.float32(2.0) * w * series
+        x[f] = (np.float32(1.0) if v >= 0.0 else z) / (np.float32(1.0) + z)
+
+
+@numba.njit(fastmath=True, cache=True, nogil=True, inline="always")
+def _chunk_loss(
+    loss: int,
+    c: np.ndarray,
+    flat: np.ndarray,
+    e0: int,
+    e1: int,
+    rows: np.ndarray,
+    log_q: np.ndarray,
+    t: np.ndarray,
+    ibuf: np.ndarray,
+    fbuf: np.ndarray,
+) -> float:
+    """_private_loss over examples e0..e1−1 (flat: c's buffer as one vector); return their Σ ℓ.
+
+    bce and bpr take vectorised passes over the chunk's entries (_logistic); mse and softmax go per example.
+    """
+    width = c.shape[1]
+    lo, hi = e0 * width, e1 * width
+    total = 0.0
+    if loss == _BCE:
+        # ℓ = softplus(−s_pos) + Σ softplus(s_neg): flip the positive, and its ∂ℓ/∂s = −σ(−s_pos) back after.
+        for e in range(e0, e1):
+            c[e, 0] = -c[e, 0]
+        _logistic(flat, lo, hi, t, ibuf, fbuf)
+        for e in range(e0, e1):
+            c[e, 0] = -c[e, 0]
+        for f in range(lo, hi):
+            total += t[f]
+        return total
+    if loss == _BPR and width > 1:
+        k = width - 1
+        for e in range(e0, e1):
+            sp = c[e, 0]
+            c[e, 0] = 0.0  # computed along, then replaced
+            for j in range(1, width):
+                c[e, j] = c[e, j] - sp
+        _logistic(flat, lo, hi, t, ibuf, fbuf)
+        inverse = np.float32(1.0 / k)
+        for e in range(e0, e1):
+            part = 0.0
+            g_pos = np.float32(0.0)
+            for j in range(1, width):
+                part += t[e * width + j]
+                g = c[e, j] * inverse
+                c[e, j] = g
+                g_pos -= g
+            c[e, 0] = g_pos
+            total += part / k
+        return total
+    for e in range(e0, e1):
+        total += _private_loss(loss, c, e, rows, log_q)
+    return total
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _softplus(x: float) -> float:
     return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
@@ -346,8 +457,9 @@ def _example(
     rows: np.ndarray,
     scores: np.ndarray,
     best: np.ndarray,
+    score: bool = True,
 ) -> None:
-    """Draw example e's private negatives into rows[e, 2:] and put its scores in scores[e]."""
+    """Draw example e's private negatives into rows[e, 2:] and (when score) put its scores in scores[e]."""
     user = rows[e, 0] - n_items
     u = rows[e, 0]
     if sampler == _HARD:
@@ -371,7 +483,15 @@ def _example(
             rows[e, 2 + j] = draw_negative(
                 key, example, j, user, sampler, indptr, indices, bits, prob, alias, weights, total
             )
-    for j in range(k + 1):
+    if score:
+        _scores(table, rows, scores, e)
+
+
+@numba.njit(fastmath=True, cache=True, nogil=True, inline="always")
+def _scores(table: np.ndarray, rows: np.ndarray, scores: np.ndarray, e: int) -> None:
+    """scores[e, j] = u·v_j for the positive and the negatives of example e."""
+    u = rows[e, 0]
+    for j in range(rows.shape[1] - 1):
         scores[e, j] = _dot(table, u, rows[e, 1 + j])
 
 
@@ -379,142 +499,101 @@ def _example(
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _chain(
-    rows: np.ndarray, n_examples: int, shared: np.ndarray, head: np.ndarray, nxt: np.ndarray, uniq: np.ndarray
+def _open(r: int, head: np.ndarray, uniq: np.ndarray, acc: np.ndarray, n_unique: int) -> tuple[int, int]:
+    """Row r's gradient slot in this batch, zeroed when r is first touched; (slot, distinct rows so far)."""
+    q = head[r]
+    if q >= 0:
+        return q, n_unique
+    head[r] = n_unique
+    uniq[n_unique] = r
+    for j in range(acc.shape[1]):
+        acc[n_unique, j] = 0.0
+    return n_unique, n_unique + 1
+
+
+@numba.njit(fastmath=True, cache=True, nogil=True, inline="always")
+def _accumulate(
+    table: np.ndarray,
+    rows: np.ndarray,
+    coefs: np.ndarray,
+    e: int,
+    extra_user: np.ndarray,
+    l2x2: np.float32,
+    head: np.ndarray,
+    uniq: np.ndarray,
+    acc: np.ndarray,
+    n_unique: int,
 ) -> int:
-    """Chain every (example, slot) entry, then every shared row, to its table row; return the distinct count."""
+    """Add example e's gradients (at the table's current values) to its rows' slots; return the distinct count.
+
+    rows[e] = [user row, positive, negatives…], coefs[e] = ∂ℓ/∂s of the positive and negatives; extra_user
+    (empty, or a dense gradient of e's user row) is added too, and 2λθ on the positive pair's rows.
+    """
     width = rows.shape[1]
-    n_unique = 0
-    for ent in range(n_examples * width):
-        r = rows[ent // width, ent % width]
-        if head[r] < 0:
-            uniq[n_unique] = r
-            n_unique += 1
-        nxt[ent] = head[r]
-        head[r] = ent
-    base = n_examples * width
-    for s in range(shared.shape[0]):
-        r = shared[s]
-        if head[r] < 0:
-            uniq[n_unique] = r
-            n_unique += 1
-        nxt[base + s] = head[r]
-        head[r] = base + s
+    d = table.shape[1]
+    u = rows[e, 0]
+    su, n_unique = _open(u, head, uniq, acc, n_unique)
+    # 2-D indexing throughout: row views would update the arrays' refcounts atomically, from every thread.
+    # One store per loop: with several, LLVM's alias checks fail and the loops stay scalar.
+    for jj in range(width - 1):
+        v = rows[e, 1 + jj]
+        c = coefs[e, jj]
+        sv, n_unique = _open(v, head, uniq, acc, n_unique)
+        for j in range(d):
+            acc[su, j] += c * table[v, j]
+        for j in range(d):
+            acc[sv, j] += c * table[u, j]
+    if extra_user.shape[0] > 0:
+        for j in range(d):
+            acc[su, j] += extra_user[e, j]
+    if l2x2 > 0.0:
+        p = rows[e, 1]
+        sp = head[p]
+        for j in range(d):
+            acc[su, j] += l2x2 * table[u, j]
+        for j in range(d):
+            acc[sp, j] += l2x2 * table[p, j]
     return n_unique
 
 
 @numba.njit(fastmath=True, cache=True, nogil=True, inline="always")
-def _row_step(
-    q: int,
+def _step(
     table: np.ndarray,
-    rows: np.ndarray,
-    coefs: np.ndarray,
-    n_examples: int,
-    extra_user: np.ndarray,
-    extra_shared: np.ndarray,
-    head: np.ndarray,
-    nxt: np.ndarray,
+    n_unique: int,
     uniq: np.ndarray,
-    staging: np.ndarray,
+    acc: np.ndarray,
+    head: np.ndarray,
     optimizer: int,
     lr: np.float32,
-    l2x2: np.float32,
     state0: np.ndarray,
     state1: np.ndarray,
     steps: np.ndarray,
 ) -> None:
-    """Sum the gradient of distinct row uniq[q] from its chain and put its value after one step in staging[q]."""
-    width = rows.shape[1]
-    d = table.shape[1]
-    r = uniq[q]
-    # 2-D indexing throughout: row views would update the arrays' refcounts atomically, from every thread.
-    for j in range(d):
-        staging[q, j] = 0.0
-    base = n_examples * width
-    ent = head[r]
-    while ent >= 0:
-        if ent >= base:
-            x = ent - base
-            for j in range(d):
-                staging[q, j] += extra_shared[x, j]
-        else:
-            e = ent // width
-            slot = ent - e * width
-            if slot == 0:
-                for jj in range(width - 1):
-                    c = coefs[e, jj]
-                    v = rows[e, 1 + jj]
-                    for j in range(d):
-                        staging[q, j] += c * table[v, j]
-                if extra_user.shape[0] > 0:
-                    for j in range(d):
-                        staging[q, j] += extra_user[e, j]
-            else:
-                c = coefs[e, slot - 1]
-                u = rows[e, 0]
-                for j in range(d):
-                    staging[q, j] += c * table[u, j]
-            if slot <= 1 and l2x2 > 0.0:
-                for j in range(d):
-                    staging[q, j] += l2x2 * table[r, j]
-        ent = nxt[ent]
-    # One store per loop: with several, LLVM's alias checks fail and the loops stay scalar.
-    if optimizer == _SGD:
-        for j in range(d):
-            staging[q, j] = table[r, j] - lr * staging[q, j]
-    elif optimizer == _ADAGRAD:
-        for j in range(d):
-            state0[r, j] += staging[q, j] * staging[q, j]
-        for j in range(d):
-            staging[q, j] = table[r, j] - lr * staging[q, j] / (np.sqrt(state0[r, j]) + np.float32(_ADAGRAD_EPS))
-    else:
-        t = steps[r] + 1.0
-        steps[r] = t
-        c1 = np.float32(1.0 / (1.0 - _B1**t))
-        c2 = np.float32(1.0 / (1.0 - _B2**t))
-        for j in range(d):
-            state0[r, j] = np.float32(_B1) * state0[r, j] + np.float32(1.0 - _B1) * staging[q, j]
-        for j in range(d):
-            state1[r, j] = np.float32(_B2) * state1[r, j] + np.float32(1.0 - _B2) * staging[q, j] * staging[q, j]
-        for j in range(d):
-            m_hat = state0[r, j] * c1
-            staging[q, j] = table[r, j] - lr * m_hat / (np.sqrt(state1[r, j] * c2) + np.float32(_ADAM_EPS))
-
-
-@numba.njit(fastmath=True, cache=True, nogil=True, inline="always")
-def _apply(
-    table: np.ndarray,
-    rows: np.ndarray,
-    coefs: np.ndarray,
-    n_examples: int,
-    extra_user: np.ndarray,
-    shared: np.ndarray,
-    extra_shared: np.ndarray,
-    head: np.ndarray,
-    nxt: np.ndarray,
-    uniq: np.ndarray,
-    staging: np.ndarray,
-    optimizer: int,
-    lr: float,
-    l2: float,
-    state0: np.ndarray,
-    state1: np.ndarray,
-    steps: np.ndarray,
-) -> None:
-    """apply_batch's work, inlined into the compiled loops."""
-    n_unique = _chain(rows, n_examples, shared, head, nxt, uniq)
-    lr32, l2x2 = np.float32(lr), np.float32(2.0 * l2)
-    for q in range(n_unique):
-        _row_step(
-            q, table, rows, coefs, n_examples, extra_user, extra_shared, head, nxt, uniq, staging,
-            optimizer, lr32, l2x2, state0, state1, steps,
-        )  # fmt: skip
+    """One optimiser step of every distinct row uniq[q] with its summed gradient acc[q]; empties the slots."""
     d = table.shape[1]
     for q in range(n_unique):
         r = uniq[q]
-        for j in range(d):
-            table[r, j] = staging[q, j]
         head[r] = -1
+        if optimizer == _SGD:
+            for j in range(d):
+                table[r, j] = table[r, j] - lr * acc[q, j]
+        elif optimizer == _ADAGRAD:
+            for j in range(d):
+                state0[r, j] += acc[q, j] * acc[q, j]
+            for j in range(d):
+                table[r, j] = table[r, j] - lr * acc[q, j] / (np.sqrt(state0[r, j]) + np.float32(_ADAGRAD_EPS))
+        else:
+            t = steps[r] + 1.0
+            steps[r] = t
+            c1 = np.float32(1.0 / (1.0 - _B1**t))
+            c2 = np.float32(1.0 / (1.0 - _B2**t))
+            for j in range(d):
+                state0[r, j] = np.float32(_B1) * state0[r, j] + np.float32(1.0 - _B1) * acc[q, j]
+            for j in range(d):
+                state1[r, j] = np.float32(_B2) * state1[r, j] + np.float32(1.0 - _B2) * acc[q, j] * acc[q, j]
+            for j in range(d):
+                m_hat = state0[r, j] * c1
+                table[r, j] = table[r, j] - lr * m_hat / (np.sqrt(state1[r, j] * c2) + np.float32(_ADAM_EPS))
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
@@ -527,9 +606,8 @@ def apply_batch(
     shared: np.ndarray,
     extra_shared: np.ndarray,
     head: np.ndarray,
-    nxt: np.ndarray,
     uniq: np.ndarray,
-    staging: np.ndarray,
+    acc: np.ndarray,
     optimizer: int,
     lr: float,
     l2: float,
@@ -541,13 +619,19 @@ def apply_batch(
 
     rows (≥ n_examples, 1 + width) = [user row, positive, private negatives…], coefs = ∂ℓ/∂s of the
     positive and negatives; extra_user (n_examples, d) and extra_shared (S, d) are dense gradients of the
-    user rows and of the shared rows `shared` (empty when there are none).
+    user rows and of the shared rows `shared` (empty when there are none). head, uniq, acc: work_buffers'.
     """
+    l2x2 = np.float32(2.0 * l2)
+    d = table.shape[1]
     for _ in numba.prange(1):  # one gufunc: see the note on prange(1) above
-        _apply(
-            table, rows, coefs, n_examples, extra_user, shared, extra_shared, head, nxt, uniq, staging,
-            optimizer, lr, l2, state0, state1, steps,
-        )  # fmt: skip
+        n_unique = 0
+        for e in range(n_examples):
+            n_unique = _accumulate(table, rows, coefs, e, extra_user, l2x2, head, uniq, acc, n_unique)
+        for s in range(shared.shape[0]):
+            q, n_unique = _open(shared[s], head, uniq, acc, n_unique)
+            for j in range(d):
+                acc[q, j] += extra_shared[s, j]
+        _step(table, n_unique, uniq, acc, head, optimizer, np.float32(lr), state0, state1, steps)
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
@@ -586,27 +670,36 @@ def private_batches(
     batch_size from the first example given, and this call takes batches part, part + parts, … of them
     (each Hogwild thread one part, with its own work buffers). log_q: empty, or the softmax correction.
     """
-    rows, scores, best, losses, head, nxt, uniq, staging, no_extra, no_shared = work
+    rows, scores, best, losses, head, uniq, acc, no_extra, no_shared, t, ibuf = work
     n_items = prob.shape[0]
     n = users.shape[0]
+    lr32, l2x2 = np.float32(lr), np.float32(2.0 * l2)
     total_loss = 0.0
     for _ in numba.prange(1):  # one gufunc: see the note on prange(1) above
+        flat, fbuf = scores.reshape(-1), ibuf.view(np.float32)
         for start in range(part * batch_size, n, parts * batch_size):
             b = min(batch_size, n - start)
-            for e in range(b):
-                rows[e, 0] = users[start + e] + n_items
-                rows[e, 1] = items[start + e]
-                _example(
-                    table, e, first + start + e, key, sampler, k, n_candidates, indptr, indices, bits, prob, alias,
-                    weights, total, n_items, rows, scores, best,
-                )  # fmt: skip
-                losses[e] = _private_loss(loss, scores, e, rows, log_q)
-            for e in range(b):
-                total_loss += losses[e]
-            _apply(
-                table, rows, scores, b, no_extra, no_shared, no_extra, head, nxt, uniq, staging,
-                optimizer, lr, l2, state0, state1, steps,
-            )  # fmt: skip
+            n_unique = 0
+            # Chunks of _CHUNK examples: draws and scores, the loss in vector passes, then each example's
+            # gradients added to its rows' slots while the rows are still in cache. The table changes only
+            # in _step, so every gradient is taken at the batch's starting parameters.
+            for e0 in range(0, b, _CHUNK):
+                e1 = min(e0 + _CHUNK, b)
+                # Each pass over the chunk has independent memory accesses across examples (bit-set words, table
+                # rows), which the core overlaps; per example, every draw and score waited on a cache miss.
+                for e in range(e0, e1):
+                    rows[e, 0] = users[start + e] + n_items
+                    rows[e, 1] = items[start + e]
+                    _example(
+                        table, e, first + start + e, key, sampler, k, n_candidates, indptr, indices, bits, prob,
+                        alias, weights, total, n_items, rows, scores, best, False,
+                    )  # fmt: skip
+                for e in range(e0, e1):
+                    _scores(table, rows, scores, e)
+                total_loss += _chunk_loss(loss, scores, flat, e0, e1, rows, log_q, t, ibuf, fbuf)
+                for e in range(e0, e1):
+                    n_unique = _accumulate(table, rows, scores, e, no_extra, l2x2, head, uniq, acc, n_unique)
+            _step(table, n_unique, uniq, acc, head, optimizer, lr32, state0, state1, steps)
     return total_loss
 
 
@@ -638,12 +731,12 @@ def sequential_examples(
     work: tuple[np.ndarray, ...],
 ) -> float:
     """Variant "sgd": one update per example, in order, on one thread (exactly sequential); Σ ℓ."""
-    rows, scores, best, losses, head, nxt, uniq, staging, no_extra, no_shared = work
+    rows, scores, best, losses, head, uniq, acc, no_extra, no_shared, t, ibuf = work
     n_items = prob.shape[0]
     lr32, l2x2 = np.float32(lr), np.float32(2.0 * l2)
-    d = table.shape[1]
     total_loss = 0.0
     for _ in numba.prange(1):  # one gufunc: see the note on prange(1) above
+        flat, fbuf = scores.reshape(-1), ibuf.view(np.float32)
         for e in range(users.shape[0]):
             rows[0, 0] = users[e] + n_items
             rows[0, 1] = items[e]
@@ -651,18 +744,9 @@ def sequential_examples(
                 table, 0, first + e, key, sampler, k, n_candidates, indptr, indices, bits, prob, alias, weights, total,
                 n_items, rows, scores, best,
             )  # fmt: skip
-            total_loss += _private_loss(loss, scores, 0, rows, log_q)
-            n_unique = _chain(rows, 1, no_shared, head, nxt, uniq)
-            for q in range(n_unique):
-                _row_step(
-                    q, table, rows, scores, 1, no_extra, no_extra, head, nxt, uniq, staging,
-                    optimizer, lr32, l2x2, state0, state1, steps,
-                )  # fmt: skip
-            for q in range(n_unique):
-                r = uniq[q]
-                for j in range(d):
-                    table[r, j] = staging[q, j]
-                head[r] = -1
+            total_loss += _chunk_loss(loss, scores, flat, 0, 1, rows, log_q, t, ibuf, fbuf)
+            n_unique = _accumulate(table, rows, scores, 0, no_extra, l2x2, head, uniq, acc, 0)
+            _step(table, n_unique, uniq, acc, head, optimizer, lr32, state0, state1, steps)
     return total_loss
 
 
@@ -794,20 +878,6 @@ def shared_coefficients(
                 mark[indices[p]] = False
 
 
-_LOG2E = np.float32(1.4426950408889634)
-_LN2_HI = np.float32(0.693359375)
-_LN2_LO = np.float32(-2.12194440e-4)
-# e^r = Σ r^i / i!, Horner from i = 5 down to 0 after the r^6/720 term.
-_TAYLOR = (
-    np.float32(1.0 / 120.0),
-    np.float32(1.0 / 24.0),
-    np.float32(1.0 / 6.0),
-    np.float32(0.5),
-    np.float32(1.0),
-    np.float32(1.0),
-)
-
-
 @numba.njit(fastmath=True, cache=True, nogil=True, inline="always")
 def _exp_row(s: np.ndarray, e: int, n: int, peak: np.float32, ibuf: np.ndarray, fbuf: np.ndarray) -> float:
     """s[e, :n] ← exp(s[e, :n] − peak) for arguments ≤ 0; return the row's sum.
@@ -931,9 +1001,11 @@ def one_thread() -> Iterator[None]:
 def work_buffers(
     n_rows: int, batch: int, k: int, n_candidates: int, dim: int, n_shared: int = 0
 ) -> tuple[np.ndarray, ...]:
-    """Scratch arrays of one batch: rows, scores, hard's best scores, losses, the row chains, staging."""
+    """Scratch arrays of one batch: rows, scores, hard's best scores, losses, each table row's gradient slot
+    (all −1 between batches), the distinct rows and their gradients, two empty arrays (no dense extra
+    gradients, no shared rows), and the loss passes' float32 and int32 scratch."""
     width = 2 + k
-    entries = batch * width + n_shared
+    entries = min(batch * width + n_shared, n_rows)
     return (
         np.zeros((batch, width), dtype=np.int64),
         np.zeros((batch, width - 1), dtype=np.float32),
@@ -941,8 +1013,9 @@ def work_buffers(
         np.zeros(batch, dtype=np.float64),
         np.full(n_rows, -1, dtype=np.int64),
         np.empty(entries, dtype=np.int64),
-        np.empty(min(entries, n_rows), dtype=np.int64),
-        np.empty((min(entries, n_rows), dim), dtype=np.float32),
+        np.empty((entries, dim), dtype=np.float32),
         np.zeros((0, dim), dtype=np.float32),
         np.zeros(0, dtype=np.int64),
+        np.zeros(batch * (width - 1), dtype=np.float32),
+        np.zeros(batch * (width - 1), dtype=np.int32),
     )

@@ -97,7 +97,7 @@ def test_a_compiled_batch_step_equals_the_torch_step(loss: str, optimizer: str) 
         scores = np.einsum("bd,bkd->bk", table[rows[:, 0]], table[rows[:, 1:]]).astype(np.float32)
         total = sum(sgd_kernel._private_loss(kernel.loss, scores, e, rows, log_q) for e in range(16))
         sgd_kernel.apply_batch(
-            table, rows, scores, 16, work[8], work[9], work[8], *work[4:8], kernel.optimizer,
+            table, rows, scores, 16, work[7], work[8], work[7], *work[4:7], kernel.optimizer,
             config.learning_rate, config.l2, kernel.state0, kernel.state1, kernel.steps,
         )  # fmt: skip
     assert total == pytest.approx(expected, rel=1e-5)
@@ -105,6 +105,66 @@ def test_a_compiled_batch_step_equals_the_torch_step(loss: str, optimizer: str) 
     for mine, theirs in zip(state, torch_optimizer.state, strict=True):
         _close(mine, theirs.numpy())
     assert np.all(work[4] == -1)  # the row chains are left empty for the next batch
+
+
+@pytest.mark.parametrize("loss", ["bce", "bpr"])
+def test_the_vectorised_loss_pass_equals_the_float64_one(loss: str) -> None:
+    # _chunk_loss takes bce and bpr in float32 passes (one polynomial exp, a log1p series); _private_loss
+    # is the libm float64 reference. Scores from tiny to saturating, both signs, and exact zeros.
+    rng = np.random.default_rng(0)
+    b, width = 40, 5
+    scores = (rng.standard_normal((b, width)) * np.array([0.01, 1.0, 5.0, 30.0, 200.0])).astype(np.float32)
+    scores[0] = 0.0
+    scores[1] = [-90.0, 90.0, -1e-6, 1e-6, 0.5]
+    rows = np.zeros((b, width + 1), dtype=np.int64)
+    no_q = np.zeros(0, np.float32)
+    code = sgd_kernel.LOSSES[loss]
+    expected = scores.copy()
+    total = sum(sgd_kernel._private_loss(code, expected, e, rows, no_q) for e in range(b))
+    got = scores.copy()
+    t, ibuf = np.zeros(b * width, np.float32), np.zeros(b * width, np.int32)
+    # Two chunks, the second starting mid-buffer, as private_batches calls it.
+    out = sgd_kernel._chunk_loss(code, got, got.reshape(-1), 0, 17, rows, no_q, t, ibuf, ibuf.view(np.float32))
+    out += sgd_kernel._chunk_loss(code, got, got.reshape(-1), 17, b, rows, no_q, t, ibuf, ibuf.view(np.float32))
+    assert out == pytest.approx(total, rel=1e-6)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-30)
+    assert not np.array_equal(got, scores)  # the coefficients replaced the scores
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad", "adam"])
+@pytest.mark.parametrize("loss", LOSSES)
+def test_a_compiled_private_batch_equals_the_torch_step(loss: str, optimizer: str) -> None:
+    # The whole private_batches loop (chunked draws, scores, loss passes, one slot per distinct row) on two
+    # batches of 24, each against the torch step with the negatives it drew; K = 3 of 20 items repeats rows.
+    data = _data()
+    config = _config(loss=loss, optimizer=optimizer, batch_size=24, negatives={"strategy": "uniform"})
+    users, items = _batch(data, 48, seed=3)
+    table = _table(data)
+    reference = torch.from_numpy(table.copy())
+    kernel = _Compiled(data, config, table, _NumpyOptimizer(optimizer, config.learning_rate, table).state, 1)
+    torch_optimizer = _TorchOptimizer(optimizer, config.learning_rate, reference)
+    empty, no_valid = torch.zeros(0, dtype=torch.int64), torch.zeros(24, 0, dtype=torch.bool)
+    for start in (0, 24):
+        u, i = users[start : start + 24], items[start : start + 24]
+        with sgd_kernel.one_thread():
+            total = kernel.private(u, i, start, np.uint64(5))
+        drawn = torch.from_numpy(kernel.works[0][0][:24, 2:].copy())
+        negatives = Negatives(drawn, empty, no_valid)
+        expected = float(
+            _torch_update(
+                reference,
+                torch_optimizer,
+                data.n_items,
+                torch.from_numpy(u),
+                torch.from_numpy(i),
+                negatives,
+                config,
+                None,
+            )  # fmt: skip
+        )
+        assert total == pytest.approx(expected, rel=1e-5)
+        _close(table, reference.numpy())
+    assert np.all(kernel.works[0][4] == -1)  # every row's slot is closed for the next batch
 
 
 @pytest.mark.parametrize("optimizer", ["adagrad", "adam"])
