@@ -1,6 +1,6 @@
 """Benchmark app.recsys.sgd.fit_sgd: examples/s and seconds/epoch of each variant on ml-1m-implicit.
 
-    .venv/bin/python bench/sgd_speed.py --epochs 2 --variants sgd minibatch minibatch_sgd
+    .venv/bin/python bench/sgd_speed.py --epochs 3 --variants minibatch sgd --threads 2 --repeats 3 --implicit
     .venv/bin/python bench/sgd_speed.py --variants minibatch_sgd --evaluate --config '{"loss": "softmax"}'
     .venv/bin/python bench/sgd_speed.py --variants minibatch_sgd --engine torch   # the torch path on the CPU
 
@@ -10,14 +10,25 @@ thread count, i.e. the compiled path's Hogwild threads.
 
 Trains on train.txt (train.txt + valid.txt with --evaluate, which then reports recall@20/ndcg@20 on
 test.txt under the protocol of ../shared/data/README.md). The first epoch includes one-off warm-up, so
-seconds/epoch is the median over epochs and examples/s counts positive examples (interactions) per second.
---config takes SGDConfig fields as JSON (negatives as a nested object); command-line flags fill the rest.
+seconds/epoch is the median over the other epochs. Two counts of examples, side by side:
+
+  pos/s      positive examples (interactions) per second, each with its per_positive negatives: what one
+             epoch over the data is, and what the project's tables counted before
+  triples/s  (user, positive, negative) triples per second = pos/s × per_positive: what implicit's BPR
+             counts (one sampled negative per positive, nnz of them per epoch); with no private negatives
+             (none, in_batch) it is pos/s
+
+each per wall-clock second and per CPU second of the process (time.process_time: all its threads; on a
+shared machine the wall figure depends on the other jobs, the CPU one much less). --implicit adds
+implicit's BPR (one BLAS thread via threadpoolctl, --threads threads of its own) on the same data and dim.
+--repeats runs every model that many times, interleaved, so that each row's load is the same.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -103,6 +114,57 @@ def fit_on(train: Interactions, config: SGDConfig, engine: str) -> Any:
         torch.set_num_threads(threads)
 
 
+def fit_timed(train: Interactions, config: SGDConfig, engine: str | None) -> tuple[Any, float, float]:
+    """fit_sgd (or fit_on) with wall and CPU seconds per epoch: medians over the epochs after the first."""
+    cpu: list[float] = [time.process_time()]
+
+    def callback(step: int, elapsed: float, loss: float, metrics: dict[str, float]) -> None:
+        cpu.append(time.process_time())
+
+    if engine is None:
+        model = fit_sgd(train, config, callback)
+    else:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            model = _fit_sgd(train, config, callback, None, engine=engine, threads=threads)
+        finally:
+            torch.set_num_threads(threads)
+    walls = np.diff([0.0, *[h["seconds"] for h in model.history]]).tolist()
+    cpus = np.diff(cpu).tolist()
+    later = slice(1, None) if len(walls) > 1 else slice(None)
+    return model, statistics.median(walls[later]), statistics.median(cpus[later])
+
+
+def implicit_bpr(train: Interactions, args: argparse.Namespace) -> tuple[float, float]:
+    """implicit's BPR (lr 0.01, reg 0.01) on the same data: wall and CPU seconds per epoch over --epochs + 1."""
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
+    from threadpoolctl import threadpool_limits
+
+    matrix = train.to_scipy().astype(np.float32).tocsr()
+    threads = args.threads or torch.get_num_threads()
+    epochs = max(args.epochs, 2)
+    with threadpool_limits(1, "blas"):
+        warm = BayesianPersonalizedRanking(factors=args.dim, iterations=1, num_threads=threads, random_state=0)
+        warm.fit(matrix, show_progress=False)
+        bpr = BayesianPersonalizedRanking(
+            factors=args.dim, learning_rate=0.01, regularization=0.01, iterations=epochs, num_threads=threads,
+            random_state=0,
+        )  # fmt: skip
+        cpu, wall = time.process_time(), time.perf_counter()
+        bpr.fit(matrix, show_progress=False)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return wall / epochs, cpu / epochs
+
+
+def rate_line(rep: int, name: str, batch: int, wall: float, cpu: float, nnz: int, triples: int) -> str:
+    """One row: seconds per epoch (wall, CPU) and both counts per wall and per CPU second."""
+    return (
+        f"{rep:>3} {name:<24}{batch:>6}{wall:>9.3f}{cpu:>9.3f}{nnz / wall:>11,.0f}{nnz / cpu:>11,.0f}"
+        f"{nnz * triples / wall:>11,.0f}{nnz * triples / cpu:>11,.0f}"
+    )
+
+
 def reference_rates(train: Interactions, config: SGDConfig, n: int) -> tuple[float, float]:
     """Examples/s of one-example-per-call updates in numpy and in torch (what variant "sgd" avoids)."""
     generator = torch.Generator().manual_seed(config.seed)
@@ -151,6 +213,8 @@ def main() -> None:
     parser.add_argument("--engine", choices=ENGINES, default=None, help="fit_sgd's engine (default: its own choice)")
     parser.add_argument("--config", default="{}", help="SGDConfig fields as JSON; override the flags")
     parser.add_argument("--evaluate", action="store_true", help="train on train+valid, report test metrics")
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved repetitions of every model")
+    parser.add_argument("--implicit", action="store_true", help="time implicit's BPR on the same data too")
     parser.add_argument(
         "--reference",
         type=int,
@@ -167,21 +231,29 @@ def main() -> None:
         f"{train.n_users} users, {train.n_items} items, {train.nnz} training examples, "
         f"torch threads {torch.get_num_threads()}"
     )
-    header = f"{'variant':<14}{'engine':<10}{'batch':>7}{'s/epoch':>9}{'examples/s':>12}{'loss':>9}"
+    header = (
+        f"{'rep':>3} {'model':<24}{'batch':>6}{'s/epoch':>9}{'cpu s/ep':>9}"
+        f"{'pos/s':>11}{'pos/cpu-s':>11}{'triples/s':>11}{'tri/cpu-s':>11}{'loss':>8}"
+    )
     print(header + ("" if test is None else f"{'recall@20':>11}{'ndcg@20':>9}"))
-    for variant in args.variants:
-        config = make_config(args, variant)
-        model = fit_sgd(train, config) if args.engine is None else fit_on(train, config, args.engine)
-        engine = args.engine or engine_for(config)
-        ends = [h["seconds"] for h in model.history]
-        per_epoch = statistics.median(np.diff([0.0, *ends]).tolist())
-        batch = 1 if variant == "sgd" else config.batch_size
-        rate, loss = train.nnz / per_epoch, model.history[-1]["loss"]
-        line = f"{variant:<14}{engine:<10}{batch:>7}{per_epoch:>9.2f}{rate:>12,.0f}{loss:>9.4f}"
-        if test is not None:
-            m = ranking_metrics(model.user_factors, model.item_factors, train, test, ks=(20,))
-            line += f"{m['recall@20']:>11.4f}{m['ndcg@20']:>9.4f}"
-        print(line, flush=True)
+    for rep in range(args.repeats):
+        for variant in args.variants:
+            config = make_config(args, variant)
+            timed = fit_timed(train, config, args.engine)
+            model, per_epoch, cpu_per_epoch = timed
+            engine = args.engine or engine_for(config)
+            batch = 1 if variant == "sgd" else config.batch_size
+            triples = max(config.negatives.n_private, 1)
+            line = rate_line(rep, f"{variant} ({engine})", batch, per_epoch, cpu_per_epoch, train.nnz, triples)
+            line += f"{model.history[-1]['loss']:>8.4f}"
+            if test is not None:
+                m = ranking_metrics(model.user_factors, model.item_factors, train, test, ks=(20,))
+                line += f"{m['recall@20']:>11.4f}{m['ndcg@20']:>9.4f}"
+            print(line, flush=True)
+        if args.implicit:
+            per_epoch, cpu_per_epoch = implicit_bpr(train, args)
+            print(rate_line(rep, "implicit-bpr", 1, per_epoch, cpu_per_epoch, train.nnz, 1), flush=True)
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     strategy = json.loads(args.config).get("negatives", {}).get("strategy", args.strategy)
     if args.reference > 0 and strategy in ("none", "uniform", "popularity"):
         config = make_config(args, "sgd")
