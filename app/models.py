@@ -295,22 +295,23 @@ class Retrain(Base):
 
 
 class Catalogue(Base):
-    """The current version of a dataset's item attributes; the columns live in the artifact store at artifact_key.
+    """The current version of a dataset's item (or user) attributes; the columns live in the artifact store at
+    artifact_key. One row per dataset and kind.
 
     Each upload writes a new version (the row's `version` moves on only if no other upload moved it first).
     """
 
     __tablename__ = "catalogues"
 
-    dataset_id: Mapped[str] = mapped_column(
-        String(40), ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True
-    )
+    dataset_id: Mapped[str] = mapped_column(String(40), ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True)
+    # "items" (what filters, cold items and diversify read) or "users" (segment popularity for unknown users).
+    kind: Mapped[str] = mapped_column(String(10), primary_key=True, default="items", server_default="items")
     tenant: Mapped[str] = _tenant_column()
     version: Mapped[int] = mapped_column(Integer)
     # {"columns": [{"name", "kind"}], ...}: what filters may name, in upload order.
     attributes: Mapped[dict[str, Any]] = mapped_column()
     n_rows: Mapped[int] = mapped_column(Integer)
-    n_unknown: Mapped[int] = mapped_column(Integer)  # rows whose id is not an item of the dataset
+    n_unknown: Mapped[int] = mapped_column(Integer)  # rows whose id is not an item (user) of the dataset
     artifact_key: Mapped[str] = mapped_column(String(200))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 

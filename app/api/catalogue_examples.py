@@ -1,4 +1,4 @@
-"""Example bodies of the catalogue routes (item attributes, named filters) and of the popularity fallback.
+"""Example bodies of the catalogue routes (item and user attributes, named filters) and of the popularity fallback.
 
 Like app.api.examples: tests/api/test_openapi_manual.py checks each validates against its schema.
 """
@@ -17,6 +17,7 @@ ATTRIBUTES = [
 ]
 CATALOGUE: dict[str, Any] = {
     "dataset_id": DATASET_ID,
+    "kind": "items",
     "version": 3,
     "n_rows": 1447,
     "n_unknown": 2,
@@ -40,6 +41,34 @@ ITEM_ATTRIBUTES: dict[str, Any] = {
     "item": "50",
     "attributes": {"category": "sci-fi", "tags": ["classic", "space"], "price": 9.99, "in_stock": True},
 }
+USER_CATALOGUE: dict[str, Any] = {
+    "dataset_id": DATASET_ID,
+    "kind": "users",
+    "version": 1,
+    "n_rows": 943,
+    "n_unknown": 0,
+    "attributes": [{"name": "country", "kind": "categorical"}, {"name": "age", "kind": "numeric"}],
+    "updated_at": "2024-05-03T09:40:00.500000Z",
+}
+USERS_UPLOAD: dict[str, Any] = {
+    **USER_CATALOGUE,
+    "n_rows": 944,
+    "n_unknown": 1,
+    "upload": {
+        "rows": 944,
+        "new": 944,
+        "updated": 0,
+        "columns": ["country", "age"],
+        "n_unknown": 1,
+        "unknown_ids": ["u_not_yet"],
+    },
+}
+USERS_FORM: dict[str, Any] = {"file": "users.csv", "format": "auto", "mode": "upsert"}
+USER_ATTRIBUTES: dict[str, Any] = {
+    "dataset_id": DATASET_ID,
+    "user": "196",
+    "attributes": {"country": "fr", "age": 34.0},
+}
 FILTER_IN: dict[str, Any] = {
     "expression": 'in_stock and price < 20 and not tags has "explicit"',
     "description": "What the shop can sell today",
@@ -56,4 +85,11 @@ POPULAR: dict[str, Any] = {
     "model_id": MODEL_ID,
     "items": [{"item": "50", "score": 508.0}, {"item": "100", "score": 432.0}, {"item": "181", "score": 421.0}],
     "source": "popular",
+}
+# The same, ranked among the training users who share the requesting user's country (segment=country).
+POPULAR_SEGMENT: dict[str, Any] = {
+    "model_id": MODEL_ID,
+    "items": [{"item": "100", "score": 61.0}, {"item": "50", "score": 58.0}, {"item": "258", "score": 40.0}],
+    "source": "popular",
+    "segment": {"attribute": "country", "value": "fr", "n_users": 118},
 }

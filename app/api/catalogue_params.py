@@ -22,3 +22,15 @@ FallbackQuery = Annotated[
         "(within the filter) and source popular; none answers 404, as before."
     ),
 ]
+SegmentQuery = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=100,
+        description="A user attribute (categorical, tags or boolean; uploaded with POST /v1/datasets/{id}/users): "
+        "an unknown user's popular items are counted among the training users who share the user's value of it "
+        "(any of its tags), within the filter; global popularity when the user has no value. An unknown "
+        "attribute is a 422 naming it.",
+        examples=["country"],
+    ),
+]

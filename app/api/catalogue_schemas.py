@@ -1,4 +1,4 @@
-"""Bodies of the catalogue routes: item attributes of a dataset, and named filters."""
+"""Bodies of the catalogue routes: item and user attributes of a dataset, and named filters."""
 
 from __future__ import annotations
 
@@ -18,14 +18,22 @@ class AttributeOut(BaseModel):
 
 
 class CatalogueOut(BaseModel):
-    """A dataset's item attributes: the current version and its schema."""
+    """A dataset's item (or user) attributes: the current version and its schema."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [catalogue_examples.CATALOGUE]})
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [catalogue_examples.CATALOGUE, catalogue_examples.USER_CATALOGUE]}
+    )
 
-    dataset_id: str = Field(description="The dataset the attributes belong to (its models' filters read them).")
+    dataset_id: str = Field(
+        description="The dataset the attributes belong to (its models' filters read the item attributes, "
+        "segment popularity the user attributes)."
+    )
+    kind: Literal["items", "users"] = Field(description="Whose attributes: the dataset's items or its users.")
     version: int = Field(description="Goes up by one with each upload; queries use the newest without retraining.")
-    n_rows: int = Field(description="Items with attributes (rows), including ids that are not in the dataset.")
-    n_unknown: int = Field(description="Rows whose id is not an item of the dataset: kept, but no model returns them.")
+    n_rows: int = Field(description="Items (users) with attributes, including ids that are not in the dataset.")
+    n_unknown: int = Field(
+        description="Rows whose id is not an item (user) of the dataset: kept, a later version may hold them."
+    )
     attributes: list[AttributeOut] = Field(description="Every attribute, in the order they were first uploaded.")
     updated_at: UtcDatetime = Field(description="When the current version was written (ISO 8601 UTC).")
 
@@ -35,7 +43,7 @@ class UploadSummary(BaseModel):
     new: int = Field(description="Rows for ids that had no attributes before.")
     updated: int = Field(description="Rows that wrote over an id's attributes (only the columns uploaded).")
     columns: list[str] = Field(description="The attribute columns the file held (the id column left out).")
-    n_unknown: int = Field(description="Uploaded ids that are not items of the dataset (stored and reported).")
+    n_unknown: int = Field(description="Uploaded ids that are not items (users) of the dataset (stored and reported).")
     unknown_ids: list[str] = Field(description="The first 20 of them.")
 
 
@@ -43,6 +51,20 @@ class ItemsUploadOut(CatalogueOut):
     model_config = ConfigDict(json_schema_extra={"examples": [catalogue_examples.ITEMS_UPLOAD]})
 
     upload: UploadSummary = Field(description="What this upload changed.")
+
+
+class UsersUploadOut(CatalogueOut):
+    model_config = ConfigDict(json_schema_extra={"examples": [catalogue_examples.USERS_UPLOAD]})
+
+    upload: UploadSummary = Field(description="What this upload changed.")
+
+
+class UserAttributesOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [catalogue_examples.USER_ATTRIBUTES]})
+
+    dataset_id: str = Field(description="The dataset.")
+    user: str = Field(description="The user id.")
+    attributes: dict[str, Any] = Field(description="Its values by attribute; attributes without a value left out.")
 
 
 class ItemAttributesOut(BaseModel):

@@ -190,10 +190,26 @@ SOURCE_DESCRIPTION = (
 )
 
 
+class SegmentOut(BaseModel):
+    attribute: str = Field(description="The user attribute named by `segment`.")
+    value: str | float | bool | list[str] = Field(description="The requesting user's value of it (tags: its values).")
+    n_users: int = Field(description="Training users of the model who share the value: whose interactions count.")
+
+
 class UserRecommendations(Recommendations):
-    model_config = _examples({**examples.USER_RECOMMENDATIONS, "source": "model"}, catalogue_examples.POPULAR)
+    model_config = _examples(
+        {**examples.USER_RECOMMENDATIONS, "source": "model"},
+        catalogue_examples.POPULAR,
+        catalogue_examples.POPULAR_SEGMENT,
+    )
 
     source: Source = Field("model", description=SOURCE_DESCRIPTION)
+    segment: SegmentOut | None = Field(
+        None,
+        exclude_if=lambda v: v is None,
+        description="Present when `segment` ranked the popular items: among the training users sharing the "
+        "requesting user's value (scores count their interactions). Absent when the global popularity answered.",
+    )
 
 
 class FoldInRecommendations(Recommendations):

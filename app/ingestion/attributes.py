@@ -1,6 +1,6 @@
-"""Item attribute uploads (csv, tsv, ndjson, parquet) read into an AttributeTable with typed columns.
+"""Item (and user) attribute uploads (csv, tsv, ndjson, parquet) read into an AttributeTable with typed columns.
 
-One row per item: an id column, then any number of attribute columns. Kinds are inferred per column
+One row per item (or user): an id column, then any number of attribute columns. Kinds are inferred per column
 (true/false words: boolean; numbers: numeric; other text: categorical; JSON or parquet lists: tags),
 kept from the stored schema once a column exists, and declared for multi-valued text columns
 (`multi_valued`, values split on `separator`). An empty cell or a JSON null means "no value".
@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -26,7 +27,7 @@ from app.recsys import attributes
 from app.recsys.filter_expr import BOOLEAN, CATEGORICAL, NUMERIC, TAGS
 
 ATTRIBUTE_FORMATS = ("auto", "csv", "tsv", "ndjson", "parquet")
-ID_COLUMNS = ("item_id", "itemId", "item", "id", "movieId")
+ID_COLUMNS = {"items": ("item_id", "itemId", "item", "id", "movieId"), "users": ("user_id", "userId", "user", "id")}
 TRUE_WORDS = {"true", "t", "yes", "y", "1"}
 FALSE_WORDS = {"false", "f", "no", "n", "0"}
 MAX_NAME = 100
@@ -34,9 +35,10 @@ MAX_NAME = 100
 
 @dataclass(frozen=True)
 class AttributeOptions:
-    """How to read an attribute upload (the form fields of POST /v1/datasets/{id}/items)."""
+    """How to read an attribute upload (the form fields of POST /v1/datasets/{id}/items or /users)."""
 
     format: str = "auto"
+    kind: Literal["items", "users"] = "items"  # what the rows are: picks the default id column
     id_column: str | None = None
     multi_valued: frozenset[str] = frozenset()
     separator: str = "|"
@@ -94,13 +96,13 @@ def read_table(path: Path, fmt: str) -> pa.Table:
         raise IngestError(f"cannot read the file as {fmt}: {exc}") from exc
 
 
-def _id_column(table: pa.Table, wanted: str | None) -> str:
+def _id_column(table: pa.Table, wanted: str | None, kind: str) -> str:
     names = table.column_names
     if wanted is not None:
         if wanted not in names:
             raise IngestError(f"no column {wanted!r} (id_column); the columns are {', '.join(names)}")
         return wanted
-    for name in ID_COLUMNS:
+    for name in ID_COLUMNS[kind]:
         if name in names:
             return name
     if not names:
@@ -215,8 +217,8 @@ def read_attributes(
     if table.num_rows > max_rows:
         raise RowLimitExceeded(table.num_rows, max_rows)
     if table.num_rows == 0:
-        raise IngestError("the file has no rows: one row per item is expected, after the header")
-    id_name = _id_column(table, options.id_column)
+        raise IngestError(f"the file has no rows: one row per {options.kind[:-1]} is expected, after the header")
+    id_name = _id_column(table, options.id_column, options.kind)
     line_offset = 2 if fmt in ("csv", "tsv") else 1
     ids_array = table.column(id_name)
     id_type = ids_array.type
@@ -231,7 +233,7 @@ def read_attributes(
     if unique.shape[0] < id_values.shape[0]:
         repeated = unique[counts > 1][0]
         j = int(np.flatnonzero(id_values == repeated)[1])
-        raise IngestError(f"item {str(repeated)!r} appears twice", line=j + line_offset, column=id_name)
+        raise IngestError(f"{options.kind[:-1]} {str(repeated)!r} appears twice", line=j + line_offset, column=id_name)
     columns: dict[str, attributes.Column] = {}
     for name in table.column_names:
         if name == id_name:

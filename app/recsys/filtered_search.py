@@ -237,6 +237,20 @@ def popular(counts: np.ndarray, order: np.ndarray, k: int, allowed: Allowed | No
     return top, counts[top].astype(np.float32)
 
 
+def segment_popularity(
+    seen_indptr: np.ndarray, seen_indices: np.ndarray, users: np.ndarray, global_order: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(counts, order) for `popular` among a segment: each item's number of the `users` (a mask over the
+    model's users) who touched it, and the items by that count, ties (and items no user of the segment
+    touched) in `global_order`."""
+    n_items = global_order.shape[0]
+    owner = np.repeat(users, np.diff(seen_indptr))  # per stored interaction: is its user in the segment
+    counts = np.bincount(seen_indices[owner], minlength=n_items)
+    rank = np.empty(n_items, dtype=np.int64)
+    rank[global_order] = np.arange(n_items)
+    return counts, np.lexsort((rank, -counts))
+
+
 def mmr(vectors: np.ndarray, ids: np.ndarray, scores: np.ndarray, k: int, weight: float) -> Result:
     """Maximal marginal relevance: greedily the candidate maximising weight·relevance − (1−weight)·(its
     highest cosine with those already picked); relevance is the score rescaled to [0, 1] over the candidates."""

@@ -1,7 +1,9 @@
-"""Item attributes of a dataset: upload (upsert or replace), describe, one item's values, delete.
+"""Item and user attributes of a dataset: upload (upsert or replace), describe, one row's values, delete.
 
-A dataset's attributes are one versioned table in the artifact store (`catalogues/{dataset}/v{n}`),
-named by its `catalogues` row. An upload reads the file, merges it into the current table, publishes
+A dataset's attributes of each kind ("items", "users") are one versioned table in the artifact store
+(`catalogues/{dataset}/v{n}`, `catalogues/{dataset}/users/v{n}`), named by its `catalogues` row. Item
+attributes feed filters, cold items and diversify; user attributes the segment popularity fallback.
+An upload reads the file, merges it into the current table, publishes
 the result as the next version and moves the row on, unless another upload moved it first (a 409:
 nothing is lost, the client sends its file again). Models are not retrained: queries read the current
 version (app.services.filters).
@@ -32,6 +34,7 @@ CHUNK = 1 << 20
 # How many of an upload's unknown ids the answer lists (all are counted).
 UNKNOWN_SHOWN = 20
 Mode = Literal["upsert", "replace"]
+Kind = Literal["items", "users"]
 
 
 @dataclass(frozen=True)
@@ -47,8 +50,8 @@ class UploadReport:
     unknown_ids: list[str] = field(default_factory=list)
 
 
-def catalogue_key(dataset_id: str, version: int) -> str:
-    return f"catalogues/{dataset_id}/v{version}"
+def catalogue_key(dataset_id: str, version: int, kind: Kind = "items") -> str:
+    return f"catalogues/{dataset_id}/v{version}" if kind == "items" else f"catalogues/{dataset_id}/{kind}/v{version}"
 
 
 def _stream_to_disk(src: BinaryIO, dest: Path, limits: Limits) -> int:
@@ -63,12 +66,12 @@ def _stream_to_disk(src: BinaryIO, dest: Path, limits: Limits) -> int:
     return size
 
 
-def dataset_item_ids(session: Session, store: ArtifactStore, dataset: Dataset) -> np.ndarray:
-    """The item ids of the dataset's latest version (events may have added items since the upload);
-    only that array of the version's file is read."""
+def dataset_ids(session: Session, store: ArtifactStore, dataset: Dataset, kind: Kind = "items") -> np.ndarray:
+    """The item (or user) ids of the dataset's latest version (events may have added some since the
+    upload); only that array of the version's file is read."""
     latest = get_version(session, dataset, None)
     with np.load(store.local_dir(latest.artifact_key) / ARRAYS_FILE, allow_pickle=False) as z:
-        ids: np.ndarray = z["item_ids"]
+        ids: np.ndarray = z["item_ids" if kind == "items" else "user_ids"]
         return ids
 
 
@@ -88,7 +91,7 @@ def _schema(table: AttributeTable) -> dict[str, object]:
     return {"columns": [{"name": name, "kind": kind} for name, kind in table.schema.items()]}
 
 
-def upload_items(
+def upload_attributes(
     session: Session,
     store: ArtifactStore,
     dataset_id: str,
@@ -99,10 +102,11 @@ def upload_items(
     mode: Mode,
     tenant: str,
     limits: Limits,
+    kind: Kind = "items",
 ) -> UploadReport:
-    """Read an attribute file and write it over the dataset's current attributes (or replace them)."""
+    """Read an attribute file and write it over the dataset's current attributes of that kind (or replace them)."""
     dataset = get_dataset(session, dataset_id, tenant=tenant)
-    row = session.get(Catalogue, dataset_id)
+    row = session.get(Catalogue, (dataset_id, kind))
     version = row.version if row is not None else 0
     scratch = store.staging_dir()
     try:
@@ -119,20 +123,20 @@ def upload_items(
             raise InvalidInput(str(exc), line=exc.line, column=exc.column) from exc
     finally:
         store.discard(scratch)
-    items = dataset_item_ids(session, store, dataset)
-    in_dataset = np.isin(update_table.ids, items)
+    known = dataset_ids(session, store, dataset, kind)
+    in_dataset = np.isin(update_table.ids, known)
     if update_table.ids.shape[0] and not in_dataset.any():
         raise InvalidInput(
-            f"none of the {update_table.ids.shape[0]} ids is an item of dataset {dataset_id!r} (e.g. "
+            f"none of the {update_table.ids.shape[0]} ids is {_noun(kind)} of dataset {dataset_id!r} (e.g. "
             f"{str(update_table.ids[0])!r}); is the id column right? Name it with id_column",
             field="id_column",
         )
     existed = old.positions(update_table.ids) >= 0
     merged = old.upsert(update_table)
-    key = catalogue_key(dataset_id, version + 1)
+    key = catalogue_key(dataset_id, version + 1, kind)
     with publishing(store, key) as staged:
         save_table(staged, merged)
-    n_unknown = int((~np.isin(merged.ids, items)).sum())
+    n_unknown = int((~np.isin(merged.ids, known)).sum())
     values = {
         "version": version + 1,
         "attributes": _schema(merged),
@@ -143,20 +147,20 @@ def upload_items(
     }
     try:
         if row is None:
-            row = Catalogue(dataset_id=dataset_id, tenant=tenant, **values)
+            row = Catalogue(dataset_id=dataset_id, kind=kind, tenant=tenant, **values)
             session.add(row)
             session.commit()
         else:
             moved = session.execute(
                 update(Catalogue)
-                .where(Catalogue.dataset_id == dataset_id, Catalogue.version == version)
+                .where(Catalogue.dataset_id == dataset_id, Catalogue.kind == kind, Catalogue.version == version)
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )
             if moved.rowcount != 1:  # type: ignore[attr-defined]
                 raise Conflict(
-                    f"the attributes of dataset {dataset_id!r} changed during this upload (another upload); "
-                    "send the file again",
+                    f"the {kind[:-1]} attributes of dataset {dataset_id!r} changed during this upload (another "
+                    "upload); send the file again",
                     dataset_id=dataset_id,
                 )
             session.commit()
@@ -166,9 +170,11 @@ def upload_items(
         store.delete(key)
         if isinstance(exc, Conflict):
             raise
-        raise Conflict(f"another upload created the attributes of dataset {dataset_id!r} first; send again") from exc
+        raise Conflict(
+            f"another upload created the {kind[:-1]} attributes of dataset {dataset_id!r} first; send again"
+        ) from exc
     if version:
-        store.delete(catalogue_key(dataset_id, version))
+        store.delete(catalogue_key(dataset_id, version, kind))
     unknown = update_table.ids[~in_dataset]
     return UploadReport(
         catalogue=row,
@@ -181,31 +187,39 @@ def upload_items(
     )
 
 
-def get_catalogue(session: Session, dataset_id: str, *, tenant: str) -> Catalogue:
-    """A dataset's attributes row; NotFound when the dataset (of this tenant) has none."""
+def _noun(kind: Kind) -> str:
+    return "an item" if kind == "items" else "a user"
+
+
+def get_catalogue(session: Session, dataset_id: str, *, tenant: str, kind: Kind = "items") -> Catalogue:
+    """A dataset's attributes row of that kind; NotFound when the dataset (of this tenant) has none."""
     get_dataset(session, dataset_id, tenant=tenant)
-    row = session.get(Catalogue, dataset_id)
+    row = session.get(Catalogue, (dataset_id, kind))
     if row is None:
         raise NotFound(
-            f"dataset {dataset_id!r} has no item attributes yet; upload them with POST /v1/datasets/{dataset_id}/items"
+            f"dataset {dataset_id!r} has no {kind[:-1]} attributes yet; upload them with "
+            f"POST /v1/datasets/{dataset_id}/{kind}"
         )
     return row
 
 
-def item_attributes(
-    session: Session, store: ArtifactStore, dataset_id: str, item: str, *, tenant: str
+def row_attributes(
+    session: Session, store: ArtifactStore, dataset_id: str, row_id: str, *, tenant: str, kind: Kind = "items"
 ) -> dict[str, Any]:
-    """One item's attribute values (absent ones left out)."""
-    row = get_catalogue(session, dataset_id, tenant=tenant)
-    values = current_table(store, row).row(item)
+    """One item's (or user's) attribute values (absent ones left out)."""
+    row = get_catalogue(session, dataset_id, tenant=tenant, kind=kind)
+    values = current_table(store, row).row(row_id)
     if values is None:
-        raise NotFound(f"item {item!r} has no attributes in dataset {dataset_id!r}")
+        raise NotFound(f"{kind[:-1]} {row_id!r} has no attributes in dataset {dataset_id!r}")
     return values
 
 
-def delete_catalogue(session: Session, store: ArtifactStore, dataset_id: str, *, tenant: str) -> None:
-    """Remove a dataset's attributes (filters on its models then know no attribute but `id`)."""
-    row = get_catalogue(session, dataset_id, tenant=tenant)
+def delete_catalogue(
+    session: Session, store: ArtifactStore, dataset_id: str, *, tenant: str, kind: Kind = "items"
+) -> None:
+    """Remove a dataset's attributes of that kind (without item attributes, filters on its models know no
+    attribute but `id`; without user attributes, segment popularity falls back to global popularity)."""
+    row = get_catalogue(session, dataset_id, tenant=tenant, kind=kind)
     key = row.artifact_key
     session.delete(row)
     session.commit()

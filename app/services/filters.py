@@ -27,14 +27,15 @@ from app.models import Catalogue, Model, NamedFilter, utcnow
 from app.recsys import filter_expr
 from app.recsys.attributes import AlignedColumns, AttributeTable
 from app.recsys.cold_items import attribute_vectors
-from app.recsys.filter_expr import Expr, FilterError
-from app.recsys.filtered_search import Allowed
-from app.services.catalogue import load_version
+from app.recsys.filter_expr import NUMERIC, TAGS, Expr, FilterError
+from app.recsys.filtered_search import Allowed, segment_popularity
+from app.services.catalogue import Kind, load_version
 from app.services.serving import LoadedModel
 from app.storage import ArtifactStore
 
 # How deep named filters may refer to one another (@a uses @b uses @c ...).
 MAX_NESTING = 8
+KINDS: tuple[Kind, ...] = ("items", "users")
 
 
 def filter_problem(exc: FilterError, field: str = "filter") -> InvalidInput:
@@ -166,6 +167,34 @@ class ModelCatalogue:
         return self._cold
 
 
+@dataclass(eq=False)
+class SegmentCounts:
+    """Item counts among a model's training users who share one value of a user attribute (`popular`'s
+    counts and order: ties, and items nobody in the segment touched, in global popularity order)."""
+
+    value: Any
+    n_users: int
+    counts: np.ndarray
+    order: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.counts.nbytes + self.order.nbytes)
+
+
+@dataclass(frozen=True)
+class UserSegment:
+    """A query's `segment`: a user attribute, checked against the user attributes of the model's dataset."""
+
+    cache: FilterCache
+    users: ModelCatalogue  # the model's training users with the current user attributes
+    attribute: str
+
+    def counts(self, model: LoadedModel, user: str) -> SegmentCounts | None:
+        """The popularity among the training users sharing `user`'s value; None when the user has none."""
+        return self.cache.segment_counts(model, self.users, self.attribute, user)
+
+
 class FilterCache:
     """Thread-safe memory of attribute versions, aligned columns and compiled filters, bounded in bytes."""
 
@@ -176,17 +205,20 @@ class FilterCache:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._datasets: dict[str, str] = {}  # model id -> dataset id (fixed for a model's life)
-        self._versions: dict[str, _Version] = {}  # dataset id -> version
+        self._versions: dict[tuple[str, str], _Version] = {}  # (dataset id, kind) -> version
         self._named: dict[tuple[str, str], tuple[str | None, float]] = {}  # (tenant, name) -> (expression, until)
         self._tables: OrderedDict[tuple[str, str], AttributeTable] = OrderedDict()
-        self._catalogues: OrderedDict[tuple[str, str], ModelCatalogue] = OrderedDict()
+        # (model id, kind, token): the model's items (or training users) with the attributes of one version
+        self._catalogues: OrderedDict[tuple[str, str, str], ModelCatalogue] = OrderedDict()
+        self._segments: OrderedDict[tuple[str, str, str, str], SegmentCounts] = OrderedDict()
         self._allowed: OrderedDict[tuple[str, str, str], Allowed] = OrderedDict()
         self.compiled = 0  # bitmaps computed (the rest were answered from memory)
 
     # What changed in this process is forgotten at once; other processes see it within NAME_TTL.
     def forget_dataset(self, dataset_id: str) -> None:
         with self._lock:
-            self._versions.pop(dataset_id, None)
+            for kind in KINDS:
+                self._versions.pop((dataset_id, kind), None)
 
     def forget_named(self, tenant: str, name: str) -> None:
         with self._lock:
@@ -201,22 +233,22 @@ class FilterCache:
         self._datasets[model.id] = str(dataset_id)
         return str(dataset_id)
 
-    def _version(self, sessions: sessionmaker[Session], dataset_id: str) -> _Version:
+    def _version(self, sessions: sessionmaker[Session], dataset_id: str, kind: Kind) -> _Version:
         now = time.monotonic()
-        known = self._versions.get(dataset_id)
+        known = self._versions.get((dataset_id, kind))
         if known is None or known.verified_until < now:
             with sessions() as session:
-                row = session.get(Catalogue, dataset_id)
+                row = session.get(Catalogue, (dataset_id, kind))
                 token = f"{row.version}@{row.updated_at.isoformat()}" if row else ""
                 known = _Version(token, row.artifact_key if row else None, time.monotonic() + self.NAME_TTL)
-            self._versions[dataset_id] = known
+            self._versions[(dataset_id, kind)] = known
         return known
 
-    def catalogue(self, sessions: sessionmaker[Session], model: LoadedModel) -> ModelCatalogue:
-        """The model's items with the current attributes of its dataset."""
+    def catalogue(self, sessions: sessionmaker[Session], model: LoadedModel, kind: Kind = "items") -> ModelCatalogue:
+        """The model's items (or, for kind users, its training users) with the current attributes of its dataset."""
         dataset_id = self._dataset_of(sessions, model)
-        version = self._version(sessions, dataset_id)
-        key = (model.id, version.token)
+        version = self._version(sessions, dataset_id, kind)
+        key = (model.id, kind, version.token)
         with self._lock:
             found = self._catalogues.get(key)
             if found is not None:
@@ -227,10 +259,13 @@ class FilterCache:
         except FileNotFoundError:
             # Replaced (its files deleted) since it was looked up: look up the current one, once.
             self.forget_dataset(dataset_id)
-            version = self._version(sessions, dataset_id)
-            key = (model.id, version.token)
+            version = self._version(sessions, dataset_id, kind)
+            key = (model.id, kind, version.token)
             table = self._table(dataset_id, version)
-        columns = table.aligned(model.artifact.item_ids, model.item_index)
+        if kind == "items":
+            columns = table.aligned(model.artifact.item_ids, model.item_index)
+        else:
+            columns = table.aligned(model.artifact.user_ids)
         built = ModelCatalogue(version.token, table.schema, columns, table)
         with self._lock:
             self._catalogues[key] = built
@@ -238,7 +273,7 @@ class FilterCache:
         return built
 
     def _table(self, dataset_id: str, version: _Version) -> AttributeTable:
-        key = (dataset_id, version.token)
+        key = (version.artifact_key or "", version.token)
         with self._lock:
             table = self._tables.get(key)
         if table is None:
@@ -323,9 +358,52 @@ class FilterCache:
                 raise FilterError(f"in named filter @{ref.name}: {exc}", ref.pos) from None
         return filter_expr.substitute(tree, named) if named else tree
 
+    def segment(self, sessions: sessionmaker[Session], model: LoadedModel, attribute: str) -> UserSegment:
+        """A `segment` checked against the user attributes of the model's dataset: a 422 naming it when no
+        such attribute exists or it is numeric (a segment is the users sharing a value)."""
+        users = self.catalogue(sessions, model, "users")
+        kind = users.schema.get(attribute)
+        if kind is None or kind == NUMERIC:
+            known = [name for name, k in users.schema.items() if k != NUMERIC]
+            what = "unknown user attribute" if kind is None else "numeric user attribute (not a segment)"
+            raise InvalidInput(
+                f"segment: {what} {attribute!r} (categorical, tags or boolean user attributes: "
+                f"{', '.join(known) or 'none; upload them with POST /v1/datasets/{id}/users'})",
+                field="segment",
+                errors=[{"field": "segment", "message": f"{what} {attribute!r}", "type": "segment"}],
+            )
+        return UserSegment(self, users, attribute)
+
+    def segment_counts(
+        self, model: LoadedModel, users: ModelCatalogue, attribute: str, user: str
+    ) -> SegmentCounts | None:
+        """Popularity among the training users who share `user`'s value of `attribute` (any of its tags), kept
+        per model, attribute version and value; None when the user has no such value in the user table."""
+        value = (users.table.row(user) or {}).get(attribute)
+        if value is None:
+            return None
+        key = (model.id, users.token, attribute, repr(value))
+        with self._lock:
+            found = self._segments.get(key)
+            if found is not None:
+                self._segments.move_to_end(key)
+                return found
+        values = tuple(value) if isinstance(value, list) else (value,)
+        if users.schema[attribute] == TAGS:
+            members = users.columns.has(attribute, values, "any")
+        else:
+            members = users.columns.equals(attribute, values)
+        art = model.artifact
+        counts, order = segment_popularity(art.seen_indptr, art.seen_indices, members, model.popularity_order)
+        built = SegmentCounts(value, int(members.sum()), counts, order)
+        with self._lock:
+            self._segments[key] = built
+            self._evict()
+        return built
+
     def _evict(self) -> None:
         """Drop the least recently used entries past max_bytes (caller holds the lock); the newest stays."""
-        caches: list[OrderedDict[Any, Any]] = [self._allowed, self._catalogues, self._tables]
+        caches: list[OrderedDict[Any, Any]] = [self._segments, self._allowed, self._catalogues, self._tables]
 
         def size() -> int:
             return sum(

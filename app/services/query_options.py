@@ -3,6 +3,8 @@
 filter      an expression (app.recsys.filter_expr) compiled by the FilterCache into an Allowed bitmap
 fallback    popular | none: an unknown user with fallback popular gets the most interacted-with items
             (within the filter, minus `exclude`), with source "popular"; none keeps the 404
+segment     a user attribute: the popular items of an unknown user are counted among the training users
+            sharing the user's value (from the uploaded user attributes), global when the user has none
 diversify   mmr | mmr:W (0..1, weight of relevance; default 0.7) | ATTRIBUTE:N (at most N items
             per value of a categorical attribute): re-ranks a pool of candidates larger than k
 """
@@ -21,7 +23,7 @@ from app.recsys.attributes import AlignedColumns
 from app.recsys.filter_expr import CATEGORICAL
 from app.recsys.filtered_search import Allowed, cap_per_value, mmr, popular
 from app.services import serving
-from app.services.filters import ColdItems, FilterCache
+from app.services.filters import ColdItems, FilterCache, SegmentCounts, UserSegment
 from app.services.serving import LoadedModel, Scored
 
 Fallback = Literal["popular", "none"]
@@ -96,6 +98,7 @@ class Refinement:
     diversify: Diversify | None = None
     codes: np.ndarray | None = None  # the capped attribute's codes per model item (diversify ATTRIBUTE:N)
     cold: Cold | None = None
+    segment: UserSegment | None = None  # ranks the popularity fallback (GET user recommendations)
 
     def pool(self, k: int) -> int:
         """How many candidates to search for: k, or a larger pool to diversify from."""
@@ -150,17 +153,19 @@ def refine(
     filter: str | None,
     diversify: str | None,
     cold_items: bool = False,
+    segment: str | None = None,
 ) -> Refinement:
-    """Compile a query's filter, diversify and cold-items options against the model (422 for mistakes)."""
+    """Compile a query's filter, diversify, cold-items and segment options against the model (422 for mistakes)."""
     allowed = filters.allowed(sessions, model, filter, tenant) if filter is not None else None
     cold = Cold(*filters.cold(sessions, model, filter, tenant)) if cold_items else None
+    users = filters.segment(sessions, model, segment) if segment is not None else None
     if diversify is None:
-        return Refinement(allowed, cold=cold)
+        return Refinement(allowed, cold=cold, segment=users)
     spec = parse_diversify(diversify)
     if spec.method == "mmr":
-        return Refinement(allowed, spec, cold=cold)
+        return Refinement(allowed, spec, cold=cold, segment=users)
     columns = filters.catalogue(sessions, model).columns
-    return Refinement(allowed, spec, _codes(columns, spec.attribute), cold)
+    return Refinement(allowed, spec, _codes(columns, spec.attribute), cold, users)
 
 
 def _codes(columns: AlignedColumns, attribute: str) -> np.ndarray:
@@ -175,14 +180,24 @@ def _codes(columns: AlignedColumns, attribute: str) -> np.ndarray:
     return column.codes
 
 
-def popular_items(model: LoadedModel, k: int, allowed: Allowed | None, exclude: list[str] | None = None) -> Scored:
-    """The most interacted-with items within the filter, minus `exclude`; scores are the counts."""
+def popular_items(
+    model: LoadedModel,
+    k: int,
+    allowed: Allowed | None,
+    exclude: list[str] | None = None,
+    segment: SegmentCounts | None = None,
+) -> Scored:
+    """The most interacted-with items within the filter, minus `exclude`; scores are the counts (among the
+    segment's users, when given)."""
     blocked = [model.item_index[i] for i in exclude or () if i in model.item_index]
     if blocked:
         mask = np.ones(model.artifact.item_ids.shape[0], dtype=bool) if allowed is None else allowed.mask.copy()
         mask[blocked] = False
         allowed = Allowed(mask)
-    top, counts = popular(model.item_counts, model.popularity_order, k, allowed)
+    if segment is None:
+        top, counts = popular(model.item_counts, model.popularity_order, k, allowed)
+    else:
+        top, counts = popular(segment.counts, segment.order, k, allowed)
     return model.named(top, counts)
 
 
@@ -194,17 +209,20 @@ def user_recommendations(
     exclude: list[str],
     refinement: Refinement,
     fallback: Fallback,
-) -> tuple[Scored, Source]:
-    """One user's answer and who gave it: the model for a known user, popularity for an unknown one
-    (fallback popular), else the 404 that names fold-in."""
+) -> tuple[Scored, Source, SegmentCounts | None]:
+    """One user's answer, who gave it and the segment that ranked it: the model for a known user, popularity
+    for an unknown one (fallback popular; among the user's segment when asked for and the user has a value),
+    else the 404 that names fold-in."""
     pool = refinement.pool(k)
     if user in model.user_index:
         [scored] = serving.recommend_for_users(model, [user], pool, exclude_seen, exclude, refinement.allowed)
         scored = refinement.join(model, scored, _user_vector(model, user), pool, exclude)
-        return refinement.finish(model, scored, k), "model"
+        return refinement.finish(model, scored, k), "model", None
     if fallback == "none":
         model.user(user)  # raises the documented NotFound
-    return refinement.finish(model, popular_items(model, pool, refinement.allowed, exclude), k), "popular"
+    segment = refinement.segment.counts(model, user) if refinement.segment is not None else None
+    scored = popular_items(model, pool, refinement.allowed, exclude, segment)
+    return refinement.finish(model, scored, k), "popular", segment
 
 
 def _user_vector(model: LoadedModel, user: str) -> np.ndarray:

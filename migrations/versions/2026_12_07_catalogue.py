@@ -1,7 +1,8 @@
 """catalogue: item and user attributes, named filters (issue 20)
 
-catalogues: one row per dataset with uploaded item attributes (its current version and schema; the
-columns are in the artifact store). named_filters: filter expressions stored by name, per tenant.
+catalogues: one row per dataset and kind ("items" or "users") with uploaded attributes (its current
+version and schema; the columns are in the artifact store). named_filters: filter expressions stored by
+name, per tenant.
 
 Revision ID: c20a77b1f002
 Revises: 5e19e7e1a001
@@ -23,6 +24,7 @@ def upgrade() -> None:
     op.create_table(
         "catalogues",
         sa.Column("dataset_id", sa.String(length=40), nullable=False),
+        sa.Column("kind", sa.String(length=10), server_default="items", nullable=False),
         sa.Column("tenant", sa.String(length=100), server_default="default", nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("attributes", sa.JSON(), nullable=False),
@@ -31,7 +33,7 @@ def upgrade() -> None:
         sa.Column("artifact_key", sa.String(length=200), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["dataset_id"], ["datasets.id"], ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("dataset_id"),
+        sa.PrimaryKeyConstraint("dataset_id", "kind"),
     )
     with op.batch_alter_table("catalogues", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_catalogues_tenant"), ["tenant"], unique=False)

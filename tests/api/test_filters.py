@@ -149,7 +149,7 @@ def test_another_tenant_can_neither_read_nor_write_the_attributes(env):
         with pytest.raises(NotFound):
             catalogue.get_catalogue(session, ds, tenant="other")
         with pytest.raises(NotFound):
-            catalogue.upload_items(
+            catalogue.upload_attributes(
                 session,
                 state.store,
                 ds,

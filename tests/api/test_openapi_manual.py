@@ -44,6 +44,8 @@ ANSWERS: list[type[BaseModel]] = [
     catalogue_schemas.CatalogueOut,
     catalogue_schemas.ItemsUploadOut,
     catalogue_schemas.ItemAttributesOut,
+    catalogue_schemas.UsersUploadOut,
+    catalogue_schemas.UserAttributesOut,
     catalogue_schemas.FilterOut,
     catalogue_schemas.FilterList,
     retrain_schemas.AliasDetail,

@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BeforeValidator
 
-from app.api.catalogue_params import ColdItemsQuery, DiversifyQuery, FallbackQuery, FilterQuery
+from app.api.catalogue_params import ColdItemsQuery, DiversifyQuery, FallbackQuery, FilterQuery, SegmentQuery
 from app.api.deps import CacheDep, FiltersDep, LimitsDep, SessionsDep, TenantDep
 from app.api.hot_path import PEEK_MISSED
 from app.api.live import live_recommendations
@@ -25,6 +25,7 @@ from app.api.schemas import (
     NeighborsRequest,
     Recommendations,
     ScoredItem,
+    SegmentOut,
     UserRecommendations,
 )
 from app.limits import check_batch_cost, check_batch_users, check_k
@@ -68,8 +69,14 @@ def _items(scored: serving.Scored) -> list[ScoredItem]:
     response_model=UserRecommendations,
     summary="Top-k items for a user",
     description="For a user the model never saw (and who has no events), `fallback` decides: popular items "
-    "(default; `source` says popular) or a 404 that points to fold-in.",
-    dependencies=[Depends(only_query("k", "exclude_seen", "exclude", "filter", "fallback", "diversify", "cold_items"))],
+    "(default; `source` says popular) or a 404 that points to fold-in. With `segment=ATTRIBUTE` the popular items "
+    "are those of the training users sharing the user's value of that user attribute (POST "
+    "/v1/datasets/{id}/users uploads them); `segment` in the answer names it. A user without a value gets the "
+    "global popular items. An unknown or numeric attribute is a 422 naming it.",
+    responses=problems(422),
+    dependencies=[
+        Depends(only_query("k", "exclude_seen", "exclude", "filter", "fallback", "diversify", "cold_items", "segment"))
+    ],
 )
 async def recommend_user(
     request: Request,
@@ -87,14 +94,15 @@ async def recommend_user(
     fallback: FallbackQuery = "popular",
     diversify: DiversifyQuery = None,
     cold_items: ColdItemsQuery = False,
+    segment: SegmentQuery = None,
 ) -> UserRecommendations:
     check_k(k, limits)
     refine = query_options.Refinement()
-    refined = filter is not None or diversify is not None or cold_items
+    refined = filter is not None or diversify is not None or cold_items or segment is not None
     if refined:
         # Compiling a filter may need the database (attribute version, named filters): off the event loop.
         refine = await run_in_threadpool(
-            query_options.refine, sessions, filters, model, tenant, filter, diversify, cold_items
+            query_options.refine, sessions, filters, model, tenant, filter, diversify, cold_items, segment
         )
     # Through an alias, a user's events since the model was trained change the answer (docs/events.md).
     live = await live_recommendations(
@@ -104,10 +112,13 @@ async def recommend_user(
         return UserRecommendations(model_id=model.id, items=_items(refine.finish(model, live, k)), source="fold_in")
     if refined or user not in model.user_index:
         # A filtered search may scan many items: off the event loop, unlike the plain one below.
-        scored, source = await run_in_threadpool(
+        scored, source, counts = await run_in_threadpool(
             query_options.user_recommendations, model, user, k, exclude_seen, exclude, refine, fallback
         )
-        return UserRecommendations(model_id=model.id, items=_items(scored), source=source)
+        named = None
+        if counts is not None and refine.segment is not None:
+            named = SegmentOut(attribute=refine.segment.attribute, value=counts.value, n_users=counts.n_users)
+        return UserRecommendations(model_id=model.id, items=_items(scored), source=source, segment=named)
     # Sub-millisecond numpy work: cheaper on the event loop than a threadpool round trip.
     [scored] = serving.recommend_for_users(model, [user], k, exclude_seen, exclude)
     return UserRecommendations(model_id=model.id, items=_items(scored))
