@@ -25,12 +25,13 @@ Adam counts steps per row, so rarely touched rows get the bias correction of the
 
 Variants: "minibatch_sgd" reshuffles the examples every epoch, "minibatch" shuffles once before the first
 epoch and then reuses the same batches in the same order, and "sgd" applies one example per update in a
-fresh random order each epoch. "sgd" runs in numpy on the CPU: per-example torch dispatch costs more than
-the arithmetic. It stays exactly sequential yet vectorised: an example's level is one more than that of
-the latest earlier example sharing a row with it, and each level (examples with pairwise disjoint rows)
-is applied at once. Every row then sees the same updates, in the same order, computed from the same
-values as in the one-by-one pass, so the result is that of one-by-one updates (disjoint updates
-commute); for "hard" every scored candidate counts as a touched row.
+fresh random order each epoch. On the CPU every variant runs in the compiled loops of sgd_kernel.py
+(engine "compiled"; "sgd" as one sequential loop), the mini-batch variants on CUDA through torch. The
+"numpy" engine, the reference for "sgd", stays exactly sequential yet vectorised: an example's level is
+one more than that of the latest earlier example sharing a row with it, and each level (examples with
+pairwise disjoint rows) is applied at once. Every row then sees the same updates, in the same order,
+computed from the same values as in the one-by-one pass, so the result is that of one-by-one updates
+(disjoint updates commute); for "hard" every scored candidate counts as a touched row.
 
 Initial factors are normal with standard deviation init_scale, 1/sqrt(dim) when None (as in WALS).
 """
