@@ -67,6 +67,7 @@ BENCHES: dict[str, Bench] = {
         ("--datasets", "ml100k", "--dims", "32", "--out", "generalise.json"), data=("ml-100k",), peers=("implicit",)
     ),
     "worker_memory": Bench(("--dim", "16", "--iterations", "1")),
+    "events_load": Bench(("--seconds", "5", "--groups", "4", "--users-per-group", "1000", "--active-users", "400")),
     "warm_start": Bench(("--dim", "16", "--iterations", "4", "--out", "warm_start.json"), data=("ml-1m-implicit",)),
     "distributed": Bench(
         ("--interactions", "200000", "--iterations", "1", "--ranks", "1", "2")
