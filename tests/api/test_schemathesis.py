@@ -86,9 +86,11 @@ def seeded() -> Iterator[Seeded]:
         assert job["status"] == "succeeded", job
         model = job["model_id"]
         assert client.put("/v1/aliases/prod", json={"model_id": model}, headers=headers).status_code == 200
-        # Item attributes and a named filter (also "prod": the `name` of both paths), so their reads find them.
+        # Item and user attributes and a named filter (also "prod": the `name` of both paths), so their reads find them.
         items = {"file": ("items.csv", b"item,colour\ni1,red\ni2,blue\n")}
         assert client.post(f"/v1/datasets/{ds['id']}/items", files=items, headers=headers).status_code == 200
+        users = {"file": ("users.csv", b"user,country\nu1,fr\nu2,de\n")}
+        assert client.post(f"/v1/datasets/{ds['id']}/users", files=users, headers=headers).status_code == 200
         red = {"expression": "colour = 'red'"}
         assert client.put("/v1/filters/prod", json=red, headers=headers).status_code == 200
         ids = {
