@@ -191,7 +191,7 @@ def test_a_kill_between_artifact_and_row_neither_loses_the_model_nor_makes_two(
     _reap(sessions, store, job_id)
     if published:
         # The second attempt records the published model without training again.
-        monkeypatch.setattr(training, "load_dataset", lambda *a: pytest.fail("trained again"))
+        monkeypatch.setattr(training, "load_version", lambda *a: pytest.fail("trained again"))
     assert train_job(settings, job_id) == "succeeded"
     assert [(m.id, m.job_id) for m in _models(sessions)] == [(model_id, job_id)]
     job = api.get(f"/v1/jobs/{job_id}").json()
