@@ -439,35 +439,30 @@ class _Search:
         d = self.sweep_dim
         candidates: list[dict[str, Any]] = []
         states: list[TrainingState | None] = []
-        ranking: list[tuple[float, int]] = []
         per_user: dict[int, np.ndarray] = {}  # each candidate's latest per-user validation recalls
 
-        def rung0(params: dict[str, Any]) -> np.ndarray:
-            i = len(candidates)
-            candidates.append(params)
-            run = self.train_steps("rung", params, self.fit_part, d, self.rung_steps, None, self.rung_steps)
-            states.append(run.last)
-            self._trial(i, params, 0, d, run)
-            ranking.append((run.score, -i))
+        def train_rung(i: int, rung: int, steps: int, resume: TrainingState | None) -> np.ndarray:
+            run = self.train_steps("rung", candidates[i], self.fit_part, d, steps, resume, self.rung_steps)
+            self._trial(i, candidates[i], rung, d, run)
             assert run.per_user is not None
-            per_user[i] = run.per_user
+            states[i], per_user[i] = run.last, run.per_user
             return run.per_user
+
+        def rung0(params: dict[str, Any]) -> np.ndarray:
+            candidates.append(params)
+            states.append(None)
+            return train_rung(len(candidates) - 1, 0, self.rung_steps, None)
 
         if n > 1:
             _sweep(space.axes, n, rung0)
+            alive = list(range(len(candidates)))
             sizes = _rung_sizes(len(candidates), c.keep)
             if len(sizes) > 1:
                 # Ties go to the earlier (more trusted) candidate: the ranking is a pure function of the scores.
-                alive = [-i for _, i in sorted(ranking, reverse=True)]
-                steps, ranking = 2 * self.rung_steps, []
-                for i in alive[: sizes[1]]:
-                    run = self.train_steps("rung", candidates[i], self.fit_part, d, steps, states[i], self.rung_steps)
-                    self._trial(i, candidates[i], 1, d, run)
-                    states[i] = run.last
-                    ranking.append((run.score, -i))
-                    assert run.per_user is not None
-                    per_user[i] = run.per_user
-            winner_index = _pick([-i for _, i in ranking], per_user)
+                alive = sorted(alive, key=lambda j: (-float(per_user[j].mean()), j))[: sizes[1]]
+                for i in alive:
+                    train_rung(i, 1, 2 * self.rung_steps, states[i])
+            winner_index = _pick(alive, per_user)
         else:
             candidates.append(dict(self.guess))
             winner_index = 0
