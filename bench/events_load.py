@@ -144,6 +144,7 @@ async def _serve_load(base: str, n_users: int, rps: float, seconds: float, seed:
     rng = np.random.default_rng(seed)
     latencies: list[float] = []
     sources: dict[str, int] = {}
+    by_source: dict[str, list[float]] = {}
     errors = 0
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
@@ -158,9 +159,11 @@ async def _serve_load(base: str, n_users: int, rps: float, seconds: float, seed:
             if r.status_code != 200:
                 errors += 1
                 return
-            latencies.append(time.perf_counter() - due)
+            latency = time.perf_counter() - due
+            latencies.append(latency)
             source = r.json()["source"]
             sources[source] = sources.get(source, 0) + 1
+            by_source.setdefault(source, []).append(latency)
 
         start = time.perf_counter()
         tasks = []
@@ -171,7 +174,12 @@ async def _serve_load(base: str, n_users: int, rps: float, seconds: float, seed:
             tasks.append(asyncio.create_task(one(f"u{rng.integers(0, n_users)}", due)))
         await asyncio.gather(*tasks)
     ms = np.array(latencies) * 1000
-    return {"ms": ms, "errors": errors, "sources": sources}
+    return {
+        "ms": ms,
+        "errors": errors,
+        "sources": sources,
+        "by_source": {source: np.array(values) * 1000 for source, values in by_source.items()},
+    }
 
 
 def serve_load(base: str, n_users: int, rps: float, seconds: float, seed: int) -> dict[str, Any]:
@@ -188,6 +196,10 @@ def summary(phase: str, load: dict[str, Any], rps: float) -> dict[str, Any]:
         "p99 ms": float(np.percentile(ms, 99)),
         "max ms": float(ms.max()),
         "fold-in answers": f"{load['sources'].get('fold_in', 0) / max(1, answers):.1%}",
+        # Where the tail comes from: the answers from trained factors and the fold-ins over fresh events apart.
+        "p99 ms by source": {
+            source: round(float(np.percentile(values, 99)), 1) for source, values in load["by_source"].items()
+        },
         "errors": load["errors"],
     }
 

@@ -56,8 +56,8 @@ class EventsAccepted(BaseModel):
         "this batch)."
     )
     last_seq: int | None = Field(
-        description="The dataset's latest event sequence number after this post (events are folded into versions "
-        "in this order)."
+        description="The sequence number of the last event this post stored, or the dataset's latest one when it "
+        "stored none (events are folded into versions in this order)."
     )
 
 

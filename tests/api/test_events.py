@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,16 @@ def api(tmp_path: Path) -> TestClient:
     return _client(tmp_path)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def api_on(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
+    """The API on either database: storing events is one dialect-specific INSERT ... ON CONFLICT DO NOTHING."""
+    from tests.services import postgres_database
+
+    database = postgres_database() if request.param == "postgresql" else nullcontext(None)
+    with database as url, _client(tmp_path, database_url=url) as client:
+        yield client
+
+
 def _dataset(client: TestClient, tmp_path: Path) -> str:
     response = upload(client, planted_csv(tmp_path / "p.csv", 40, 30))
     assert response.status_code == 201, response.text
@@ -42,7 +54,8 @@ def _stats(client: TestClient, ds: str) -> dict[str, Any]:
     return dict(response.json())
 
 
-def test_a_batch_is_stored_and_a_retry_is_not_stored_twice(api, tmp_path):
+def test_a_batch_is_stored_and_a_retry_is_not_stored_twice(api_on, tmp_path):
+    api = api_on
     ds = _dataset(api, tmp_path)
     batch = {"events": [{"user": "u1", "item": "i3", "event_id": "a"}, {"user": "u2", "item": "i4", "weight": 2}]}
     first = api.post(f"/v1/datasets/{ds}/events", json=batch)
@@ -57,6 +70,13 @@ def test_a_batch_is_stored_and_a_retry_is_not_stored_twice(api, tmp_path):
     stats = _stats(api, ds)
     assert (stats["total"], stats["pending"], stats["latest_version"]) == (4, 4, 1)
     assert stats["last_seq"] == again["last_seq"] + 1
+    # Nothing new: the answer names the dataset's latest event all the same.
+    assert api.post(f"/v1/datasets/{ds}/events", json=twice).json() == {
+        "dataset_id": ds,
+        "accepted": 0,
+        "duplicates": 2,
+        "last_seq": stats["last_seq"],
+    }
     assert sum(stats["per_minute"]) == 4 and len(stats["per_minute"]) == 60
 
 
