@@ -74,7 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # Added first, so it sits inside the timing and body-limit middlewares added after it.
     app.state.hot_path = HotPathStats()
-    app.state.live_events = LiveEvents()  # users' events since their model was trained (app.services.live_vectors)
+    # Users' events since their model was trained (app.services.live_vectors).
+    app.state.live_events = LiveEvents(get_sessionmaker(settings.resolved_database_url))
     app.add_middleware(
         HotRecommendations,
         cache=app.state.model_cache,

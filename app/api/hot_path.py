@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.api.auth import Authenticator
 from app.api.params import parse_bool, parse_k
 from app.services import serving
-from app.services.live_vectors import LiveEvents
+from app.services.live_vectors import LiveEvents, Stream, recommend_live
 
 # The FastAPI route this path stands in for (also the label its requests get in /metrics).
 ROUTE = "/v1/models/{model_id}/users/{user}/recommendations"
@@ -158,10 +158,20 @@ class HotRecommendations:
         if query is None:
             await self.app(scope, receive, send)
             return
-        model, user, k, exclude_seen = query
-        scored = await self.coalescer.submit(model, user, k, exclude_seen)
+        model, user, k, exclude_seen, stream = query
+        scored = recommend_live(model, stream, user, k, exclude_seen) if stream is not None else None
+        if scored is not None:
+            # The user's fold-in over their training interactions and fresh events: one d x d solve, on the loop.
+            source = "fold_in"
+            self.live.live_answers += 1  # type: ignore[union-attr]  # a stream comes only from self.live
+        elif user in model.user_index:
+            source = "model"
+            scored = await self.coalescer.submit(model, user, k, exclude_seen)
+        else:  # a user only known from events on items the model does not know: the route's cold start
+            await self.app(scope, receive, send)
+            return
         items = [{"item": i, "score": s} for i, s in scored]
-        body = orjson.dumps({"model_id": model.id, "items": items, "source": "model"})
+        body = orjson.dumps({"model_id": model.id, "items": items, "source": source})
         scope["route"] = _RouteLabel
         self.stats.answered += 1
         await send(
@@ -173,7 +183,9 @@ class HotRecommendations:
         )
         await send({"type": "http.response.body", "body": body})
 
-    def _query(self, scope: Scope) -> tuple[serving.LoadedModel, str, int, bool] | None:
+    def _query(self, scope: Scope) -> tuple[serving.LoadedModel, str, int, bool, Stream | None] | None:
+        """(model, user, k, exclude_seen, the stream of the user's events when they have some) for a request this
+        path answers; None sends it to the route."""
         match = _PATH.fullmatch(scope["path"])
         if match is None:
             return None
@@ -188,10 +200,15 @@ class HotRecommendations:
             scope[PEEK_MISSED] = True
             return None
         user = match.group(2)
-        if user not in model.user_index:
+        stream = None
+        # Through an alias a user's new events count (app.services.live_vectors). The route answers while this
+        # process's copy of the events must be read first (first use, or no traffic for a while).
+        if self.live is not None and match.group(1) != model.id:
+            stream = self.live.current(model)
+            if stream is None:
+                return None
+            if user not in stream.users:
+                stream = None
+        if stream is None and user not in model.user_index:
             return None
-        # Through an alias a user's new events count (app.services.live_vectors): the route answers a user with
-        # events, or any user while this process's copy of the events is due for a refresh.
-        if self.live is not None and match.group(1) != model.id and not self.live.quiet(model.id, user):
-            return None
-        return model, user, *query
+        return model, user, *query, stream

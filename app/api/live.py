@@ -28,8 +28,8 @@ async def live_recommendations(
     if name == model.id:
         return None
     live: LiveEvents = request.app.state.live_events
-    stream = live.peek(model.id)
-    if stream is None:  # this request's turn to read the new events (a database query: off the event loop)
+    stream = live.current(model)
+    if stream is None:  # first use, or a state past its grace: read the new events first (off the event loop)
         stream = await run_in_threadpool(live.refreshed, sessions, model, tenant)
     scored = recommend_live(model, stream, user, k, exclude_seen, exclude, allowed)
     if scored is not None:

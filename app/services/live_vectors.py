@@ -9,14 +9,17 @@ item — the WALS row solve with the item factors fixed (app.recsys.fold_in) —
 A user the model never saw gets the same from their events alone.
 
 Freshness: an answer reflects every event committed at least REFRESH_SECONDS + GRACE_SECONDS before it. When
-the state expires, one request reads the new events while the others are answered from the old state for at
-most GRACE_SECONDS (so that a busy process does not send every request to the database at once).
+the state expires, the first request to notice starts a read in the background and every request is answered
+from the old state for at most GRACE_SECONDS; a state older than that is read before the answer (a process
+that had no traffic). Under steady traffic no request waits for the database.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +33,8 @@ from app.recsys.filtered_search import Allowed, search_allowed
 from app.recsys.fold_in import fold_in
 from app.services.dataset_versions import get_version
 from app.services.serving import LoadedModel, Scored
+
+log = logging.getLogger(__name__)
 
 # Read at most this many events per refresh: a backlog is caught up over a few requests, none of them slow.
 READ_CHUNK = 50_000
@@ -54,7 +59,7 @@ class Stream:
     cursor: int  # the seq of the last event read
     users: dict[str, _UserEvents] = field(default_factory=dict)
     fresh_until: float = 0.0
-    refreshing_until: float = 0.0
+    refreshing: bool = False  # a read in the background is under way
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def events_of(self, user: str) -> _UserEvents | None:
@@ -62,40 +67,44 @@ class Stream:
 
 
 class LiveEvents:
-    """Per API process: the event streams of the models served through aliases, refreshed from the database."""
+    """Per API process: the event streams of the models served through aliases, refreshed from the database.
+
+    A stream is fresh for REFRESH_SECONDS after a read began. For GRACE_SECONDS after that it still answers,
+    while one read runs in the background (started by the first request to find it due), so under steady
+    traffic no request waits for the database. Past the grace, a request reads it first (`refreshed`).
+    """
 
     REFRESH_SECONDS = 0.4
     GRACE_SECONDS = 0.3
 
-    def __init__(self) -> None:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+        self.clock = time.monotonic  # replaceable in tests
         self._streams: dict[str, Stream] = {}
         self._lock = threading.Lock()
+        # One thread for the background reads: they are short, and one at a time keeps them off the serving cores.
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-events")
         self.refreshes = 0
         self.live_answers = 0
 
-    def peek(self, model_id: str) -> Stream | None:
-        """The model's stream when fresh, without I/O; None when there is none or it is due for a refresh.
+    def current(self, model: LoadedModel) -> Stream | None:
+        """The model's stream when it may answer now, without I/O; None when it must be read first (`refreshed`).
 
-        Past its freshness one caller gets None (and refreshes it) while the others keep the old state
-        for GRACE_SECONDS.
+        Within the grace after its freshness it answers as it stands, and the first caller to see it due starts
+        the read in the background.
         """
-        stream = self._streams.get(model_id)
+        stream = self._streams.get(model.id)
         if stream is None:
             return None
-        now = time.monotonic()
+        now = self.clock()
         if stream.fresh_until >= now:
             return stream
-        if stream.refreshing_until >= now:
-            return stream
-        stream.refreshing_until = now + self.GRACE_SECONDS
-        return None
-
-    def quiet(self, model_id: str, user: str) -> bool:
-        """Whether the trained factors answer `user` as they stand: the model's stream is fresh and holds no event
-        of the user. The hot path's check, which changes nothing: False sends the request to the route, whose
-        peek takes the turn to refresh or answers from the old state during someone else's refresh."""
-        stream = self._streams.get(model_id)
-        return stream is not None and stream.fresh_until >= time.monotonic() and user not in stream.users
+        if stream.fresh_until + self.GRACE_SECONDS < now:
+            return None
+        if not stream.refreshing:
+            stream.refreshing = True
+            self._reader.submit(self._refresh_in_background, stream, model)
+        return stream
 
     def refreshed(self, sessions: sessionmaker[Session], model: LoadedModel, tenant: str) -> Stream:
         """The model's stream with the events committed since it was last read (registered on first use)."""
@@ -105,10 +114,23 @@ class LiveEvents:
                 stream = Stream(model.id, *_start(session, model.id, tenant))
             with self._lock:
                 stream = self._streams.setdefault(model.id, stream)
+        self._read(stream, model, sessions)
+        return stream
+
+    def _refresh_in_background(self, stream: Stream, model: LoadedModel) -> None:
+        try:
+            self._read(stream, model, self._sessions)
+        except Exception:  # the stream stays due: past the grace a request reads it and meets the error itself
+            log.exception("reading the events of model %s failed", stream.model_id)
+        finally:
+            stream.refreshing = False
+
+    def _read(self, stream: Stream, model: LoadedModel, sessions: sessionmaker[Session]) -> None:
+        """Fold the events committed since the stream's cursor into it, unless another reader just did."""
         with stream.lock:
-            started = time.monotonic()
+            started = self.clock()
             if stream.fresh_until >= started:  # another request refreshed it while this one waited
-                return stream
+                return
             with sessions() as session:
                 rows = session.execute(
                     select(Event.seq, Event.user, Event.item, Event.weight)
@@ -117,19 +139,25 @@ class LiveEvents:
                     .limit(READ_CHUNK)
                 ).all()
             index = model.item_index
-            for seq, user, item, weight in rows:
-                events = stream.users.get(user)
+            # Each user's events are rebuilt aside and swapped in whole: requests read the stream on other threads
+            # while this runs, and must never see a user's weights half-updated.
+            updated: dict[str, _UserEvents] = {}
+            for _seq, user, item, weight in rows:
+                events = updated.get(user)
                 if events is None:
-                    events = stream.users[user] = _UserEvents()
+                    held = stream.users.get(user)
+                    events = updated[user] = (
+                        _UserEvents(dict(held.weights), held.count) if held is not None else _UserEvents()
+                    )
                 code = index.get(item)
                 if code is not None:  # an item the model does not know cannot be scored nor folded in
                     events.weights[code] = events.weights.get(code, 0.0) + float(weight)
                 events.count += 1
-                stream.cursor = seq
+            stream.users.update(updated)
+            if rows:
+                stream.cursor = rows[-1][0]
             stream.fresh_until = started + self.REFRESH_SECONDS
-            stream.refreshing_until = 0.0
             self.refreshes += 1
-        return stream
 
     def forget(self, model_id: str) -> None:
         """Drop a model's stream (the model was deleted)."""

@@ -124,5 +124,36 @@ def test_users_without_events_stay_on_the_hot_path(served):
     assert app.state.hot_path.answered - answered >= 4
     live_events: LiveEvents = app.state.live_events
     hot_before, live_before = app.state.hot_path.answered, live_events.live_answers
-    _items(client, "prod", "u2")
-    assert app.state.hot_path.answered == hot_before and live_events.live_answers == live_before + 1
+    fast = client.get("/v1/models/prod/users/u2/recommendations")
+    # A user with events is answered there too, from the live vector, with the same bytes as the full route
+    # (an `exclude` of no item sends the request there).
+    assert app.state.hot_path.answered == hot_before + 1 and live_events.live_answers == live_before + 1
+    slow = client.get("/v1/models/prod/users/u2/recommendations?exclude=no-such-item")
+    assert app.state.hot_path.answered == hot_before + 1 and live_events.live_answers == live_before + 2
+    assert fast.json()["source"] == "fold_in" and fast.content == slow.content
+
+
+def test_a_due_state_answers_while_it_is_read_in_the_background(served, monkeypatch):
+    client, ds, _, _ = served
+    app: Any = client.app
+    live_events: LiveEvents = app.state.live_events
+    _items(client, "prod", "u3")  # registers the stream
+    [model_id] = live_events.watched()
+    model = app.state.model_cache.peek("default", "prod")
+    clock = [time.monotonic()]
+    monkeypatch.setattr(live_events, "clock", lambda: clock[0])
+    stream = live_events.current(model)
+    assert stream is not None and stream.model_id == model_id
+    client.post(f"/v1/datasets/{ds}/events", json={"events": [{"user": "u4", "item": "i26"}]})
+    # Due, within the grace: the old state answers at once (u4 has no events there) and a read starts.
+    clock[0] = stream.fresh_until + LiveEvents.GRACE_SECONDS / 2
+    reads = live_events.refreshes
+    assert live_events.current(model) is stream and "u4" not in stream.users
+    deadline = time.perf_counter() + 10
+    while live_events.refreshes == reads:
+        assert time.perf_counter() < deadline, "the background read never ran"
+        time.sleep(0.01)
+    assert stream.users["u4"].count == 1 and not stream.refreshing
+    # Past the grace without a read, the state must be read before it answers.
+    clock[0] = stream.fresh_until + LiveEvents.GRACE_SECONDS + 0.01
+    assert live_events.current(model) is None
