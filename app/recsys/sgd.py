@@ -454,10 +454,10 @@ class _Compiled:
         self.state0 = state[0] if state else np.zeros((0, dim), np.float32)
         self.state1 = state[1] if len(state) > 1 else np.zeros((0, dim), np.float32)
         self.steps = state[2] if len(state) > 2 else np.zeros(0, np.float64)
-        # In-batch steps stay on one thread: their time is in torch's GEMMs and the GIL-holding glue between
-        # them, and two Hogwild threads took 13.1 s/epoch where one took 6.95 (ml-1m, default recipe, loaded
-        # 2-core machine).
-        self.threads = 1 if config.variant == "sgd" or self.shared else max(1, threads)
+        # In-batch steps run Hogwild too: each thread's GEMMs on one OpenMP thread (hogwild() sets it), and the
+        # numba passes release the GIL (ml-1m, default recipe: 4.2 s/epoch on two threads against 6.85 on one,
+        # the same CPU time and loss).
+        self.threads = 1 if config.variant == "sgd" else max(1, threads)
         batch = 1 if config.variant == "sgd" else min(config.batch_size, train.nnz)
         n_shared = batch if self.shared else 0
         n_rows = table.shape[0]
@@ -603,6 +603,9 @@ class _Compiled:
 
         def target(part: int) -> None:
             try:
+                # OpenMP's thread count is per thread: a new thread's torch GEMMs would start a team of all the
+                # cores, which spins against the other Hogwild threads (3x the CPU time for in-batch steps).
+                torch.set_num_threads(1)
                 with sgd_kernel.one_thread():
                     results[part] = worker(part)
             except BaseException as exc:  # re-raised by the calling thread

@@ -413,8 +413,10 @@ def planted() -> tuple[Interactions, Interactions]:
         {"loss": "bce", "optimizer": "adagrad", "negatives": {"strategy": "uniform"}},
         {"loss": "bpr", "optimizer": "adam", "learning_rate": 0.01, "negatives": {"strategy": "uniform"}},
         {"loss": "softmax", "optimizer": "adam", "learning_rate": 0.01, "negatives": {"strategy": "popularity"}},
+        # The recipe's shape: in-batch negatives, whose GEMMs run in each Hogwild thread.
+        {"loss": "softmax", "optimizer": "adam", "learning_rate": 0.01, "negatives": {"strategy": "in_batch"}},
     ],
-    ids=["bce-uniform", "bpr-uniform", "softmax-popularity"],
+    ids=["bce-uniform", "bpr-uniform", "softmax-popularity", "softmax-in-batch"],
 )
 def test_compiled_and_hogwild_runs_reach_the_torch_paths_quality(
     planted: tuple[Interactions, Interactions], settings: dict[str, Any], monkeypatch: pytest.MonkeyPatch
