@@ -469,6 +469,13 @@ class _Compiled:
         self.marks = [np.zeros(n_marks, dtype=bool) for _ in range(self.threads)]
         self.slots = [np.full(n_marks, -1, dtype=np.int64) for _ in range(self.threads)]
         self.ibufs = [np.zeros(n_shared, dtype=np.int32) for _ in range(self.threads)]
+        # Per thread, the (B, U) scores and the two (·, d) products, written in place by the GEMMs: a fresh
+        # multi-megabyte result a batch is a fresh mapping whose pages fault in every time.
+        self.gemm_out = [
+            (np.empty(n_shared * n_shared, np.float32), np.empty((n_shared, dim), np.float32),
+             np.empty((n_shared, dim), np.float32))  # fmt: skip
+            for _ in range(self.threads)
+        ]
 
     def log_q(self, batch_size: int) -> np.ndarray:
         """log Q per item for the softmax correction of a batch of this size (empty: no correction)."""
@@ -558,7 +565,10 @@ class _Compiled:
         shared, counts = np.unique(items, return_counts=True)
         u = torch.from_numpy(table[users + self.n_items])
         v = torch.from_numpy(table[shared])
-        s_shared = torch.mm(u, v.T).numpy()
+        scores_out, user_out, shared_out = self.gemm_out[part]
+        n_shared = shared.shape[0]
+        s_shared = scores_out[: b * n_shared].reshape(b, n_shared)
+        torch.mm(u, v.T, out=torch.from_numpy(s_shared))
         if c.loss == "softmax":
             sgd_kernel.shared_softmax(
                 table, users, items, first, key, self.k, self.indptr, self.indices, self.bits, self.prob,
@@ -573,8 +583,9 @@ class _Compiled:
             )  # fmt: skip
         # The two dense products of the coefficients with the factors go to torch's GEMM (sgd_kernel docstring).
         g = torch.from_numpy(s_shared)
-        extra_user = torch.mm(g, v).numpy()
-        extra_shared = torch.mm(g.T, u).numpy()
+        extra_user, extra_shared = user_out[:b], shared_out[:n_shared]
+        torch.mm(g, v, out=torch.from_numpy(extra_user))
+        torch.mm(g.T, u, out=torch.from_numpy(extra_shared))
         sgd_kernel.apply_batch(
             table, rows, scores, b, extra_user, shared, extra_shared, head, uniq, acc, self.optimizer,
             c.learning_rate, c.l2, self.state0, self.state1, self.steps,
