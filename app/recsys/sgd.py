@@ -472,8 +472,11 @@ class _Compiled:
         # Per thread, the (B, U) scores and the two (·, d) products, written in place by the GEMMs: a fresh
         # multi-megabyte result a batch is a fresh mapping whose pages fault in every time.
         self.gemm_out = [
-            (np.empty(n_shared * n_shared, np.float32), np.empty((n_shared, dim), np.float32),
-             np.empty((n_shared, dim), np.float32))  # fmt: skip
+            (
+                np.empty(n_shared * n_shared, np.float32),
+                np.empty((n_shared, dim), np.float32),
+                np.empty((n_shared, dim), np.float32),
+            )
             for _ in range(self.threads)
         ]
 
