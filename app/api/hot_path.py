@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.auth import Authenticator
 from app.api.params import parse_bool, parse_k
+from app.errors import InvalidInput
 from app.services import serving
 from app.services.live_vectors import LiveEvents, Stream, recommend_live
 
@@ -159,7 +160,11 @@ class HotRecommendations:
             await self.app(scope, receive, send)
             return
         model, user, k, exclude_seen, stream = query
-        scored = recommend_live(model, stream, user, k, exclude_seen) if stream is not None else None
+        try:
+            scored = recommend_live(model, stream, user, k, exclude_seen) if stream is not None else None
+        except InvalidInput:  # interactions that determine no vector: the route answers with the documented error
+            await self.app(scope, receive, send)
+            return
         if scored is not None:
             # The user's fold-in over their training interactions and fresh events: one d x d solve, on the loop.
             source = "fold_in"

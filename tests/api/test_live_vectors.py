@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from app.api.app import create_app
 from app.config import Settings
+from app.errors import InvalidInput
 from app.migrate import upgrade
 from app.services.live_vectors import LiveEvents
 from tests.helpers import planted_csv, upload
@@ -157,3 +158,18 @@ def test_a_due_state_answers_while_it_is_read_in_the_background(served, monkeypa
     # Past the grace without a read, the state must be read before it answers.
     clock[0] = stream.fresh_until + LiveEvents.GRACE_SECONDS + 0.01
     assert live_events.current(model) is None
+
+
+def test_a_live_vector_the_hot_path_cannot_solve_goes_to_the_route(served, monkeypatch):
+    client, ds, _, _ = served
+    client.post(f"/v1/datasets/{ds}/events", json={"events": [{"user": "u5", "item": "i27"}]})
+    expected = client.get("/v1/models/prod/users/u5/recommendations?exclude=no-such-item")  # the route's answer
+    assert expected.json()["source"] == "fold_in"
+
+    def unsolvable(*_: Any, **__: Any) -> None:
+        raise InvalidInput("the interactions of user 'u5' do not determine a vector")
+
+    # The hot path's solve fails: the request is handed to the route (whose own solve answers), never a 500.
+    monkeypatch.setattr("app.api.hot_path.recommend_live", unsolvable)
+    response = client.get("/v1/models/prod/users/u5/recommendations")
+    assert response.status_code == 200 and response.content == expected.content
