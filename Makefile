@@ -55,11 +55,12 @@ typecheck: install
 bench: install
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
-# Peers for side-by-side benchmarks; never runtime dependencies. LightFM's setup.py needs
-# --no-build-isolation (it imports itself while building).
+# Peers for side-by-side benchmarks; never runtime dependencies. LightFM 1.17's setup.py imports
+# itself while building and fails as a PEP 517 build with today's setuptools: a legacy build without
+# isolation works (checked 2026-12-07); --no-deps keeps it from pulling anything the benches do not use.
 bench-extras: install
 	$(BIN)/python -m pip install "implicit==0.7.3" "threadpoolctl==3.8.0" setuptools wheel
-	$(BIN)/python -m pip install --no-build-isolation "lightfm==1.17"
+	$(BIN)/python -m pip install --no-deps --no-build-isolation --no-use-pep517 "lightfm==1.17"
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
