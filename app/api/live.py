@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy.orm import Session, sessionmaker
 
 from app.recsys.filtered_search import Allowed
 from app.services.live_vectors import LiveEvents, recommend_live
@@ -13,7 +12,6 @@ from app.services.serving import LoadedModel, Scored
 
 async def live_recommendations(
     request: Request,
-    sessions: sessionmaker[Session],
     model: LoadedModel,
     name: str,
     tenant: str,
@@ -30,7 +28,7 @@ async def live_recommendations(
     live: LiveEvents = request.app.state.live_events
     stream = live.current(model)
     if stream is None:  # first use, or a state past its grace: read the new events first (off the event loop)
-        stream = await run_in_threadpool(live.refreshed, sessions, model, tenant)
+        stream = await run_in_threadpool(live.refreshed, model, tenant)
     scored = recommend_live(model, stream, user, k, exclude_seen, exclude, allowed)
     if scored is not None:
         live.live_answers += 1

@@ -106,32 +106,32 @@ class LiveEvents:
             self._reader.submit(self._refresh_in_background, stream, model)
         return stream
 
-    def refreshed(self, sessions: sessionmaker[Session], model: LoadedModel, tenant: str) -> Stream:
+    def refreshed(self, model: LoadedModel, tenant: str) -> Stream:
         """The model's stream with the events committed since it was last read (registered on first use)."""
         stream = self._streams.get(model.id)
         if stream is None:
-            with sessions() as session:
+            with self._sessions() as session:
                 stream = Stream(model.id, *_start(session, model.id, tenant))
             with self._lock:
                 stream = self._streams.setdefault(model.id, stream)
-        self._read(stream, model, sessions)
+        self._read(stream, model)
         return stream
 
     def _refresh_in_background(self, stream: Stream, model: LoadedModel) -> None:
         try:
-            self._read(stream, model, self._sessions)
+            self._read(stream, model)
         except Exception:  # the stream stays due: past the grace a request reads it and meets the error itself
             log.exception("reading the events of model %s failed", stream.model_id)
         finally:
             stream.refreshing = False
 
-    def _read(self, stream: Stream, model: LoadedModel, sessions: sessionmaker[Session]) -> None:
+    def _read(self, stream: Stream, model: LoadedModel) -> None:
         """Fold the events committed since the stream's cursor into it, unless another reader just did."""
         with stream.lock:
             started = self.clock()
             if stream.fresh_until >= started:  # another request refreshed it while this one waited
                 return
-            with sessions() as session:
+            with self._sessions() as session:
                 rows = session.execute(
                     select(Event.seq, Event.user, Event.item, Event.weight)
                     .where(Event.dataset_id == stream.dataset_id, Event.seq > stream.cursor)

@@ -106,7 +106,7 @@ async def recommend_user(
         )
     # Through an alias, a user's events since the model was trained change the answer (docs/events.md).
     live = await live_recommendations(
-        request, sessions, model, model_id, tenant, user, refine.pool(k), exclude_seen, exclude, refine.allowed
+        request, model, model_id, tenant, user, refine.pool(k), exclude_seen, exclude, refine.allowed
     )
     if live is not None:
         return UserRecommendations(model_id=model.id, items=_items(refine.finish(model, live, k)), source="fold_in")
