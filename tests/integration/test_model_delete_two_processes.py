@@ -80,6 +80,9 @@ def test_a_deleted_model_is_gone_from_every_process(tmp_path: Path):
             while (answers := _statuses(urls)) != [404] * len(urls):
                 assert time.monotonic() - deleted < HONOURED_WITHIN, f"still {answers}"
             took = time.monotonic() - deleted
+            # One round of 404s may have met only the process of the first instance that already dropped the
+            # model: the promise is for every process once HONOURED_WITHIN has passed, so check from then on.
+            time.sleep(max(0.0, deleted + HONOURED_WITHIN - time.monotonic()))
             for _ in range(5):  # and it stays so, on every process
                 assert _statuses(urls) == [404] * len(urls)
             assert took < HONOURED_WITHIN
