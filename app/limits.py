@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.errors import LimitExceeded
-from app.recsys.sgd_config import RECIPE_EPOCHS
+from app.recsys.sgd_config import RECIPE_EPOCHS, SEARCH_MAX_EPOCHS
 from app.recsys.wals_defaults import ITERATIONS as DEFAULT_WALS_ITERATIONS
 from app.spec import MAX_K, TrainingSpec
 
@@ -90,14 +90,16 @@ def check_spec(spec: TrainingSpec, limits: Limits, prefix: str = "") -> None:
             _over(f"{prefix}wals.iterations", iterations, limits.max_wals_iterations, "max_wals_iterations")
     elif spec.sgd.epochs is not None:
         _over(f"{prefix}sgd.epochs", spec.sgd.epochs, limits.max_sgd_epochs, "max_sgd_epochs")
-    elif limits.max_sgd_epochs < RECIPE_EPOCHS:
+    else:
+        # Omitted: the search trains up to its ceiling, a fit with the search off the recipe's epochs.
+        omitted = SEARCH_MAX_EPOCHS if spec.search.mode == "auto" else RECIPE_EPOCHS
         field = f"{prefix}sgd.epochs"
         _over(
             field,
-            RECIPE_EPOCHS,
+            omitted,
             limits.max_sgd_epochs,
             "max_sgd_epochs",
-            detail=f"{field} is omitted and Unfold's default {RECIPE_EPOCHS} is over the limit of "
+            detail=f"{field} is omitted and Unfold's default {omitted} is over the limit of "
             f"{limits.max_sgd_epochs} (set by {SETTINGS['max_sgd_epochs']}); set it explicitly",
         )
 

@@ -161,7 +161,7 @@ class NegativesSpec(_Strict):
 
 class SGDSpec(_Strict):
     """Defaults are the best recipe measured on ml-1m-implicit (README): in-batch sampled softmax
-    with logQ correction, adam 0.005, l2 0.05, batches of 1024 — recall@20 0.279 at dim 64."""
+    with logQ correction, adam 0.005, l2 0.05, batches of 1024 — recall@20 0.278 at dim 64."""
 
     variant: Literal["sgd", "minibatch", "minibatch_sgd"] = Field(
         "minibatch_sgd",
@@ -179,7 +179,7 @@ class SGDSpec(_Strict):
         ge=1,
         le=1000,
         description="Passes over every positive interaction; omitted: chosen by the search's early stopping on "
-        "validation (20 with `search.mode` off). UNFOLD_MAX_SGD_EPOCHS may lower the ceiling of 1000.",
+        "validation, at most 20 (16 with `search.mode` off). UNFOLD_MAX_SGD_EPOCHS may lower the ceiling of 1000.",
     )
     learning_rate: float | None = Field(
         None,

@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 from common import REPO, machine, ml1m_implicit, print_table, require_data, save_json
 
+from app.recsys.sgd_config import RECIPE_EPOCHS
+
 CACHE = REPO / "bench" / "results" / "cache"
 SYNTH_EVAL_USERS = 20_000
 
@@ -236,7 +238,7 @@ def main() -> None:
         default=["unfold-wals", "implicit-als", "implicit-als-tuned", "unfold-sgd", "implicit-bpr"],
     )
     parser.add_argument("--iterations", type=int, default=15)
-    parser.add_argument("--sgd-epochs", type=int, default=20)
+    parser.add_argument("--sgd-epochs", type=int, default=RECIPE_EPOCHS, help="default: the recipe's")
     parser.add_argument("--sgd-dims", nargs="+", type=int, default=[64], help="dims for the SGD/BPR pair")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "train.json")
     args = parser.parse_args()

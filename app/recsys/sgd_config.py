@@ -126,8 +126,14 @@ def check_combination(config: SGDConfig) -> None:
 
 
 # The service's SGD recipe for what a spec leaves out with the search off (the search starts from it):
-# in-batch sampled softmax with logQ, adam 0.005, l2 0.05 — recall@20 0.279 on ml-1m-implicit at dim 64.
-RECIPE_EPOCHS = 20
+# in-batch sampled softmax with logQ, adam 0.005, l2 0.05 — recall@20 0.278 on ml-1m-implicit at dim 64.
+# Its epochs come from validation curves on the six shared datasets (docs/sgd-speed.md): 16 has the best worst
+# case (93.3 % of a curve's peak; 20: 88.8 %, as it overfits the sparser sets). 13, the choice on four of them,
+# failed its check on amazon-book (88.1 %), which peaks at 20.
+RECIPE_EPOCHS = 16
+# The search's ceiling on epochs and its budget's unit (a fit of this many epochs): the recipe's epochs before
+# 2026-12-07, which the search's measured choices (docs/defaults.md) were made with.
+SEARCH_MAX_EPOCHS = 20
 RECIPE_L2 = 0.05
 RECIPE_LEARNING_RATE = {"adam": 0.005, "adagrad": 0.05, "sgd": 0.05}
 

@@ -15,7 +15,13 @@ from app.recsys.autotune import Outcome, Space
 from app.recsys.base import Callback, EmbeddingModel, Evaluator, Interrupt, StateCallback, TrainingState
 from app.recsys.interactions import Interactions
 from app.recsys.sgd import fit_sgd
-from app.recsys.sgd_config import RECIPE_EPOCHS, RECIPE_L2, RECIPE_LEARNING_RATE, SGDConfig, sgd_config_from_spec
+from app.recsys.sgd_config import (
+    RECIPE_L2,
+    RECIPE_LEARNING_RATE,
+    SEARCH_MAX_EPOCHS,
+    SGDConfig,
+    sgd_config_from_spec,
+)
 from app.recsys.wals import WALSConfig, fit_wals
 from app.recsys.wals_defaults import capped_l2, interaction_shrinkage, l2_for_shrinkage, search_axes
 from app.spec import TrainingSpec
@@ -116,8 +122,9 @@ def plan_for(spec: TrainingSpec, data: Interactions | None = None) -> Plan:
 
 
 def default_steps(algorithm: str) -> int:
-    """Steps of a fit with fixed settings: the unit of the search's budget and of a job's progress."""
-    return defaults.ITERATIONS if algorithm == "wals" else RECIPE_EPOCHS
+    """The unit of the search's budget and of a job's phase weights: a fit of this many steps (WALS: a fit with
+    fixed settings; SGD: the search's ceiling, above the recipe's fixed epochs)."""
+    return defaults.ITERATIONS if algorithm == "wals" else SEARCH_MAX_EPOCHS
 
 
 def search_space(spec: TrainingSpec, data: Interactions) -> Space | None:
@@ -155,8 +162,8 @@ def sgd_search_space(spec: TrainingSpec) -> Space:
         config_for=config_for,
         fit=fit_sgd,
         step_cost=_sgd_step_cost,
-        default_steps=RECIPE_EPOCHS,
-        max_steps=block.epochs or RECIPE_EPOCHS,
+        default_steps=SEARCH_MAX_EPOCHS,
+        max_steps=block.epochs or SEARCH_MAX_EPOCHS,
         steps_named=block.epochs is not None,
         warm_state=_warm_state,
         rung_steps=2,

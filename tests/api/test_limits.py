@@ -229,3 +229,21 @@ def test_every_limit_setting_is_documented_in_the_configuration_page_with_its_de
         field = name.replace("_bytes", "_mb")
         assert setting == f"UNFOLD_{field.upper()}"
         assert float(rows[setting]) == defaults[field].default, setting
+
+
+def test_omitted_sgd_epochs_are_checked_at_what_the_job_would_run():
+    """With the search on, omitted epochs may run to the search's ceiling; with it off, to the recipe's epochs."""
+    from app.limits import LimitExceeded, Limits, check_spec
+    from app.recsys.sgd_config import RECIPE_EPOCHS, SEARCH_MAX_EPOCHS
+    from app.spec import TrainingSpec
+
+    assert RECIPE_EPOCHS < SEARCH_MAX_EPOCHS
+    between = Limits(max_sgd_epochs=RECIPE_EPOCHS)
+    off = TrainingSpec(dataset_id="ds_x", algorithm="sgd", search={"mode": "off"})
+    check_spec(off, between)  # the fixed fit stays within the limit
+    with pytest.raises(LimitExceeded) as refused:
+        check_spec(TrainingSpec(dataset_id="ds_x", algorithm="sgd"), between)
+    assert (refused.value.extra["field"], refused.value.extra["value"]) == ("sgd.epochs", SEARCH_MAX_EPOCHS)
+    with pytest.raises(LimitExceeded) as refused:
+        check_spec(off, Limits(max_sgd_epochs=RECIPE_EPOCHS - 1))
+    assert (refused.value.extra["field"], refused.value.extra["value"]) == ("sgd.epochs", RECIPE_EPOCHS)
