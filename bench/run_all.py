@@ -49,6 +49,9 @@ BENCHES: dict[str, Bench] = {
     "batch_memory": Bench(("--case", "buffered-100x1000")),
     "serving": Bench(("--catalogs", "40000", "--users", "5000", "--seconds", "5"), tools=("wrk",)),
     "sgd_speed": Bench(("--epochs", "1", "--variants", "minibatch_sgd"), data=("ml-1m-implicit",)),
+    "sgd_epochs": Bench(
+        ("--datasets", "ml100k", "--epochs", "3", "--at", "2", "3", "--out", "sgd_epochs.json"), data=("ml-100k",)
+    ),
     "quality": Bench(
         ("--only", "wals-default"), data=("ml-1m-implicit",), peer_args=("implicit-als-default", "implicit-als-tuned")
     ),
