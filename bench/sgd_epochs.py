@@ -47,9 +47,9 @@ def curve(train: Interactions, scored: Interactions, epochs: int, max_users: int
     return points
 
 
-def shares(points: list[float], at: list[int]) -> dict[str, float]:
-    peak = max(points)
-    return {f"% at {e}": 100.0 * points[e - 1] / peak for e in at if e <= len(points)}
+def kept(points: list[float], epochs: int) -> float:
+    """The share of the curve's peak (%) after this many epochs."""
+    return 100.0 * points[epochs - 1] / max(points)
 
 
 def main() -> None:
@@ -77,15 +77,15 @@ def main() -> None:
     for name, run in runs.items():
         points: list[float] = run["validation"]
         row = {"dataset": name, "peak epoch": points.index(max(points)) + 1, "peak": max(points)}
-        row.update(shares(points, args.at))
+        row.update({f"% at {e}": kept(points, e) for e in args.at if e <= args.epochs})
         if "test" in run:
             row.update({f"test at {e}": run["test"][e - 1] for e in args.at if e <= args.epochs})
         rows.append(row)
     print_table(rows, list(rows[0]))
     print("\nepochs | mean % of peak | worst % of peak")
     for e in range(1, args.epochs + 1):
-        kept = [100.0 * r["validation"][e - 1] / max(r["validation"]) for r in runs.values()]
-        print(f"{e} | {np.mean(kept):.1f} | {min(kept):.1f}")
+        shares = [kept(run["validation"], e) for run in runs.values()]
+        print(f"{e} | {np.mean(shares):.1f} | {min(shares):.1f}")
     save_json(args.out, {"machine": machine(), "epochs": args.epochs, "runs": runs})
 
 

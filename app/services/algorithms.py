@@ -55,6 +55,11 @@ class Plan:
     def steps(self) -> int:
         return int(self.config.iterations if self.unit == "iteration" else self.config.epochs)
 
+    @property
+    def weight(self) -> float:
+        """This fit in fits of the search's unit (default_steps): the weight of a job's fit or refit phase."""
+        return self.steps / default_steps("wals" if self.unit == "iteration" else "sgd")
+
     def with_steps(self, steps: int) -> Plan:
         field = "iterations" if self.unit == "iteration" else "epochs"
         return replace(self, config=replace(self.config, **{field: steps}))

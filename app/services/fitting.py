@@ -16,7 +16,7 @@ from app.recsys.base import EmbeddingModel, Evaluator, StateCallback, TrainingSt
 from app.recsys.interactions import Interactions
 from app.recsys.metrics import ranking_metrics
 from app.services import checkpoints, job_state
-from app.services.algorithms import Fit, Plan, chosen_spec, default_steps, plan_for, search_space
+from app.services.algorithms import Fit, Plan, chosen_spec, plan_for, search_space
 from app.services.progress import JobProgress, StepProgress
 from app.spec import TrainingSpec
 from app.storage import ArtifactStore
@@ -140,7 +140,7 @@ def fit_or_search(
     job.weigh("search", 0.0)
     plan = plan_for(spec, data)
     # In the unit the refit is weighed in (pipeline.py), so a fit and its refit of as many steps weigh the same.
-    job.weigh("fit", plan.steps / default_steps(spec.algorithm))
+    job.weigh("fit", plan.weight)
     model, progress = fit_phase(data, plan if fit is None else replace(plan, fit=fit), job, "fit", spec, test,
                                 checkpointer)  # fmt: skip
     return spec, model, None, progress.best_step if spec.early_stopping else 0

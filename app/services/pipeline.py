@@ -20,7 +20,7 @@ from app.recsys.interactions import Interactions
 from app.recsys.metrics import popularity_metrics, ranking_metrics
 from app.recsys.split import split
 from app.services import checkpoints
-from app.services.algorithms import Fit, Plan, default_steps, plan_for
+from app.services.algorithms import Fit, Plan, plan_for
 from app.services.datasets import StoredDataset
 from app.services.fitting import fit_or_search, fit_phase
 from app.services.progress import JobProgress
@@ -87,7 +87,7 @@ def train_evaluate_refit(
         # because they come from the model that never saw the test split.
         if spec.early_stopping and fitted["best_step"]:
             plan = plan.with_steps(int(fitted["best_step"]))
-        progress.weigh("refit", plan.steps / default_steps(spec.algorithm))
+        progress.weigh("refit", plan.weight)
         model, _ = fit_phase(full, plan if fit is None else replace(plan, fit=fit), progress, "refit", spec, None,
                              checkpointer)  # fmt: skip
     if progress.warnings:

@@ -24,7 +24,7 @@ PUBLISH_WEIGHT = 0.05
 def planned_phases(spec: TrainingSpec, searching: bool, fit_weight: float = 1.0) -> dict[str, float]:
     """Every phase this job will run, in order, with its planned weight (the search's is re-planned once it
     knows its budget; the refit's once the best step count is known). Weights are in fits of the search's
-    unit (algorithms.default_steps): `fit_weight` is the spec's own fit in it, and its refit's until then."""
+    unit (algorithms.Plan.weight): `fit_weight` is the spec's own fit in it, and its refit's until then."""
     phases: dict[str, float] = {}
     if searching:
         phases["search"] = float(spec.search.budget or 3.0)

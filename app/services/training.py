@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.job_status import FINISHED, JobStatus
 from app.models import Dataset, Job, Model
 from app.services import checkpoints, distributed, job_state
-from app.services.algorithms import default_steps, plan_for
+from app.services.algorithms import plan_for
 from app.services.dataset_versions import get_version, load_version
 from app.services.fitting import open_checkpoints
 from app.services.models import model_key
@@ -72,8 +72,7 @@ def train_model(
     stored = load_version(store, version)
     warm = warm_start(store, source, stored, spec) if source is not None else None
     plan = plan_for(spec)
-    phases = planned_phases(spec, spec.search.mode == "auto", plan.steps / default_steps(spec.algorithm))
-    progress = JobProgress(reporter, phases, plan.unit)
+    progress = JobProgress(reporter, planned_phases(spec, spec.search.mode == "auto", plan.weight), plan.unit)
     workers = spec.distributed.workers
     if workers > 1:
         if ranks is None:

@@ -6,8 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from app.recsys.sgd_config import SEARCH_MAX_EPOCHS
 from app.recsys.synth import PlantedConfig, planted_communities
-from app.services.algorithms import default_steps
+from app.services.algorithms import plan_for
 from app.services.datasets import StoredDataset
 from app.services.pipeline import train_evaluate_refit
 from app.services.progress import JobProgress, planned_phases
@@ -38,7 +39,8 @@ def test_an_sgd_fit_and_its_refit_weigh_the_same_whatever_the_epochs():
     stored = StoredDataset(data, np.arange(data.n_users).astype(str), np.arange(data.n_items).astype(str))
     spec = TrainingSpec(dataset_id="ds_x", algorithm="sgd", dim=4, sgd={"epochs": 3}, search={"mode": "off"})
     recorder = _Recorder()
-    weight = 3 / default_steps("sgd")  # as training.run_job plans it
+    weight = plan_for(spec).weight  # as training.train_model plans it
+    assert weight == 3 / SEARCH_MAX_EPOCHS  # 3 epochs in fits of the search's unit
     job = JobProgress(recorder, planned_phases(spec, False, weight), "epoch")  # type: ignore[arg-type]
     train_evaluate_refit(stored, spec, job, None, 3.0)
     assert job.weights["fit"] == job.weights["refit"] == weight
